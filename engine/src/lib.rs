@@ -1,0 +1,4 @@
+pub mod hash;
+pub mod manifest;
+pub mod names;
+pub mod wire;
