@@ -1,1 +1,87 @@
-fn main() {}
+//! The `chunkstream-engine` executable: argument parsing and glue. The work
+//! lives in the `chunkstream-engine` library.
+
+mod demo;
+mod output;
+mod recv;
+mod send;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Move files between two hosts over QUIC, fast, verified end to end.
+#[derive(Debug, Parser)]
+#[command(name = "chunkstream-engine", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive files: listen, print fingerprint and token, write into --out.
+    Recv(recv::RecvArgs),
+    /// Send files and folders to a receiver.
+    Send(send::SendArgs),
+    /// Run a real, verified transfer on loopback with built-in defaults.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let work = async {
+            match cli.command {
+                Command::Recv(args) => recv::run(args).await,
+                Command::Send(args) => send::run(args).await,
+                Command::Demo(args) => demo::run(args).await,
+            }
+        };
+        tokio::select! {
+            r = work => r.map(|()| ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted; partial files (if any) are kept as .part");
+                Ok(ExitCode::from(130))
+            }
+        }
+    });
+    // Do not wait for background tasks (open connections) on exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

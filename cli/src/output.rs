@@ -1,0 +1,48 @@
+//! How results reach the user: one-line JSON objects for scripts, a progress
+//! bar for people at a terminal, and formatted rates.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints one JSON object as a line on stdout and flushes.
+pub fn json_line(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+/// Prints a line on stdout and flushes (so pipes see it at once).
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// `12.3 Mbit/s`.
+pub fn rate(bits_per_sec: f64) -> String {
+    if bits_per_sec >= 1e9 {
+        format!("{:.2} Gbit/s", bits_per_sec / 1e9)
+    } else {
+        format!("{:.1} Mbit/s", bits_per_sec / 1e6)
+    }
+}
+
+/// A progress bar of acknowledged bytes, shown only on a terminal and
+/// never with `--json`.
+pub fn progress_bar(total: u64, json: bool) -> Option<ProgressBar> {
+    if json || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {bytes}/{total_bytes} acked  {bytes_per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}

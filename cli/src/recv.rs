@@ -1,0 +1,155 @@
+//! `chunkstream-engine recv`: listen, print how to reach us, receive.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chunkstream_engine::session::{Receiver, RecvEvent};
+use chunkstream_engine::transport::Tuning;
+use chunkstream_engine::transport::identity::Identity;
+use serde_json::json;
+
+use crate::output::{json_line, line};
+
+/// Receive files from `chunkstream-engine send`.
+#[derive(Debug, clap::Args)]
+pub struct RecvArgs {
+    /// Address to listen on (UDP); repeat for several interfaces.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:4433")]
+    pub listen: Vec<SocketAddr>,
+    /// Folder the files are written into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Where the receiver keeps its key pair and certificate
+    /// [default: $XDG_STATE_HOME/chunkstream-engine or ~/.local/state/chunkstream-engine].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Token senders must present; a random one is made and printed if unset.
+    #[arg(long, env = "CHUNKSTREAM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Exit after one session: 0 if it succeeded, 1 if it failed.
+    #[arg(long)]
+    pub once: bool,
+    /// Print one JSON object per line (the first has "event":"listening").
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn default_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("chunkstream-engine")
+}
+
+/// A random 128-bit token as hex, from the OS-seeded thread RNG.
+pub fn random_token() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub async fn run(args: RecvArgs) -> Result<()> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let identity = Identity::load_or_create(&state_dir).with_context(|| {
+        format!(
+            "cannot load or create the receiver identity in {}",
+            state_dir.display()
+        )
+    })?;
+    let token = args.token.clone().unwrap_or_else(random_token);
+    if token.is_empty() || token.len() > chunkstream_engine::wire::MAX_TOKEN_LEN {
+        anyhow::bail!("--token must be 1 to 256 bytes");
+    }
+    let receiver = Receiver::bind(
+        &args.listen,
+        &args.out,
+        token.clone(),
+        &identity,
+        &Tuning::default(),
+    )?;
+    let addrs = receiver.local_addrs();
+    let fingerprint = receiver.fingerprint().to_string();
+    if args.json {
+        json_line(&json!({
+            "event": "listening",
+            "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "fingerprint": fingerprint,
+            "token": token,
+            "out": args.out.display().to_string(),
+        }));
+    } else {
+        for a in &addrs {
+            line(&format!("listening on  {a}"));
+        }
+        line(&format!("fingerprint   {fingerprint}"));
+        line(&format!("token         {token}"));
+        line(&format!(
+            "send with:    chunkstream-engine send FILE... --to {} --peer {fingerprint} --token {token}",
+            addrs[0]
+        ));
+    }
+    let json = args.json;
+    let result = receiver
+        .serve(args.once, move |event| print_event(json, event))
+        .await;
+    match result {
+        Ok(summary) => {
+            if json {
+                json_line(
+                    &json!({"event": "session_done", "ok": true, "peer": summary.peer.to_string(),
+                    "files": summary.files, "bytes": summary.bytes, "seconds": summary.seconds}),
+                );
+            } else {
+                line(&format!(
+                    "session from {} done: {} file(s), {} bytes in {:.2} s",
+                    summary.peer, summary.files, summary.bytes, summary.seconds
+                ));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                json_line(&json!({"event": "session_done", "ok": false, "error": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn print_event(json: bool, event: RecvEvent) {
+    match event {
+        RecvEvent::Refused { peer, reason } => {
+            eprintln!("refused connection from {peer}: {reason}");
+            if json {
+                json_line(&json!({"event": "refused", "peer": peer.to_string(), "reason": reason}));
+            }
+        }
+        RecvEvent::SessionStarted { peer, files, bytes } => {
+            if json {
+                json_line(
+                    &json!({"event": "session_started", "peer": peer.to_string(), "files": files, "bytes": bytes}),
+                );
+            } else {
+                line(&format!(
+                    "session from {peer}: {files} file(s), {bytes} bytes"
+                ));
+            }
+        }
+        RecvEvent::FileDone {
+            name,
+            blake3,
+            bytes,
+        } => {
+            if json {
+                json_line(
+                    &json!({"event": "file_done", "name": name, "blake3": blake3, "bytes": bytes}),
+                );
+            } else {
+                line(&format!("received {name} ({bytes} bytes) blake3 {blake3}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `chunkstream-engine send`: send files and folders to a receiver.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chunkstream_engine::manifest::collect_sources;
+use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
+use chunkstream_engine::source::ReaderKind;
+use chunkstream_engine::transport::identity::Fingerprint;
+use serde_json::json;
+
+use crate::output::{json_line, line, progress_bar, rate};
+use crate::units::{parse_rate, parse_size};
+
+/// Reader backend choices on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReaderArg {
+    /// io_uring, falling back to pread if it cannot start.
+    Auto,
+    /// io_uring only (fails if unavailable).
+    Uring,
+    /// Positional reads.
+    Pread,
+}
+
+impl From<ReaderArg> for ReaderKind {
+    fn from(r: ReaderArg) -> Self {
+        match r {
+            ReaderArg::Auto => ReaderKind::Auto,
+            ReaderArg::Uring => ReaderKind::Uring,
+            ReaderArg::Pread => ReaderKind::Pread,
+        }
+    }
+}
+
+/// Send files and folders (recursively) to `chunkstream-engine recv`.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// Files or folders to send.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The receiver's address, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+    /// The receiver's certificate fingerprint, as `recv` printed it.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub peer: Fingerprint,
+    /// The token `recv` was started with or printed.
+    #[arg(long, env = "CHUNKSTREAM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Block size: a power of two from 1KiB to 64MiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub block_size: u64,
+    /// How source files are read.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub reader: ReaderArg,
+    /// Cap the sending rate, e.g. 200mbit or 25MB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_rate: Option<u64>,
+    /// Give up if the receiver does not answer within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn resolve(to: &str) -> Result<SocketAddr> {
+    to.to_socket_addrs()
+        .with_context(|| format!("cannot resolve receiver address {to:?} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("receiver address {to:?} resolves to nothing"))
+}
+
+pub async fn run(args: SendArgs) -> Result<()> {
+    let to = resolve(&args.to)?;
+    let sources = collect_sources(&args.paths)?;
+    let mut cfg = SendConfig::new(to, args.peer, args.token.clone());
+    cfg.block_size = args.block_size;
+    cfg.reader = args.reader.into();
+    cfg.max_rate = args.max_rate;
+    cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
+    chunkstream_engine::manifest::block_size_log2(cfg.block_size)?;
+
+    let json = args.json;
+    let mut bar = None;
+    let result = send_files(sources, &cfg, |event| match event {
+        SendEvent::Started {
+            total_bytes,
+            reader,
+            files,
+            remote,
+        } => {
+            tracing::info!(%remote, %reader, files, total_bytes, "transfer started");
+            bar = progress_bar(*total_bytes, json);
+        }
+        SendEvent::Acked { acked_bytes, rtt } => {
+            if let Some(b) = &bar {
+                b.set_position(*acked_bytes);
+                b.set_message(format!("rtt {:.1} ms", rtt.as_secs_f64() * 1e3));
+            }
+        }
+        SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
+    })
+    .await;
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(report) => {
+            print_report(&report, json);
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                json_line(&json!({"event": "error", "error": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn print_report(r: &SendReport, json: bool) {
+    if json {
+        json_line(&json!({
+            "event": "done",
+            "files": r.files,
+            "bytes": r.bytes,
+            "seconds": r.seconds,
+            "goodput_bps": r.goodput_bps,
+            "reader": r.reader,
+            "plane": r.plane,
+            "wire_bytes": r.wire_bytes,
+        }));
+        return;
+    }
+    if r.files.len() <= 10 {
+        for f in &r.files {
+            line(&format!("{}  {}  ({} bytes)", f.blake3, f.name, f.bytes));
+        }
+    }
+    line(&format!(
+        "sent {} file(s), {} bytes in {:.2} s: {} (verified by the receiver; reader {})",
+        r.files.len(),
+        r.bytes,
+        r.seconds,
+        rate(r.goodput_bps),
+        r.reader
+    ));
+}

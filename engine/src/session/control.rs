@@ -1,0 +1,76 @@
+//! Framing of the control stream over quinn: a reader task that turns bytes
+//! into [`Frame`]s (bounded by [`parse_frame_header`] before any allocation)
+//! and a writer.
+
+use quinn::{ReadExactError, RecvStream, SendStream};
+use tokio::sync::mpsc;
+
+use super::error::SessionError;
+use crate::wire::{FRAME_HEADER_LEN, Frame, parse_frame_header};
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, SessionError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(ReadExactError::FinishedEarly(_)) => {
+            return Err(SessionError::Protocol(
+                "control stream ended inside a frame".into(),
+            ));
+        }
+        Err(ReadExactError::ReadError(e)) => return Err(read_error(e)),
+    }
+    let (ty, len) = parse_frame_header(header)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| match e {
+        ReadExactError::FinishedEarly(_) => {
+            SessionError::Protocol("control stream ended inside a frame".into())
+        }
+        ReadExactError::ReadError(e) => read_error(e),
+    })?;
+    Ok(Some(Frame::decode_body(ty, &body)?))
+}
+
+/// Maps a stream read error.
+pub fn read_error(e: quinn::ReadError) -> SessionError {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => SessionError::from_connection(c),
+        other => SessionError::Protocol(other.to_string()),
+    }
+}
+
+/// Maps a stream write error.
+pub fn write_error(e: quinn::WriteError) -> SessionError {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => SessionError::from_connection(c),
+        other => SessionError::ConnectionLost(other.to_string()),
+    }
+}
+
+/// Spawns a task that forwards every frame of `recv`; it ends after the
+/// first error or the end of the stream (sent as `Ok(None)`).
+pub fn spawn_reader(mut recv: RecvStream) -> mpsc::Receiver<Result<Option<Frame>, SessionError>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let item = read_frame(&mut recv).await;
+            let last = !matches!(item, Ok(Some(_)));
+            if tx.send(item).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Writes frames to the control stream.
+#[derive(Debug)]
+pub struct ControlWriter(pub SendStream);
+
+impl ControlWriter {
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        self.0.write_all(&frame.encode()).await.map_err(write_error)
+    }
+}

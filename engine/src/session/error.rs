@@ -1,0 +1,111 @@
+//! What can end a session, worded for the person at the terminal.
+
+use std::net::SocketAddr;
+
+use quinn::ConnectionError;
+
+use crate::manifest::ManifestError;
+use crate::source::SourceError;
+use crate::transport::TransportError;
+use crate::transport::identity::Fingerprint;
+use crate::wire::{WireError, close_code};
+
+/// Why a session failed. The `Display` text is the one-line reason the CLI
+/// prints.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Nobody answered in time.
+    #[error(
+        "could not reach a receiver at {addr} within {secs} s (is `chunkstream-engine recv` running there, and the port open?)"
+    )]
+    Unreachable {
+        /// Where we dialled.
+        addr: SocketAddr,
+        /// The bound we waited.
+        secs: u64,
+    },
+    /// The receiver's certificate is not the pinned one.
+    #[error(
+        "the receiver at {addr} presented fingerprint {got}, but --peer is {expected}; refusing to send (wrong --peer, or not the host you meant)"
+    )]
+    WrongFingerprint {
+        /// Where we dialled.
+        addr: SocketAddr,
+        /// What --peer said.
+        expected: Fingerprint,
+        /// What the peer presented.
+        got: Fingerprint,
+    },
+    /// The peer refused us (wrong token, unsupported version).
+    #[error("refused by the receiver: {0}")]
+    Refused(String),
+    /// The peer ended the session with an error of its own.
+    #[error("the peer stopped the transfer: {0}")]
+    PeerFailed(String),
+    /// The connection died (peer gone, network gone, idle timeout).
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A block or file hash did not match.
+    #[error("verification failed: {0}")]
+    HashMismatch(String),
+    /// The receiver could not store data.
+    #[error("{0}")]
+    Storage(String),
+    /// A source file could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The inputs could not be listed.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Endpoint setup failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Starting the reader failed.
+    #[error("cannot start the reader: {0}")]
+    Reader(std::io::Error),
+}
+
+impl SessionError {
+    /// The close code to send the peer when we end the session with this error.
+    pub fn close_code(&self) -> u32 {
+        match self {
+            Self::Protocol(_) | Self::HashMismatch(_) => close_code::PROTOCOL,
+            Self::Refused(_) => close_code::REFUSED,
+            Self::Storage(_) => close_code::STORAGE,
+            _ => close_code::SOURCE,
+        }
+    }
+
+    /// Maps a quinn connection error to what it means for the user.
+    pub fn from_connection(e: ConnectionError) -> Self {
+        match e {
+            ConnectionError::ApplicationClosed(close) => {
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                match close.error_code.into_inner() as u32 {
+                    close_code::REFUSED => Self::Refused(reason),
+                    close_code::PROTOCOL => Self::Protocol(format!("peer says: {reason}")),
+                    close_code::DONE => {
+                        Self::ConnectionLost("the peer closed the session early".into())
+                    }
+                    _ => Self::PeerFailed(reason),
+                }
+            }
+            ConnectionError::TimedOut => {
+                Self::ConnectionLost("the peer stopped answering (idle timeout)".into())
+            }
+            ConnectionError::Reset => Self::ConnectionLost(
+                "the peer reset the connection (it restarted or crashed)".into(),
+            ),
+            other => Self::ConnectionLost(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}

@@ -1,0 +1,13 @@
+//! Sender and receiver drivers: the async code that ties the sans-IO
+//! pieces (wire codec, tracker, pacer) to quinn, the reader and the disk.
+
+pub mod control;
+pub mod error;
+pub mod pacer;
+pub mod receiver;
+pub mod sender;
+pub mod tracker;
+
+pub use error::SessionError;
+pub use receiver::{BindError, Receiver, RecvEvent, SessionSummary};
+pub use sender::{SendConfig, SendEvent, SendReport, SentFile, send_files};

@@ -1,0 +1,593 @@
+//! The receiving side: endpoints on every `--listen` address, one session per
+//! authenticated connection.
+//!
+//! [`Receiver::bind`] opens the output folder (proving it writable) and binds
+//! the endpoints; [`Receiver::serve`] accepts connections. A connection whose
+//! TLS handshake fails or whose token is wrong is refused and reported, but
+//! is not a session: `--once` keeps waiting for a real one.
+//!
+//! Inside a session, every block stream is read by its own task, checked
+//! against the manifest, then verified (BLAKE3 against the header's digest)
+//! and written at its offset into `NAME.part` by a Rayon job. The
+//! [`ReceiveTracker`] says when a file has all its blocks and its announced
+//! hash; the file is then verified as a whole, synced, renamed to `NAME`,
+//! and FILE_DONE is sent. A failure (disk full, hash mismatch, peer gone)
+//! keeps the `.part` files and never renames.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint, RecvStream};
+use tokio::sync::mpsc;
+
+use super::control::{self, ControlWriter, read_error};
+use super::error::SessionError;
+use super::tracker::ReceiveTracker;
+use crate::hash::{BlockDigest, block_digest};
+use crate::manifest::Manifest;
+use crate::names::{OutputDir, OutputError, check_name};
+use crate::transport::identity::{Fingerprint, Identity};
+use crate::transport::{Tuning, server_endpoint};
+use crate::wire::{BLOCK_HEADER_LEN, BlockHeader, Frame, PROTOCOL_VERSION, close_code, error_code};
+
+/// How long an unauthenticated connection may take to say HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a receiver reports as it works.
+#[derive(Debug, Clone)]
+pub enum RecvEvent {
+    /// A connection was refused before any session started.
+    Refused {
+        /// Who.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A sender was accepted and announced its files.
+    SessionStarted {
+        /// Who.
+        peer: SocketAddr,
+        /// Number of files.
+        files: usize,
+        /// Total bytes.
+        bytes: u64,
+    },
+    /// A file was verified and renamed into place.
+    FileDone {
+        /// Its name.
+        name: String,
+        /// Its BLAKE3, verified.
+        blake3: String,
+        /// Its size.
+        bytes: u64,
+    },
+}
+
+/// A finished session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// The sender.
+    pub peer: SocketAddr,
+    /// Files received.
+    pub files: usize,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Wall time of the session.
+    pub seconds: f64,
+}
+
+/// A bound receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    endpoints: Vec<Endpoint>,
+    out: OutputDir,
+    token: String,
+    fingerprint: Fingerprint,
+}
+
+/// Errors starting a receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The output folder is unusable.
+    #[error("output folder is not writable: {0}")]
+    Output(#[from] OutputError),
+    /// An endpoint could not be bound.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// No `--listen` address.
+    #[error("no listen address")]
+    NoListen,
+}
+
+impl Receiver {
+    /// Opens `out` and binds one endpoint per listen address.
+    pub fn bind(
+        listen: &[SocketAddr],
+        out: &Path,
+        token: String,
+        identity: &Identity,
+        tuning: &Tuning,
+    ) -> Result<Self, BindError> {
+        if listen.is_empty() {
+            return Err(BindError::NoListen);
+        }
+        let out = OutputDir::open(out)?;
+        let endpoints = listen
+            .iter()
+            .map(|&addr| server_endpoint(addr, identity, tuning))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            endpoints,
+            out,
+            token,
+            fingerprint: identity.fingerprint(),
+        })
+    }
+
+    /// The addresses really bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// The certificate fingerprint senders must pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Accepts sessions until the first one ends (`once`) or forever.
+    /// Returns the result of that session with `once`.
+    pub async fn serve(
+        &self,
+        once: bool,
+        on_event: impl Fn(RecvEvent) + Send + Sync + 'static,
+    ) -> Result<SessionSummary, SessionError> {
+        let on_event = Arc::new(on_event);
+        let (incoming_tx, mut incoming_rx) = mpsc::channel(16);
+        for endpoint in &self.endpoints {
+            let (endpoint, tx) = (endpoint.clone(), incoming_tx.clone());
+            tokio::spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    if tx.send(incoming).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(incoming_tx);
+        let (result_tx, mut result_rx) = mpsc::channel(16);
+        loop {
+            tokio::select! {
+                incoming = incoming_rx.recv() => {
+                    let Some(incoming) = incoming else {
+                        return Err(SessionError::ConnectionLost("all endpoints closed".into()));
+                    };
+                    let ctx = SessionContext { out: self.out.clone(), token: self.token.clone() };
+                    let (on_event, result_tx) = (on_event.clone(), result_tx.clone());
+                    tokio::spawn(async move {
+                        let outcome = handle_connection(incoming, ctx, &*on_event).await;
+                        let _ = result_tx.send(outcome).await;
+                    });
+                }
+                Some(outcome) = result_rx.recv() => match outcome {
+                    Outcome::NotASession { peer, reason } => on_event(RecvEvent::Refused { peer, reason }),
+                    Outcome::Session(result) => {
+                        if let Err(e) = &result {
+                            tracing::warn!("session failed: {e}");
+                        }
+                        if once {
+                            for e in &self.endpoints {
+                                let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
+                            }
+                            return result;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SessionContext {
+    out: OutputDir,
+    token: String,
+}
+
+enum Outcome {
+    NotASession { peer: SocketAddr, reason: String },
+    Session(Result<SessionSummary, SessionError>),
+}
+
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    ctx: SessionContext,
+    on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+) -> Outcome {
+    let peer = incoming.remote_address();
+    let refused = |reason: String| Outcome::NotASession { peer, reason };
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            return refused(format!(
+                "TLS handshake failed ({e}); a sender with a different --peer fingerprint refuses this receiver"
+            ));
+        }
+    };
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        let frame = control::read_frame(&mut recv).await?;
+        Ok::<_, SessionError>((send, recv, frame))
+    })
+    .await;
+    let (send, recv, frame) = match hello {
+        Err(_) => return refused("no HELLO within 10 s".into()),
+        Ok(Err(e)) => return refused(e.to_string()),
+        Ok(Ok(x)) => x,
+    };
+    let mut control = ControlWriter(send);
+    let why = match frame {
+        Some(Frame::Hello { version, .. }) if version != PROTOCOL_VERSION => Some((
+            error_code::BAD_VERSION,
+            format!(
+                "unsupported protocol version {version} (this receiver speaks {PROTOCOL_VERSION})"
+            ),
+        )),
+        Some(Frame::Hello { token, .. }) if !constant_time_eq(&token, ctx.token.as_bytes()) => {
+            Some((error_code::BAD_TOKEN, "wrong token".to_owned()))
+        }
+        Some(Frame::Hello { .. }) => None,
+        _ => Some((error_code::PROTOCOL, "expected HELLO".to_owned())),
+    };
+    if let Some((code, reason)) = why {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            control.send(&Frame::error(code, &reason)),
+        )
+        .await;
+        conn.close(close_code::REFUSED.into(), reason.as_bytes());
+        return refused(reason);
+    }
+    let result = run_session(&conn, control, recv, &ctx, on_event).await;
+    match &result {
+        Ok(_) => {
+            // The sender closes once it has every FILE_DONE; wait for that so
+            // our last frames are not cut off, but not forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        }
+        Err(e) => conn.close(e.close_code().into(), e.to_string().as_bytes()),
+    }
+    Outcome::Session(result)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Something a session task finished.
+enum Done {
+    Block {
+        file: u32,
+        block: u64,
+        digest: BlockDigest,
+    },
+    Finalized {
+        file: u32,
+        hash: blake3::Hash,
+    },
+}
+
+/// The `.part` files of a session, opened on first use and closed when the
+/// file is renamed.
+#[derive(Debug)]
+struct PartFiles {
+    out: OutputDir,
+    manifest: Arc<Manifest>,
+    open: Mutex<Vec<Option<Arc<File>>>>,
+}
+
+impl PartFiles {
+    fn get(&self, file: u32) -> Result<Arc<File>, SessionError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = &open[file as usize] {
+            return Ok(f.clone());
+        }
+        let entry = &self.manifest.files()[file as usize];
+        let f = Arc::new(
+            self.out
+                .create_part(&entry.name, entry.size)
+                .map_err(|e| storage_error(&self.out, &entry.name, e))?,
+        );
+        open[file as usize] = Some(f.clone());
+        Ok(f)
+    }
+
+    fn close(&self, file: u32) -> Option<Arc<File>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())[file as usize].take()
+    }
+}
+
+fn storage_error(out: &OutputDir, name: &str, e: OutputError) -> SessionError {
+    match e {
+        OutputError::Io { source, .. } => io_storage_error(out, name, &source),
+        other => SessionError::Storage(other.to_string()),
+    }
+}
+
+fn io_storage_error(out: &OutputDir, name: &str, e: &std::io::Error) -> SessionError {
+    let part = out.part_path(name);
+    let what = if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        "receiver disk full".to_owned()
+    } else {
+        format!("receiver cannot write: {e}")
+    };
+    SessionError::Storage(format!(
+        "{what} while writing {}; partial data kept in {}, nothing renamed",
+        out.final_path(name).display(),
+        part.display()
+    ))
+}
+
+async fn run_session(
+    conn: &Connection,
+    mut control: ControlWriter,
+    recv: RecvStream,
+    ctx: &SessionContext,
+    on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+) -> Result<SessionSummary, SessionError> {
+    let started = Instant::now();
+    let peer = conn.remote_address();
+    control
+        .send(&Frame::Welcome {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
+    let mut frames = control::spawn_reader(recv);
+    let manifest = match frames.recv().await {
+        Some(Ok(Some(Frame::Manifest {
+            block_size_log2,
+            files,
+        }))) => Manifest::from_wire(block_size_log2, files),
+        Some(Err(e)) => return Err(e),
+        _ => return Err(SessionError::Protocol("expected MANIFEST".into())),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for entry in manifest.files() {
+        let unsafe_name = check_name(&entry.name)
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| {
+                (!seen.insert(entry.name.as_str()))
+                    .then(|| format!("file name {:?} appears twice", entry.name))
+            });
+        if let Some(why) = unsafe_name {
+            let msg = format!("refusing the manifest: {why}");
+            let _ = control
+                .send(&Frame::error(error_code::UNSAFE_NAME, &msg))
+                .await;
+            return Err(SessionError::Protocol(msg));
+        }
+    }
+    let manifest = Arc::new(manifest);
+    let parts = Arc::new(PartFiles {
+        out: ctx.out.clone(),
+        manifest: manifest.clone(),
+        open: Mutex::new(vec![None; manifest.files().len()]),
+    });
+    on_event(RecvEvent::SessionStarted {
+        peer,
+        files: manifest.files().len(),
+        bytes: manifest.total_bytes(),
+    });
+    control.send(&Frame::Ready).await?;
+
+    let mut tracker = ReceiveTracker::new((*manifest).clone());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
+    let result: Result<(), SessionError> = async {
+        while !tracker.all_done() {
+            let ready = tokio::select! {
+                stream = conn.accept_uni() => {
+                    let mut stream = stream.map_err(SessionError::from_connection)?;
+                    let header = read_block_header(&mut stream).await?;
+                    let offset = manifest.check_block(&header).map_err(SessionError::Protocol)?;
+                    tracker.block_arrived(header.file, header.block).map_err(SessionError::Protocol)?;
+                    let (parts, tx) = (parts.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let r = receive_block(stream, header, offset, parts).await;
+                        let _ = tx.send(r);
+                    });
+                    None
+                }
+                frame = frames.recv() => match frame {
+                    Some(Ok(Some(Frame::FileHash { file, hash }))) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
+                    Some(Ok(Some(Frame::Error { message, .. }))) => return Err(SessionError::PeerFailed(message)),
+                    Some(Ok(Some(other))) => return Err(SessionError::Protocol(format!("unexpected {:?} from the sender", other.frame_type()))),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => return Err(match conn.close_reason() {
+                        Some(r) => SessionError::from_connection(r),
+                        None => SessionError::Protocol("the sender closed the control stream".into()),
+                    }),
+                },
+                done = done_rx.recv() => match done.expect("we hold a sender")? {
+                    Done::Block { file, block, digest } => {
+                        control.send(&Frame::BlockAck { file, block }).await?;
+                        tracker.block_written(file, block, digest)
+                    }
+                    Done::Finalized { file, hash } => {
+                        tracker.file_done(file);
+                        control.send(&Frame::FileDone { file }).await?;
+                        let entry = &manifest.files()[file as usize];
+                        on_event(RecvEvent::FileDone { name: entry.name.clone(), blake3: hash.to_hex().to_string(), bytes: entry.size });
+                        None
+                    }
+                },
+            };
+            if let Some(file) = ready {
+                let hash = tracker.verify(file).map_err(SessionError::HashMismatch)?;
+                let (parts, tx) = (parts.clone(), done_tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(finalize(&parts, file).map(|()| Done::Finalized { file, hash }));
+                });
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let code = match e {
+            SessionError::Storage(_) => error_code::STORAGE,
+            SessionError::HashMismatch(_) => error_code::HASH_MISMATCH,
+            _ => error_code::PROTOCOL,
+        };
+        if !matches!(
+            e,
+            SessionError::ConnectionLost(_)
+                | SessionError::PeerFailed(_)
+                | SessionError::Refused(_)
+        ) {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                control.send(&Frame::error(code, e.to_string())),
+            )
+            .await;
+        }
+        return Err(with_kept_parts(e, &parts));
+    }
+    Ok(SessionSummary {
+        peer,
+        files: manifest.files().len(),
+        bytes: manifest.total_bytes(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Adds "kept N .part files" to a failure, so the user knows what is left.
+fn with_kept_parts(e: SessionError, parts: &PartFiles) -> SessionError {
+    let kept: Vec<PathBuf> = parts
+        .manifest
+        .files()
+        .iter()
+        .map(|f| parts.out.part_path(&f.name))
+        .filter(|p| p.exists())
+        .collect();
+    match (&e, kept.len()) {
+        (SessionError::Storage(_), _) | (_, 0) => e,
+        (SessionError::ConnectionLost(m), n) => SessionError::ConnectionLost(format!(
+            "{m}; kept {n} partial file(s) (.part), nothing renamed"
+        )),
+        (SessionError::PeerFailed(m), n) => SessionError::PeerFailed(format!(
+            "{m}; kept {n} partial file(s) (.part), nothing renamed"
+        )),
+        _ => e,
+    }
+}
+
+async fn read_block_header(stream: &mut RecvStream) -> Result<BlockHeader, SessionError> {
+    let mut buf = [0u8; BLOCK_HEADER_LEN];
+    stream.read_exact(&mut buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => {
+            SessionError::Protocol("block stream ended inside its header".into())
+        }
+        quinn::ReadExactError::ReadError(e) => read_error(e),
+    })?;
+    Ok(BlockHeader::decode(&buf))
+}
+
+/// Reads a block's data, then verifies and writes it on the Rayon pool.
+async fn receive_block(
+    mut stream: RecvStream,
+    header: BlockHeader,
+    offset: u64,
+    parts: Arc<PartFiles>,
+) -> Result<Done, SessionError> {
+    // The length was checked against the manifest: at most one block.
+    let mut data = vec![0u8; header.len as usize];
+    stream.read_exact(&mut data).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => {
+            SessionError::Protocol("block stream ended early".into())
+        }
+        quinn::ReadExactError::ReadError(e) => read_error(e),
+    })?;
+    if stream
+        .read(&mut [0u8; 1])
+        .await
+        .map_err(read_error)?
+        .is_some()
+    {
+        return Err(SessionError::Protocol(format!(
+            "block {} of file {} is longer than announced",
+            header.block, header.file
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(verify_and_write(&data, &header, offset, &parts));
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(SessionError::Storage("writer job vanished".into())))
+}
+
+fn verify_and_write(
+    data: &[u8],
+    h: &BlockHeader,
+    offset: u64,
+    parts: &PartFiles,
+) -> Result<Done, SessionError> {
+    let entry = &parts.manifest.files()[h.file as usize];
+    let digest = block_digest(data, offset, entry.size);
+    if digest != h.digest {
+        return Err(SessionError::HashMismatch(format!(
+            "block {} of {:?} does not match its digest",
+            h.block, entry.name
+        )));
+    }
+    let file = parts.get(h.file)?;
+    file.write_all_at(data, offset)
+        .map_err(|e| io_storage_error(&parts.out, &entry.name, &e))?;
+    Ok(Done::Block {
+        file: h.file,
+        block: h.block,
+        digest,
+    })
+}
+
+/// Syncs a verified `.part` and renames it into place.
+fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError> {
+    let name = &parts.manifest.files()[file as usize].name;
+    // Empty files never had a block: create them now.
+    let handle = match parts.close(file) {
+        Some(f) => f,
+        None => {
+            let f = parts.get(file)?;
+            parts.close(file);
+            f
+        }
+    };
+    handle
+        .sync_data()
+        .map_err(|e| io_storage_error(&parts.out, name, &e))?;
+    drop(handle);
+    std::fs::rename(parts.out.part_path(name), parts.out.final_path(name))
+        .map_err(|e| io_storage_error(&parts.out, name, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

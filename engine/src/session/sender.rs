@@ -1,0 +1,402 @@
+//! The sending side of a session, over one path.
+//!
+//! [`send_files`] dials the receiver, proves itself (pinned fingerprint,
+//! token), announces the manifest, then runs the pipeline: the reader and
+//! Rayon hashing stage ([`crate::work::start_pipeline`]) produce blocks, each
+//! block goes out on its own unidirectional stream, and the whole-file hash
+//! follows on the control stream once every block of a file has been hashed.
+//! Progress counts bytes the receiver acknowledged (BLOCK_ACK), not bytes
+//! handed to the socket. The session succeeds when the receiver reported
+//! FILE_DONE for every file.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint};
+use tokio::task::JoinSet;
+
+use super::control::{self, ControlWriter, write_error};
+use super::error::SessionError;
+use super::pacer::Pacer;
+use crate::hash::{BlockDigest, file_hash};
+use crate::manifest::{Manifest, SourceFile};
+use crate::source::ReaderKind;
+use crate::transport::identity::Fingerprint;
+use crate::transport::{Tuning, client_endpoint};
+use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
+use crate::work::{Plane, PreparedBlock, start_pipeline};
+
+/// How to send. `Default` gives 1 MiB blocks, the automatic reader, no rate
+/// cap and a 10 s connect timeout.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    /// Receiver address.
+    pub to: SocketAddr,
+    /// Pinned receiver fingerprint.
+    pub peer: Fingerprint,
+    /// Shared token.
+    pub token: String,
+    /// Block size (power of two, 1 KiB ..= 64 MiB).
+    pub block_size: u64,
+    /// Reader backend.
+    pub reader: ReaderKind,
+    /// Optional cap in bytes per second.
+    pub max_rate: Option<u64>,
+    /// How long to wait for the receiver to answer.
+    pub connect_timeout: Duration,
+    /// Block buffers in flight (bytes).
+    pub memory_budget: usize,
+    /// Transport knobs.
+    pub tuning: Tuning,
+}
+
+impl SendConfig {
+    /// Defaults for a given receiver.
+    pub fn new(to: SocketAddr, peer: Fingerprint, token: impl Into<String>) -> Self {
+        Self {
+            to,
+            peer,
+            token: token.into(),
+            block_size: 1 << 20,
+            reader: ReaderKind::Auto,
+            max_rate: None,
+            connect_timeout: Duration::from_secs(10),
+            memory_budget: 64 << 20,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// What happened, for progress displays.
+#[derive(Debug, Clone)]
+pub enum SendEvent {
+    /// Connected and accepted; the transfer starts.
+    Started {
+        /// Receiver address.
+        remote: SocketAddr,
+        /// Reader backend really used.
+        reader: ReaderKind,
+        /// Bytes to send.
+        total_bytes: u64,
+        /// Files to send.
+        files: usize,
+    },
+    /// The receiver acknowledged more bytes.
+    Acked {
+        /// Bytes acknowledged so far.
+        acked_bytes: u64,
+        /// Current smoothed RTT of the path.
+        rtt: Duration,
+    },
+    /// The receiver verified and stored a file.
+    FileDone {
+        /// Its name at the receiver.
+        name: String,
+    },
+}
+
+/// One file of a finished transfer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SentFile {
+    /// Name at the receiver.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// BLAKE3 (hex), verified by the receiver.
+    pub blake3: String,
+}
+
+/// The result of a successful transfer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SendReport {
+    /// Files, in manifest order.
+    pub files: Vec<SentFile>,
+    /// Total file bytes.
+    pub bytes: u64,
+    /// Wall time from dialling to the last FILE_DONE.
+    pub seconds: f64,
+    /// File bytes per second over that time, in bits.
+    pub goodput_bps: f64,
+    /// Reader backend used.
+    pub reader: ReaderKind,
+    /// Data plane used.
+    pub plane: Plane,
+    /// Bytes quinn put on the wire (UDP payload), all packets.
+    pub wire_bytes: u64,
+}
+
+/// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
+pub async fn send_files(
+    sources: Vec<SourceFile>,
+    cfg: &SendConfig,
+    mut on_event: impl FnMut(&SendEvent),
+) -> Result<SendReport, SessionError> {
+    let started = Instant::now();
+    let entries: Vec<ManifestEntry> = sources
+        .iter()
+        .map(|s| ManifestEntry {
+            name: s.name.clone(),
+            size: s.size,
+        })
+        .collect();
+    let manifest = Manifest::new(cfg.block_size, entries)?;
+    let local: SocketAddr = if cfg.to.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let (endpoint, verifier) = client_endpoint(local, None, cfg.peer, &cfg.tuning)?;
+    let conn = connect(&endpoint, cfg, &verifier).await?;
+    let result = run(&conn, sources, manifest, cfg, started, &mut on_event).await;
+    match &result {
+        Ok(_) => conn.close(close_code::DONE.into(), b"done"),
+        Err(e) => conn.close(e.close_code().into(), e.to_string().as_bytes()),
+    }
+    // Let the close reach the peer, but never hang on it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    result.map(|mut r| {
+        r.wire_bytes = conn.stats().udp_tx.bytes;
+        r
+    })
+}
+
+async fn connect(
+    endpoint: &Endpoint,
+    cfg: &SendConfig,
+    verifier: &crate::transport::identity::PinnedCertVerifier,
+) -> Result<Connection, SessionError> {
+    let unreachable = || SessionError::Unreachable {
+        addr: cfg.to,
+        secs: cfg.connect_timeout.as_secs().max(1),
+    };
+    let connecting = endpoint
+        .connect(cfg.to, "chunkstream")
+        .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {}: {e}", cfg.to)))?;
+    match tokio::time::timeout(cfg.connect_timeout, connecting).await {
+        Err(_) => Err(unreachable()),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => {
+            if let Some(got) = *verifier.mismatch.lock().unwrap_or_else(|p| p.into_inner()) {
+                return Err(SessionError::WrongFingerprint {
+                    addr: cfg.to,
+                    expected: cfg.peer,
+                    got,
+                });
+            }
+            match e {
+                quinn::ConnectionError::TimedOut => Err(unreachable()),
+                other => Err(SessionError::from_connection(other)),
+            }
+        }
+    }
+}
+
+/// Waits for the next control frame, mapping end-of-stream to an error.
+async fn next_frame(
+    frames: &mut tokio::sync::mpsc::Receiver<Result<Option<Frame>, SessionError>>,
+    conn: &Connection,
+) -> Result<Frame, SessionError> {
+    match frames.recv().await {
+        Some(Ok(Some(frame))) => Ok(frame),
+        Some(Err(e)) => Err(e),
+        Some(Ok(None)) | None => Err(match conn.close_reason() {
+            Some(reason) => SessionError::from_connection(reason),
+            None => SessionError::Protocol("the receiver closed the control stream".into()),
+        }),
+    }
+}
+
+/// The peer's ERROR frame as a session error.
+fn peer_error(code: u16, message: String) -> SessionError {
+    match code {
+        wire::error_code::BAD_TOKEN | wire::error_code::BAD_VERSION => {
+            SessionError::Refused(message)
+        }
+        wire::error_code::PROTOCOL => SessionError::Protocol(format!("receiver says: {message}")),
+        _ => SessionError::PeerFailed(message),
+    }
+}
+
+async fn run(
+    conn: &Connection,
+    sources: Vec<SourceFile>,
+    manifest: Manifest,
+    cfg: &SendConfig,
+    started: Instant,
+    on_event: &mut impl FnMut(&SendEvent),
+) -> Result<SendReport, SessionError> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(SessionError::from_connection)?;
+    let mut control = ControlWriter(send);
+    let mut frames = control::spawn_reader(recv);
+    let session_id: [u8; 16] = rand::random();
+    control
+        .send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            session_id,
+            token: cfg.token.as_bytes().to_vec(),
+        })
+        .await?;
+    match next_frame(&mut frames, conn).await? {
+        Frame::Welcome { .. } => {}
+        Frame::Error { code, message } => return Err(peer_error(code, message)),
+        other => {
+            return Err(SessionError::Protocol(format!(
+                "expected WELCOME, got {:?}",
+                other.frame_type()
+            )));
+        }
+    }
+    control
+        .send(&Frame::Manifest {
+            block_size_log2: manifest.block_size_log2(),
+            files: manifest.files().to_vec(),
+        })
+        .await?;
+    match next_frame(&mut frames, conn).await? {
+        Frame::Ready => {}
+        Frame::Error { code, message } => return Err(peer_error(code, message)),
+        other => {
+            return Err(SessionError::Protocol(format!(
+                "expected READY, got {:?}",
+                other.frame_type()
+            )));
+        }
+    }
+
+    let total_bytes = manifest.total_bytes();
+    let mut pipeline = start_pipeline(
+        cfg.reader,
+        sources,
+        manifest.clone(),
+        Plane::Reliable,
+        cfg.memory_budget,
+    )
+    .map_err(SessionError::Reader)?;
+    on_event(&SendEvent::Started {
+        remote: cfg.to,
+        reader: pipeline.reader,
+        total_bytes,
+        files: manifest.files().len(),
+    });
+
+    let file_count = manifest.files().len();
+    let mut digests: Vec<Vec<Option<BlockDigest>>> = (0..file_count)
+        .map(|f| vec![None; manifest.block_count(f) as usize])
+        .collect();
+    let mut missing: Vec<u64> = (0..file_count).map(|f| manifest.block_count(f)).collect();
+    let mut hashes: Vec<Option<blake3::Hash>> = vec![None; file_count];
+    // Empty files have no blocks: their hash is known now.
+    for f in (0..file_count).filter(|&f| missing[f] == 0) {
+        let hash = blake3::hash(b"");
+        hashes[f] = Some(hash);
+        control
+            .send(&Frame::FileHash {
+                file: f as u32,
+                hash: *hash.as_bytes(),
+            })
+            .await?;
+    }
+
+    let mut pacer = cfg.max_rate.map(Pacer::new);
+    let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
+    let mut reader_done = (0..file_count).all(|f| missing[f] == 0);
+    let mut acked_bytes = 0u64;
+    let mut files_done = 0usize;
+    let mut done = vec![false; file_count];
+
+    while files_done < file_count {
+        tokio::select! {
+            block = pipeline.blocks.recv(), if !reader_done => {
+                let block: PreparedBlock = match block {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
+                };
+                let (file, index) = (block.header.file as usize, block.header.block as usize);
+                digests[file][index] = Some(block.header.digest);
+                missing[file] -= 1;
+                if missing[file] == 0 {
+                    let all: Vec<_> = digests[file].iter().map(|d| d.expect("every block hashed")).collect();
+                    let hash = file_hash(&all, manifest.files()[file].size, manifest.block_size());
+                    hashes[file] = Some(hash);
+                    control.send(&Frame::FileHash { file: file as u32, hash: *hash.as_bytes() }).await?;
+                }
+                reader_done = missing.iter().all(|&m| m == 0);
+                if let Some(p) = pacer.as_mut() {
+                    let at = p.reserve(Instant::now(), u64::from(block.header.len));
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let conn = conn.clone();
+                writers.spawn(async move { send_block(&conn, block).await });
+            }
+            Some(joined) = writers.join_next(), if !writers.is_empty() => {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(SessionError::ConnectionLost(format!("block writer failed: {e}"))),
+                }
+            }
+            frame = next_frame(&mut frames, conn) => {
+                match frame? {
+                    Frame::BlockAck { file, block } => {
+                        if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
+                            return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
+                        }
+                        acked_bytes += u64::from(manifest.block_span(file as usize, block).1);
+                        on_event(&SendEvent::Acked { acked_bytes, rtt: conn.rtt() });
+                    }
+                    Frame::FileDone { file } => {
+                        let f = file as usize;
+                        if f >= file_count || hashes[f].is_none() || std::mem::replace(&mut done[f], true) {
+                            return Err(SessionError::Protocol(format!("unexpected FILE_DONE for file {file}")));
+                        }
+                        files_done += 1;
+                        on_event(&SendEvent::FileDone { name: manifest.files()[f].name.clone() });
+                    }
+                    Frame::Error { code, message } => return Err(peer_error(code, message)),
+                    other => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let files = manifest
+        .files()
+        .iter()
+        .zip(&hashes)
+        .map(|(e, h)| SentFile {
+            name: e.name.clone(),
+            bytes: e.size,
+            blake3: h.expect("every file done").to_hex().to_string(),
+        })
+        .collect();
+    Ok(SendReport {
+        files,
+        bytes: total_bytes,
+        seconds,
+        goodput_bps: total_bytes as f64 * 8.0 / seconds.max(1e-9),
+        reader: pipeline.reader,
+        plane: Plane::Reliable,
+        wire_bytes: 0,
+    })
+}
+
+/// One block on its own stream: header, then the pooled buffer itself.
+async fn send_block(conn: &Connection, block: PreparedBlock) -> Result<(), SessionError> {
+    let mut stream = conn
+        .open_uni()
+        .await
+        .map_err(SessionError::from_connection)?;
+    stream
+        .write_all(&block.header.encode())
+        .await
+        .map_err(write_error)?;
+    stream.write_chunk(block.data).await.map_err(write_error)?;
+    stream
+        .finish()
+        .map_err(|e| SessionError::ConnectionLost(format!("finishing a block stream: {e}")))?;
+    Ok(())
+}
