@@ -27,6 +27,10 @@ pub struct RecvArgs {
     /// Token senders must present; a random one is made and printed if unset.
     #[arg(long, env = "CHUNKSTREAM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Sync each file to disk before renaming it and reporting it done
+    /// (survives power loss; costs the disk's write speed).
+    #[arg(long)]
+    pub fsync: bool,
     /// Exit after one session: 0 if it succeeded, 1 if it failed.
     #[arg(long)]
     pub once: bool,

@@ -304,6 +304,7 @@ async fn run(
     let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
     let mut reader_done = (0..file_count).all(|f| missing[f] == 0);
     let mut acked_bytes = 0u64;
+    let mut sent_blocks = 0u64;
     let mut files_done = 0usize;
     let mut done = vec![false; file_count];
 
@@ -330,7 +331,13 @@ async fn run(
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let conn = conn.clone();
-                writers.spawn(async move { send_block(&conn, block).await });
+                // quinn round-robins streams of equal priority; strictly
+                // decreasing priorities send blocks one after another, so the
+                // receiver completes (and frees) each block early instead of
+                // holding dozens half-assembled.
+                let priority = i32::MAX - (sent_blocks.min(i32::MAX as u64) as i32);
+                sent_blocks += 1;
+                writers.spawn(async move { send_block(&conn, block, priority).await });
             }
             Some(joined) = writers.join_next(), if !writers.is_empty() => {
                 match joined {
@@ -385,11 +392,16 @@ async fn run(
 }
 
 /// One block on its own stream: header, then the pooled buffer itself.
-async fn send_block(conn: &Connection, block: PreparedBlock) -> Result<(), SessionError> {
+async fn send_block(
+    conn: &Connection,
+    block: PreparedBlock,
+    priority: i32,
+) -> Result<(), SessionError> {
     let mut stream = conn
         .open_uni()
         .await
         .map_err(SessionError::from_connection)?;
+    let _ = stream.set_priority(priority);
     stream
         .write_all(&block.header.encode())
         .await
