@@ -46,8 +46,8 @@ impl Default for Tuning {
             stream_window: 16 << 20,
             socket_buffer: 8 << 20,
             max_concurrent_blocks: 64,
-            idle_timeout: Duration::from_secs(20),
-            keep_alive: Duration::from_secs(4),
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
         }
     }
 }

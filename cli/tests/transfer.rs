@@ -1,0 +1,160 @@
+//! End-to-end transfers between real `recv` and `send` processes on
+//! loopback: every received file must hash (BLAKE3, and `b3sum` where
+//! installed) exactly like its source.
+
+mod common;
+
+use common::*;
+
+const BLOCK: u64 = 64 * 1024;
+
+#[test]
+fn sizes_around_the_block_boundary_arrive_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let sizes = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 7];
+    let mut paths = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let p = src.join(format!("f{size}"));
+        write_file(&p, size, i as u64);
+        paths.push(p);
+    }
+    let out = tmp.path().join("out");
+    let recv = Receiver::start(&out, &tmp.path().join("state"), &["--once"]);
+    let mut args: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    args.extend(recv.send_args());
+    args.extend(["--block-size".into(), "64KiB".into(), "--json".into()]);
+    let sent = send(&args, secs(60));
+    assert!(sent.status.success(), "send failed: {}", stderr(&sent));
+    let report = last_json(&sent);
+    assert_eq!(report["event"], "done");
+    assert_eq!(report["bytes"].as_u64().unwrap(), sizes.iter().sum::<u64>());
+    let (status, recv_out, recv_err) = recv.wait(secs(20));
+    assert!(status.success(), "receiver failed: {recv_err}");
+    assert!(
+        recv_out.contains("\"session_done\"") && recv_out.contains("\"ok\":true"),
+        "{recv_out}"
+    );
+    for (p, file) in paths.iter().zip(report["files"].as_array().unwrap()) {
+        let name = p.file_name().unwrap();
+        assert_same_file(p, &out.join(name));
+        assert_eq!(
+            file["blake3"].as_str().unwrap(),
+            blake3_file(p),
+            "sender's reported hash"
+        );
+        assert!(
+            !out.join(format!("{}.part", name.to_str().unwrap()))
+                .exists()
+        );
+    }
+}
+
+#[test]
+fn a_100_mib_file_arrives_intact_with_either_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_file(&src, 100 << 20, 7);
+    for reader in ["uring", "pread"] {
+        let out = tmp.path().join(format!("out-{reader}"));
+        let recv = Receiver::start(&out, &tmp.path().join("state"), &["--once"]);
+        let mut args = vec![src.display().to_string()];
+        args.extend(recv.send_args());
+        args.extend(["--reader".into(), reader.into(), "--json".into()]);
+        let sent = send(&args, secs(120));
+        assert!(
+            sent.status.success(),
+            "send ({reader}) failed: {}",
+            stderr(&sent)
+        );
+        let report = last_json(&sent);
+        assert_eq!(report["reader"], reader);
+        assert_eq!(
+            report["files"][0]["blake3"].as_str().unwrap(),
+            blake3_file(&src)
+        );
+        let (status, _, err) = recv.wait(secs(20));
+        assert!(status.success(), "receiver failed: {err}");
+        assert_same_file(&src, &out.join("big.bin"));
+    }
+}
+
+#[test]
+fn a_tree_of_1000_small_files_arrives_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let mut files = Vec::new();
+    for i in 0..1000u64 {
+        let p = root.join(format!("d{}/e{}/file-{i}.dat", i % 10, i % 7));
+        write_file(&p, (i * 37) % 5000, i);
+        files.push(p);
+    }
+    let out = tmp.path().join("out");
+    let recv = Receiver::start(&out, &tmp.path().join("state"), &["--once"]);
+    let mut args = vec![root.display().to_string()];
+    args.extend(recv.send_args());
+    args.push("--json".into());
+    let sent = send(&args, secs(120));
+    assert!(sent.status.success(), "send failed: {}", stderr(&sent));
+    assert_eq!(last_json(&sent)["files"].as_array().unwrap().len(), 1000);
+    let (status, _, err) = recv.wait(secs(20));
+    assert!(status.success(), "receiver failed: {err}");
+    for p in &files {
+        let rel = p.strip_prefix(tmp.path()).unwrap();
+        assert_eq!(
+            blake3_file(&out.join(rel)),
+            blake3_file(p),
+            "{}",
+            rel.display()
+        );
+    }
+    // b3sum over a sample (one process per file would dominate the test).
+    for p in files.iter().step_by(97) {
+        assert_same_file(p, &out.join(p.strip_prefix(tmp.path()).unwrap()));
+    }
+}
+
+#[test]
+fn human_output_names_the_hash_and_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("a.txt");
+    write_file(&src, 12345, 1);
+    let recv = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let mut args = vec![src.display().to_string()];
+    args.extend(recv.send_args());
+    let sent = send(&args, secs(30));
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let text = String::from_utf8_lossy(&sent.stdout);
+    assert!(text.contains(&blake3_file(&src)), "{text}");
+    assert!(
+        text.contains("sent 1 file(s), 12345 bytes") && text.contains("bit/s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_demo_runs_a_verified_transfer() {
+    let out = std::process::Command::new(BIN)
+        .args(["demo", "--size", "8MiB", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .trim_ascii_end()
+            .split(|&b| b == b'\n')
+            .next_back()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["bytes"], 8 << 20);
+}
