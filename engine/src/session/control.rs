@@ -73,4 +73,16 @@ impl ControlWriter {
     pub async fn send(&mut self, frame: &Frame) -> Result<(), SessionError> {
         self.0.write_all(&frame.encode()).await.map_err(write_error)
     }
+
+    /// Sends a last ERROR frame and waits (at most a second) until the peer
+    /// has acknowledged it, so that closing the connection right after does
+    /// not discard it.
+    pub async fn send_error_and_finish(&mut self, code: u16, message: &str) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            if self.send(&Frame::error(code, message)).await.is_ok() && self.0.finish().is_ok() {
+                let _ = self.0.stopped().await;
+            }
+        })
+        .await;
+    }
 }

@@ -48,6 +48,9 @@ pub enum SessionError {
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The sender's manifest holds a name we will not create.
+    #[error("{0}")]
+    UnsafeName(String),
     /// A block or file hash did not match.
     #[error("verification failed: {0}")]
     HashMismatch(String),
@@ -69,10 +72,25 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// The ERROR frame code that tells the peer about this failure, or
+    /// `None` when the failure came from the peer or the network (there is
+    /// nobody to tell, or they know already).
+    pub fn error_code(&self) -> Option<u16> {
+        use crate::wire::error_code as code;
+        match self {
+            Self::Protocol(_) => Some(code::PROTOCOL),
+            Self::UnsafeName(_) => Some(code::UNSAFE_NAME),
+            Self::HashMismatch(_) => Some(code::HASH_MISMATCH),
+            Self::Storage(_) => Some(code::STORAGE),
+            Self::Source(_) | Self::Reader(_) => Some(code::SOURCE),
+            _ => None,
+        }
+    }
+
     /// The close code to send the peer when we end the session with this error.
     pub fn close_code(&self) -> u32 {
         match self {
-            Self::Protocol(_) | Self::HashMismatch(_) => close_code::PROTOCOL,
+            Self::Protocol(_) | Self::HashMismatch(_) | Self::UnsafeName(_) => close_code::PROTOCOL,
             Self::Refused(_) => close_code::REFUSED,
             Self::Storage(_) => close_code::STORAGE,
             _ => close_code::SOURCE,

@@ -260,11 +260,7 @@ async fn handle_connection(
         _ => Some((error_code::PROTOCOL, "expected HELLO".to_owned())),
     };
     if let Some((code, reason)) = why {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            control.send(&Frame::error(code, &reason)),
-        )
-        .await;
+        control.send_error_and_finish(code, &reason).await;
         conn.close(close_code::REFUSED.into(), reason.as_bytes());
         return refused(reason);
     }
@@ -379,9 +375,27 @@ fn io_storage_error(out: &OutputDir, name: &str, e: &std::io::Error) -> SessionE
     ))
 }
 
+/// Runs an authenticated session; on a failure of ours, tells the sender
+/// why with an ERROR frame before the connection is closed.
 async fn run_session(
     conn: &Connection,
     mut control: ControlWriter,
+    recv: RecvStream,
+    ctx: &SessionContext,
+    on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+) -> Result<SessionSummary, SessionError> {
+    let result = session_body(conn, &mut control, recv, ctx, on_event).await;
+    if let Err(e) = &result
+        && let Some(code) = e.error_code()
+    {
+        control.send_error_and_finish(code, &e.to_string()).await;
+    }
+    result
+}
+
+async fn session_body(
+    conn: &Connection,
+    control: &mut ControlWriter,
     recv: RecvStream,
     ctx: &SessionContext,
     on_event: &(dyn Fn(RecvEvent) + Send + Sync),
@@ -412,11 +426,9 @@ async fn run_session(
                     .then(|| format!("file name {:?} appears twice", entry.name))
             });
         if let Some(why) = unsafe_name {
-            let msg = format!("refusing the manifest: {why}");
-            let _ = control
-                .send(&Frame::error(error_code::UNSAFE_NAME, &msg))
-                .await;
-            return Err(SessionError::Protocol(msg));
+            return Err(SessionError::UnsafeName(format!(
+                "refusing the manifest: {why}"
+            )));
         }
     }
     let manifest = Arc::new(manifest);
@@ -489,23 +501,6 @@ async fn run_session(
     }
     .await;
     if let Err(e) = result {
-        let code = match e {
-            SessionError::Storage(_) => error_code::STORAGE,
-            SessionError::HashMismatch(_) => error_code::HASH_MISMATCH,
-            _ => error_code::PROTOCOL,
-        };
-        if !matches!(
-            e,
-            SessionError::ConnectionLost(_)
-                | SessionError::PeerFailed(_)
-                | SessionError::Refused(_)
-        ) {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                control.send(&Frame::error(code, e.to_string())),
-            )
-            .await;
-        }
         return Err(with_kept_parts(e, &parts));
     }
     Ok(SessionSummary {

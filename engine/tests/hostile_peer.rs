@@ -1,0 +1,275 @@
+//! A hostile or broken sender talks to a real receiver: it passes the
+//! fingerprint and token checks, then sends names and frames our own sender
+//! never would. The receiver must refuse with a clear error, keep serving,
+//! and write nothing outside its output folder.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use chunkstream_engine::session::control::{ControlWriter, read_frame};
+use chunkstream_engine::session::{Receiver, RecvEvent};
+use chunkstream_engine::transport::identity::{Fingerprint, Identity};
+use chunkstream_engine::transport::{Tuning, client_endpoint};
+use chunkstream_engine::wire::{BlockHeader, Frame, ManifestEntry, PROTOCOL_VERSION, error_code};
+use quinn::Connection;
+use tokio::sync::mpsc;
+
+const TOKEN: &str = "let-me-in";
+
+struct Setup {
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    events: mpsc::UnboundedReceiver<RecvEvent>,
+    _tmp: tempfile::TempDir,
+    out: std::path::PathBuf,
+    outside: std::path::PathBuf,
+}
+
+async fn start_receiver() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let identity = Identity::generate().unwrap();
+    let receiver = Receiver::bind(
+        &["127.0.0.1:0".parse().unwrap()],
+        &out,
+        TOKEN.into(),
+        &identity,
+        &Tuning::default(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("link")).unwrap();
+    let addr = receiver.local_addrs()[0];
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _ = receiver.serve(false, move |e| drop(tx.send(e))).await;
+    });
+    Setup {
+        addr,
+        fingerprint: identity.fingerprint(),
+        events,
+        _tmp: tmp,
+        out,
+        outside,
+    }
+}
+
+/// Dials, says HELLO with the right token, and returns the open control stream.
+async fn authenticated(s: &Setup) -> (Connection, ControlWriter, quinn::RecvStream) {
+    let (endpoint, _) = client_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        s.fingerprint,
+        &Tuning::default(),
+    )
+    .unwrap();
+    let conn = endpoint
+        .connect(s.addr, "chunkstream")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, mut recv) = conn.open_bi().await.unwrap();
+    let mut control = ControlWriter(send);
+    control
+        .send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            session_id: [7; 16],
+            token: TOKEN.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_frame(&mut recv).await.unwrap(),
+        Some(Frame::Welcome { .. })
+    ));
+    (conn, control, recv)
+}
+
+async fn manifest_reply(
+    s: &Setup,
+    name: &str,
+) -> (Connection, ControlWriter, quinn::RecvStream, Option<Frame>) {
+    let (conn, mut control, mut recv) = authenticated(s).await;
+    control
+        .send(&Frame::Manifest {
+            block_size_log2: 16,
+            files: vec![ManifestEntry {
+                name: name.into(),
+                size: 10,
+            }],
+        })
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
+        .await
+        .unwrap()
+        .ok()
+        .flatten();
+    (conn, control, recv, reply)
+}
+
+fn nothing_written(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "written outside the output folder: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn traversal_and_absolute_names_are_refused() {
+    let s = start_receiver().await;
+    for name in ["../escape", "/tmp/escape", "a/../../escape", "ok/./x", ""] {
+        let (_conn, _c, _r, reply) = manifest_reply(&s, name).await;
+        match reply {
+            Some(Frame::Error { code, message }) => {
+                assert_eq!(code, error_code::UNSAFE_NAME, "{name:?}: {message}");
+                assert!(
+                    message.contains("refusing the manifest"),
+                    "{name:?}: {message}"
+                );
+            }
+            other => panic!("{name:?}: expected ERROR, got {other:?}"),
+        }
+    }
+    nothing_written(&s.outside);
+    assert!(!s.out.parent().unwrap().join("escape").exists());
+}
+
+#[tokio::test]
+async fn a_symlink_in_the_output_folder_does_not_lead_outside() {
+    let s = start_receiver().await;
+    let (conn, _control, mut recv, reply) = manifest_reply(&s, "link/payload").await;
+    assert_eq!(reply, Some(Frame::Ready), "the name itself is well-formed");
+    let data = b"0123456789";
+    let header = BlockHeader {
+        file: 0,
+        block: 0,
+        len: 10,
+        digest: *blake3::hash(data).as_bytes(),
+    };
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&header.encode()).await.unwrap();
+    stream.write_all(data).await.unwrap();
+    stream.finish().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
+        .await
+        .unwrap();
+    match reply {
+        Ok(Some(Frame::Error { code, message })) => {
+            assert_eq!(code, error_code::STORAGE);
+            assert!(message.contains("symbolic link"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    nothing_written(&s.outside);
+}
+
+#[tokio::test]
+async fn malformed_frames_and_blocks_close_the_session_not_the_receiver() {
+    let mut s = start_receiver().await;
+    // An unknown frame type where MANIFEST belongs.
+    let (conn, mut control, _recv) = authenticated(&s).await;
+    control.0.write_all(&[0x42, 0, 0, 0, 0]).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        reason.to_string().contains("unknown frame type 0x42"),
+        "{reason}"
+    );
+
+    // A MANIFEST header announcing more than the limit.
+    let (conn, mut control, _recv) = authenticated(&s).await;
+    control
+        .0
+        .write_all(&[0x03, 0x7f, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(reason.to_string().contains("exceeds the limit"), "{reason}");
+
+    // A block for a file the manifest does not have.
+    let (conn, _control, _recv, reply) = manifest_reply(&s, "fine").await;
+    assert_eq!(reply, Some(Frame::Ready));
+    let mut stream = conn.open_uni().await.unwrap();
+    let bogus = BlockHeader {
+        file: 9,
+        block: 0,
+        len: 1,
+        digest: [0; 32],
+    };
+    stream.write_all(&bogus.encode()).await.unwrap();
+    stream.finish().unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(reason.to_string().contains("file 9 of 1"), "{reason}");
+
+    // A block whose bytes do not match its digest.
+    let (conn, _control, mut recv, reply) = manifest_reply(&s, "tampered").await;
+    assert_eq!(reply, Some(Frame::Ready));
+    let mut stream = conn.open_uni().await.unwrap();
+    let header = BlockHeader {
+        file: 0,
+        block: 0,
+        len: 10,
+        digest: *blake3::hash(b"0123456789").as_bytes(),
+    };
+    stream.write_all(&header.encode()).await.unwrap();
+    stream.write_all(b"0123456780").await.unwrap();
+    stream.finish().unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
+        .await
+        .unwrap()
+    {
+        Ok(Some(Frame::Error { code, message })) => {
+            assert_eq!(code, error_code::HASH_MISMATCH);
+            assert!(message.contains("does not match its digest"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert!(
+        !s.out.join("tampered").exists(),
+        "a corrupt file was renamed into place"
+    );
+
+    // The receiver still serves: a wrong token is refused as usual.
+    let (endpoint, _) = client_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        s.fingerprint,
+        &Tuning::default(),
+    )
+    .unwrap();
+    let conn = endpoint
+        .connect(s.addr, "chunkstream")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, _r) = conn.open_bi().await.unwrap();
+    ControlWriter(send)
+        .send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            session_id: [1; 16],
+            token: b"nope".to_vec(),
+        })
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(reason.to_string().contains("wrong token"), "{reason}");
+    let mut refused = false;
+    while let Ok(e) = s.events.try_recv() {
+        refused |= matches!(e, RecvEvent::Refused { ref reason, .. } if reason == "wrong token");
+    }
+    assert!(refused, "the refusal was reported");
+}
