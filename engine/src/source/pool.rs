@@ -10,11 +10,11 @@
 //! the pool. The pool's size is therefore the bound on memory in flight, and
 //! an empty pool is the back-pressure that slows the reader down.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
 /// Creates pools of block buffers.
 #[derive(Debug)]
@@ -23,17 +23,13 @@ pub struct BufferPool;
 impl BufferPool {
     /// A pool of `count` buffers of `buf_len` bytes. Memory is allocated the
     /// first time each buffer is used, never more than `count × buf_len`.
+    /// Free buffers are reused last-in first-out, so a steady flow keeps
+    /// reusing the few that are still warm in cache.
     pub fn split(count: usize, buf_len: usize) -> BufferSource {
-        let count = count.max(1);
-        let (tx, rx) = mpsc::channel(count);
-        for _ in 0..count {
-            tx.try_send(Vec::new())
-                .expect("channel sized for every buffer");
-        }
         BufferSource {
-            free: rx,
-            ret: Arc::new(Return {
-                tx,
+            shared: Arc::new(Shared {
+                free: Mutex::new(Vec::new()),
+                available: Semaphore::new(count.max(1)),
                 allocations: AtomicU64::new(0),
             }),
             buf_len,
@@ -42,47 +38,55 @@ impl BufferPool {
 }
 
 #[derive(Debug)]
-struct Return {
-    tx: mpsc::Sender<Vec<u8>>,
+struct Shared {
+    /// Buffers that came back, most recent last.
+    free: Mutex<Vec<Vec<u8>>>,
+    /// Buffers that may be taken (free or not yet allocated).
+    available: Semaphore,
     allocations: AtomicU64,
 }
 
 /// The reader's end of the pool.
 #[derive(Debug)]
 pub struct BufferSource {
-    free: mpsc::Receiver<Vec<u8>>,
-    ret: Arc<Return>,
+    shared: Arc<Shared>,
     buf_len: usize,
 }
 
 impl BufferSource {
-    /// Waits (asynchronously) for a free buffer.
+    /// Waits for a free buffer (works on any async runtime).
     pub async fn acquire(&mut self) -> PooledBuffer {
-        let vec = self.free.recv().await.expect("the pool holds a sender");
-        self.prepare(vec)
-    }
-
-    /// Waits (blocking the thread) for a free buffer.
-    pub fn acquire_blocking(&mut self) -> PooledBuffer {
-        let vec = self.free.blocking_recv().expect("the pool holds a sender");
-        self.prepare(vec)
-    }
-
-    fn prepare(&self, mut vec: Vec<u8>) -> PooledBuffer {
-        vec.clear();
-        if vec.capacity() < self.buf_len {
-            vec = Vec::with_capacity(self.buf_len);
-            self.ret.allocations.fetch_add(1, Ordering::Relaxed);
-        }
+        self.shared
+            .available
+            .acquire()
+            .await
+            .expect("the pool's semaphore is never closed")
+            .forget();
+        let reused = self
+            .shared
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let vec = match reused {
+            Some(mut v) => {
+                v.clear();
+                v
+            }
+            None => {
+                self.shared.allocations.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(self.buf_len)
+            }
+        };
         PooledBuffer {
             vec,
-            ret: self.ret.clone(),
+            shared: self.shared.clone(),
         }
     }
 
     /// How many buffers were allocated so far (never more than the pool size).
     pub fn allocations(&self) -> u64 {
-        self.ret.allocations.load(Ordering::Relaxed)
+        self.shared.allocations.load(Ordering::Relaxed)
     }
 }
 
@@ -90,7 +94,7 @@ impl BufferSource {
 #[derive(Debug)]
 pub struct PooledBuffer {
     vec: Vec<u8>,
-    ret: Arc<Return>,
+    shared: Arc<Shared>,
 }
 
 impl PooledBuffer {
@@ -124,9 +128,15 @@ impl AsRef<[u8]> for PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        // Never blocks: the channel has room for every buffer of the pool.
-        // Fails only when the reader is gone, and then nobody needs it.
-        let _ = self.ret.tx.try_send(std::mem::take(&mut self.vec));
+        let vec = std::mem::take(&mut self.vec);
+        if vec.capacity() > 0 {
+            self.shared
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(vec);
+        }
+        self.shared.available.add_permits(1);
     }
 }
 
@@ -136,23 +146,33 @@ mod tests {
 
     #[test]
     fn buffers_come_back_when_the_last_slice_is_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let mut src = BufferPool::split(2, 1024);
-        let mut a = src.acquire_blocking();
+        let mut a = rt.block_on(src.acquire());
         a.vec_mut().extend_from_slice(&[1; 1000]);
         let ptr = a.as_ref().as_ptr();
         let bytes = a.freeze();
         let slice = bytes.slice(10..20);
         assert_eq!(slice.as_ptr(), ptr.wrapping_add(10), "slices share memory");
-        let _b = src.acquire_blocking();
-        assert!(src.free.try_recv().is_err(), "pool of two is empty");
+        let b = rt.block_on(src.acquire());
+        assert_eq!(
+            src.shared.available.available_permits(),
+            0,
+            "pool of two is empty"
+        );
         drop(bytes);
-        assert!(
-            src.free.try_recv().is_err(),
+        assert_eq!(
+            src.shared.available.available_permits(),
+            0,
             "a slice still holds the buffer"
         );
+        drop(b);
         drop(slice);
-        let back = src.free.try_recv().expect("buffer returned");
-        assert_eq!(back.as_ptr(), ptr, "the same memory is reused");
-        assert_eq!(src.allocations(), 2);
+        // Last in, first out: the buffer returned last is handed out next.
+        let again = rt.block_on(src.acquire());
+        assert_eq!(again.as_ref().as_ptr(), ptr, "the same memory is reused");
+        assert_eq!(src.allocations(), 2, "never more than the pool size");
     }
 }
