@@ -13,7 +13,15 @@ use clap::{Parser, Subcommand};
 
 /// Move files between two hosts over QUIC, fast, verified end to end.
 #[derive(Debug, Parser)]
-#[command(name = "chunkstream-engine", version, about, long_about = None)]
+#[command(
+    name = "chunkstream-engine",
+    version,
+    about = "Move files between two hosts over QUIC, fast, verified end to end with BLAKE3",
+    after_help = "Try it:  chunkstream-engine demo\n\n\
+        On the receiving host:  chunkstream-engine recv --out DIR\n\
+        On the sending host:    chunkstream-engine send FILE... --to HOST:4433 --peer FINGERPRINT --token TOKEN\n\n\
+        Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error, 130 interrupted."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -38,7 +38,7 @@ pub type BlockDigest = [u8; 32];
 /// Digest of the block that starts at `offset` in a file of `file_len` bytes.
 ///
 /// `offset` must be a multiple of the block size and the block must not be
-/// longer than the block size; [`crate::manifest::Geometry`] guarantees both.
+/// longer than the block size; [`crate::manifest::Manifest::block_span`] guarantees both.
 pub fn block_digest(data: &[u8], offset: u64, file_len: u64) -> BlockDigest {
     if offset == 0 && data.len() as u64 == file_len {
         return *blake3::hash(data).as_bytes();

@@ -1,3 +1,49 @@
+//! # chunkstream-engine
+//!
+//! Moves files between two hosts over QUIC, verified end to end with BLAKE3.
+//! This crate holds everything that moves bytes; the `chunkstream-engine`
+//! executable (crate `chunkstream-cli`) is argument parsing and output.
+//!
+//! ## Data flow (sender → receiver)
+//!
+//! ```text
+//! files ─► source: reader thread (io_uring, QUEUE_DEPTH reads in flight; pread fallback)
+//!            filling pooled buffers (bounded memory, LIFO reuse)
+//!       ─► work: Rayon job per block: BLAKE3 block digest (FEC parity joins here later)
+//!       ─► session::sender: one QUIC uni stream per block, header + the pooled buffer
+//!            itself (no copy before quinn packetizes it); FILE_HASH once a file is hashed
+//!       ═══ quinn connection (TLS 1.3, pinned fingerprint, token) ═══
+//!       ─► session::receiver: per-stream task reads the block, Rayon verifies its digest,
+//!            the session's writer thread pwrites it into NAME.part
+//!       ─► session::tracker: when every block and the FILE_HASH are in, merge digests,
+//!            compare, (fsync), rename NAME.part → NAME, FILE_DONE to the sender
+//! ```
+//!
+//! ## Module map
+//!
+//! Sans-IO modules (pure, clock passed in where time matters) are marked *.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`wire`] * | protocol v1: frames and block headers, the bounds-checked decoder |
+//! | [`hash`] * | per-block BLAKE3 digests merged into the whole-file hash |
+//! | [`manifest`] * | files, sizes, block geometry; expanding `send PATH...` |
+//! | [`names`] | which received names are safe; creating `.part` files inside `--out` |
+//! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
+//! | [`work`] | the Rayon stage between reader and network |
+//! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
+//! | [`session`] | sender and receiver drivers; `tracker` * and `pacer` * are sans-IO |
+//!
+//! ## Glossary
+//!
+//! * **block**: a power-of-two slice of a file (default 1 MiB), hashed and sent
+//!   on its own; the unit of verification and acknowledgement.
+//! * **block digest**: the block's BLAKE3 chaining value (or, for a one-block
+//!   file, the file's hash), see [`hash`].
+//! * **fingerprint**: BLAKE3 of the receiver's certificate; the sender pins it.
+//! * **token**: the shared secret the sender proves it knows in HELLO.
+//! * **reliable plane**: blocks on QUIC streams, QUIC retransmits.
+
 pub mod hash;
 pub mod manifest;
 pub mod names;
