@@ -124,17 +124,41 @@ pub fn spawn_reader(
     pool: BufferSource,
     emit: Emit,
 ) -> std::io::Result<(ReaderKind, std::thread::JoinHandle<()>)> {
-    let plan = ReadPlan { files, manifest };
+    spawn_reader_with(
+        kind,
+        ReadPlan { files, manifest },
+        pool,
+        emit,
+        uring::runtime,
+    )
+}
+
+/// Logs the fallback to pread once per process, not once per session.
+static FALLBACK_LOGGED: std::sync::Once = std::sync::Once::new();
+
+/// [`spawn_reader`] with the io_uring runtime constructor passed in, so the
+/// fallback can be tested without a kernel that refuses io_uring.
+fn spawn_reader_with(
+    kind: ReaderKind,
+    plan: ReadPlan,
+    pool: BufferSource,
+    emit: Emit,
+    make_ring: fn() -> std::io::Result<tokio_uring::Runtime>,
+) -> std::io::Result<(ReaderKind, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("chunkstream-reader".into())
         .spawn(move || {
             let runtime = match kind {
                 ReaderKind::Pread => None,
-                ReaderKind::Uring | ReaderKind::Auto => match uring::runtime() {
+                ReaderKind::Uring | ReaderKind::Auto => match make_ring() {
                     Ok(rt) => Some(rt),
                     Err(e) if kind == ReaderKind::Auto => {
-                        tracing::warn!("io_uring unavailable ({e}); reading with pread instead");
+                        FALLBACK_LOGGED.call_once(|| {
+                            tracing::warn!(
+                                "io_uring unavailable ({e}); reading with pread instead"
+                            );
+                        });
                         None
                     }
                     Err(e) => {
@@ -158,4 +182,61 @@ pub fn spawn_reader(
         .recv()
         .map_err(|_| std::io::Error::other("reader thread died at start"))??;
     Ok((used, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ManifestEntry;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn refused() -> std::io::Result<tokio_uring::Runtime> {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+
+    fn plan(dir: &std::path::Path) -> ReadPlan {
+        let path = dir.join("f");
+        std::fs::write(&path, vec![9u8; 10_000]).unwrap();
+        let files = vec![SourceFile {
+            path,
+            name: "f".into(),
+            size: 10_000,
+        }];
+        let manifest = Manifest::new(
+            4096,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size: 10_000,
+            }],
+        )
+        .unwrap();
+        ReadPlan { files, manifest }
+    }
+
+    #[test]
+    fn auto_falls_back_to_pread_when_io_uring_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let seen = bytes.clone();
+        let emit: Emit = Arc::new(move |b: Result<SourceBlock, SourceError>| {
+            seen.fetch_add(b.unwrap().data.len() as u64, Ordering::Relaxed);
+            true
+        });
+        let pool = BufferPool::split(4, 4096);
+        let (used, thread) =
+            spawn_reader_with(ReaderKind::Auto, plan(tmp.path()), pool, emit, refused).unwrap();
+        assert_eq!(used, ReaderKind::Pread);
+        thread.join().unwrap();
+        assert_eq!(bytes.load(Ordering::Relaxed), 10_000);
+    }
+
+    #[test]
+    fn forced_uring_reports_why_it_cannot_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let emit: Emit = Arc::new(|_| true);
+        let pool = BufferPool::split(4, 4096);
+        let err = spawn_reader_with(ReaderKind::Uring, plan(tmp.path()), pool, emit, refused)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    }
 }
