@@ -1,0 +1,12 @@
+//! Link emulation: a sans-IO [`model::LinkModel`] and the drivers that put
+//! it between real programs.
+//!
+//! * [`model`]: what a link does to each packet (rate, queue, loss, delay,
+//!   jitter, reorder, duplication), seeded so runs repeat.
+//! * [`relay`]: a UDP relay on loopback, one model per direction. No root
+//!   needed; `cargo test`, the demo and `chunkstream-engine relay` use it.
+
+pub mod model;
+pub mod relay;
+
+pub use model::{LinkConfig, LinkModel, LinkStats, LossModel, Verdict};
