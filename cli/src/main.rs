@@ -4,6 +4,7 @@
 mod demo;
 mod output;
 mod recv;
+mod relay;
 mod send;
 mod units;
 
@@ -35,10 +36,13 @@ enum Command {
     Send(send::SendArgs),
     /// Run a real, verified transfer on loopback with built-in defaults.
     Demo(demo::DemoArgs),
+    /// Relay UDP through an emulated link (rate, delay, jitter, loss).
+    Relay(relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_relay = matches!(cli.command, Command::Relay(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -61,11 +65,14 @@ fn main() -> ExitCode {
                 Command::Recv(args) => recv::run(args).await,
                 Command::Send(args) => send::run(args).await,
                 Command::Demo(args) => demo::run(args).await,
+                // The relay stops on Ctrl-C / SIGTERM itself and then reports.
+                Command::Relay(args) => return relay::run(args).await.map(|()| ExitCode::SUCCESS),
             }
+            .map(|()| ExitCode::SUCCESS)
         };
         tokio::select! {
-            r = work => r.map(|()| ExitCode::SUCCESS),
-            _ = tokio::signal::ctrl_c() => {
+            r = work => r,
+            _ = interrupted(), if !is_relay => {
                 eprintln!("interrupted; partial files (if any) are kept as .part");
                 Ok(ExitCode::from(130))
             }
@@ -79,6 +86,22 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

@@ -50,6 +50,43 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bytes_per_sec as u64)
 }
 
+/// Parses a duration: `20ms`, `1.5s`, `500us`, `0` (a bare number is ms).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 20ms or 1.5s)"))?;
+    let secs = match unit.trim() {
+        "" | "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "s" => n,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use us, ms or s)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// Parses a probability written as a percentage (`5%`) or a fraction (`0.05`).
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let p = match t.strip_suffix('%') {
+        Some(num) => num.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a percentage (try 5%)"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{s:?} is outside 0%..100%"));
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +99,26 @@ mod tests {
         assert_eq!(parse_size("1.5G"), Ok(3 << 29));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_and_percentages() {
+        assert_eq!(
+            parse_duration("20ms"),
+            Ok(std::time::Duration::from_millis(20))
+        );
+        assert_eq!(
+            parse_duration("1.5s"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("500us"),
+            Ok(std::time::Duration::from_micros(500))
+        );
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_percent("5%"), Ok(0.05));
+        assert_eq!(parse_percent("0.2"), Ok(0.2));
+        assert!(parse_percent("150%").unwrap_err().contains("outside"));
     }
 
     #[test]
