@@ -5,3 +5,4 @@
 //! comparisons behind the `bench` and `compare` subcommands.
 
 pub mod link;
+pub mod scenario;

@@ -1,0 +1,437 @@
+//! Scenarios: what to measure, as TOML files in `bench-harness/scenarios/`.
+//!
+//! ```toml
+//! name = "loss-sweep"
+//! description = "One 200 Mbit/s path, 40 ms RTT, rising random loss"
+//! file_size = "64MiB"
+//! repetitions = 2
+//! timeout = "90s"                 # per run; a run that exceeds it is reported, not fatal
+//! contenders = ["chunkstream", "quinn-cubic", "quinn-bbr"]
+//!
+//! [[path]]
+//! rate = "200mbit"
+//! delay = "20ms"                  # one way; the round trip is twice this
+//! jitter = "0ms"
+//! loss = "0%"
+//! loss_model = "bernoulli"        # or "gilbert-elliott" with loss_burst
+//! loss_burst = 1
+//!
+//! [sweep]
+//! loss = ["0%", "0.5%", "1%", "2%", "5%", "10%"]   # every path takes each value in turn
+//! ```
+//!
+//! Parsing is strict: an unknown key, a negative or zero rate, a loss over
+//! 100 %, an unknown contender or an empty path list is an error whose
+//! message names the field. [`Scenario::points`] expands the sweep into the
+//! list of link settings to run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::link::{LinkConfig, LossModel};
+
+/// A contender: one way of moving the file across the same links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// `chunkstream-engine send`, reliable plane.
+    Chunkstream,
+    /// Plain quinn, one stream, Cubic.
+    QuinnCubic,
+    /// Plain quinn, one stream, BBR (quinn's experimental controller).
+    QuinnBbr,
+}
+
+impl Contender {
+    /// The name used in scenarios and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chunkstream => "chunkstream",
+            Self::QuinnCubic => "quinn-cubic",
+            Self::QuinnBbr => "quinn-bbr",
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    file_size: String,
+    #[serde(default = "one")]
+    repetitions: u32,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    contenders: Vec<Contender>,
+    path: Vec<RawPath>,
+    #[serde(default)]
+    sweep: Option<RawSweep>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_timeout() -> String {
+    "120s".into()
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    rate: String,
+    #[serde(default = "zero_ms")]
+    delay: String,
+    #[serde(default = "zero_ms")]
+    jitter: String,
+    #[serde(default = "zero_percent")]
+    loss: String,
+    #[serde(default)]
+    loss_model: LossModelName,
+    #[serde(default = "one_f")]
+    loss_burst: f64,
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+fn zero_ms() -> String {
+    "0ms".into()
+}
+fn zero_percent() -> String {
+    "0%".into()
+}
+fn one_f() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum LossModelName {
+    #[default]
+    Bernoulli,
+    GilbertElliott,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    loss: Vec<String>,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scenario {
+    /// Short name (`loss-sweep`).
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Bytes of the generated file each contender moves.
+    pub file_size: u64,
+    /// Runs per contender and point.
+    pub repetitions: u32,
+    /// Longest a run may take.
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    /// Who runs, in this order.
+    pub contenders: Vec<Contender>,
+    /// Link settings per path (before the sweep is applied).
+    pub paths: Vec<LinkConfig>,
+    /// Loss values to sweep, if any.
+    pub sweep_loss: Vec<f64>,
+}
+
+/// One setting of all paths: what a sweep point runs on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Point {
+    /// The loss this point sets (if sweeping), for tables and plots.
+    pub loss: Option<f64>,
+    /// Per-path link settings.
+    pub paths: Vec<LinkConfig>,
+}
+
+mod duration_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("scenario {}: {e}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        if raw.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if raw.path.is_empty() {
+            return Err("at least one [[path]] is required".into());
+        }
+        if raw.contenders.is_empty() {
+            return Err("contenders must name at least one contender".into());
+        }
+        if raw.repetitions == 0 {
+            return Err("repetitions must be at least 1".into());
+        }
+        let file_size = units::size(&raw.file_size).map_err(|e| format!("file_size: {e}"))?;
+        if file_size == 0 {
+            return Err("file_size must be positive".into());
+        }
+        let timeout = units::duration(&raw.timeout).map_err(|e| format!("timeout: {e}"))?;
+        let paths = raw
+            .path
+            .iter()
+            .enumerate()
+            .map(|(i, p)| path_config(p).map_err(|e| format!("path {}: {e}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sweep_loss = match raw.sweep {
+            None => Vec::new(),
+            Some(s) => {
+                if s.loss.is_empty() {
+                    return Err("sweep.loss must list at least one value".into());
+                }
+                s.loss
+                    .iter()
+                    .map(|l| units::percent(l).map_err(|e| format!("sweep.loss: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(Self {
+            name: raw.name,
+            description: raw.description,
+            file_size,
+            repetitions: raw.repetitions,
+            timeout,
+            contenders: raw.contenders,
+            paths,
+            sweep_loss,
+        })
+    }
+
+    /// The link settings to run: one point per sweep value (every path takes
+    /// that loss), or a single point without a sweep.
+    pub fn points(&self) -> Vec<Point> {
+        if self.sweep_loss.is_empty() {
+            return vec![Point {
+                loss: None,
+                paths: self.paths.clone(),
+            }];
+        }
+        self.sweep_loss
+            .iter()
+            .map(|&p| Point {
+                loss: Some(p),
+                paths: self
+                    .paths
+                    .iter()
+                    .map(|c| LinkConfig {
+                        loss: match c.loss {
+                            LossModel::Bernoulli { .. } => LossModel::Bernoulli { p },
+                            LossModel::GilbertElliott { mean_burst, .. } => {
+                                LossModel::GilbertElliott { p, mean_burst }
+                            }
+                        },
+                        ..c.clone()
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn path_config(p: &RawPath) -> Result<LinkConfig, String> {
+    let rate_bps = units::rate_bits(&p.rate).map_err(|e| format!("rate: {e}"))?;
+    let delay = units::duration(&p.delay).map_err(|e| format!("delay: {e}"))?;
+    let jitter = units::duration(&p.jitter).map_err(|e| format!("jitter: {e}"))?;
+    let loss = units::percent(&p.loss).map_err(|e| format!("loss: {e}"))?;
+    let queue_bytes = match &p.queue {
+        Some(q) => units::size(q).map_err(|e| format!("queue: {e}"))?,
+        None => LinkConfig::default_queue_bytes(rate_bps, delay),
+    };
+    let loss = match p.loss_model {
+        LossModelName::Bernoulli => LossModel::Bernoulli { p: loss },
+        LossModelName::GilbertElliott => LossModel::GilbertElliott {
+            p: loss,
+            mean_burst: p.loss_burst,
+        },
+    };
+    let cfg = LinkConfig {
+        rate_bps: Some(rate_bps),
+        queue_bytes,
+        delay,
+        jitter,
+        loss,
+        reorder: 0.0,
+        duplicate: 0.0,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Unit parsing for scenario values (the CLI has its own for flags).
+pub mod units {
+    use std::time::Duration;
+
+    fn split(s: &str) -> (f64, String) {
+        let t = s.trim().to_ascii_lowercase();
+        let at = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+            .unwrap_or(t.len());
+        let n = t[..at].parse().unwrap_or(f64::NAN);
+        (n, t[at..].trim().to_owned())
+    }
+
+    /// `200mbit`, `1gbit`, `500kbit` → bits per second; must be positive.
+    pub fn rate_bits(s: &str) -> Result<u64, String> {
+        let (n, unit) = split(s);
+        let mult = match unit.as_str() {
+            "bit" | "bps" => 1.0,
+            "kbit" => 1e3,
+            "mbit" => 1e6,
+            "gbit" => 1e9,
+            _ => return Err(format!("{s:?} is not a rate (try 200mbit)")),
+        };
+        if !(n > 0.0) {
+            return Err(format!("{s:?} must be positive"));
+        }
+        Ok((n * mult) as u64)
+    }
+
+    /// `20ms`, `1.5s`, `500us` → duration; must not be negative.
+    pub fn duration(s: &str) -> Result<Duration, String> {
+        let (n, unit) = split(s);
+        let secs = match unit.as_str() {
+            "ms" => n / 1e3,
+            "us" => n / 1e6,
+            "s" => n,
+            _ => return Err(format!("{s:?} is not a duration (try 20ms)")),
+        };
+        if !(secs >= 0.0) {
+            return Err(format!("{s:?} must not be negative"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// `5%` → 0.05; must be within 0 %..=100 %.
+    pub fn percent(s: &str) -> Result<f64, String> {
+        let Some(num) = s.trim().strip_suffix('%') else {
+            return Err(format!("{s:?} is not a percentage (try 5%)"));
+        };
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a percentage (try 5%)"))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("{s:?} is outside 0%..100%"));
+        }
+        Ok(v / 100.0)
+    }
+
+    /// `64MiB`, `1GiB`, `4096` → bytes.
+    pub fn size(s: &str) -> Result<u64, String> {
+        let (n, unit) = split(s);
+        let mult: u64 = match unit.as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("{s:?} is not a size (try 64MiB)")),
+        };
+        if !(n >= 0.0) {
+            return Err(format!("{s:?} must not be negative"));
+        }
+        Ok((n * mult as f64) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "t"
+        file_size = "8MiB"
+        contenders = ["chunkstream", "quinn-cubic"]
+        [[path]]
+        rate = "200mbit"
+        delay = "20ms"
+        loss = "1%"
+        [sweep]
+        loss = ["0%", "5%"]
+    "#;
+
+    #[test]
+    fn a_good_scenario_expands_its_sweep() {
+        let s = Scenario::parse(GOOD).unwrap();
+        assert_eq!(s.file_size, 8 << 20);
+        assert_eq!(
+            s.contenders,
+            vec![Contender::Chunkstream, Contender::QuinnCubic]
+        );
+        let points = s.points();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1].loss, Some(0.05));
+        assert_eq!(points[1].paths[0].loss, LossModel::Bernoulli { p: 0.05 });
+        assert_eq!(points[1].paths[0].delay, Duration::from_millis(20));
+        // 1.5 × 200 Mbit/s × 40 ms = 1.5 MB.
+        assert_eq!(points[0].paths[0].queue_bytes, 1_500_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("file_size", "filesize"),
+                "unknown field `filesize`",
+            ),
+            (GOOD.replace("\"200mbit\"", "\"-5mbit\""), "path 1: rate"),
+            (
+                GOOD.replace("loss = \"1%\"", "loss = \"150%\""),
+                "path 1: loss",
+            ),
+            (GOOD.replace("\"5%\"]", "\"101%\"]"), "sweep.loss"),
+            (
+                GOOD.replace("\"quinn-cubic\"", "\"carrier-pigeon\""),
+                "carrier-pigeon",
+            ),
+            (
+                GOOD.replace("delay = \"20ms\"", "delay = \"soon\""),
+                "path 1: delay",
+            ),
+            (
+                GOOD.replace("delay = \"20ms\"", "delay = \"20ms\"\ncolour = \"red\""),
+                "unknown field `colour`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Scenario::parse(&text).unwrap_err();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+        let no_paths = GOOD.split("[[path]]").next().unwrap();
+        assert!(Scenario::parse(no_paths).unwrap_err().contains("path"));
+    }
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            names.push(s.name);
+        }
+        names.sort();
+        assert_eq!(names, ["loss-sweep", "multipath", "quick"]);
+    }
+}
