@@ -1,8 +1,23 @@
 //! # chunkstream-bench-harness
 //!
-//! Measures chunkstream-engine on bad links, honestly: link emulation
-//! ([`link`]), and (as the bench grows) scenarios, contenders, reports and
-//! comparisons behind the `bench` and `compare` subcommands.
+//! Measures chunkstream-engine on bad links, honestly. The `bench` and
+//! `compare` subcommands of `chunkstream-engine` are thin wrappers around
+//! this crate.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`link`] | sans-IO link model (rate, queue, loss, delay, jitter) and the UDP relay that drives it |
+//! | [`scenario`] | TOML scenarios with strict validation; sweeps expand into points |
+//! | [`contenders`] | baselines that are not chunkstream (plain quinn, Cubic or BBR) |
+//! | [`runner`] | runs every contender over the same emulated links, verifies every transfer |
+//! | [`report`] | the versioned JSON report |
+//! | [`compare`] | reports side by side, with ratios |
+//! | [`usage`] | CPU time and peak RSS of a process |
 
+pub mod compare;
+pub mod contenders;
 pub mod link;
+pub mod report;
+pub mod runner;
 pub mod scenario;
+pub mod usage;

@@ -31,7 +31,9 @@ use std::time::Duration;
 use crate::link::{LinkConfig, LossModel};
 
 /// A contender: one way of moving the file across the same links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Contender {
     /// `chunkstream-engine send`, reliable plane.

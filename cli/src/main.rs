@@ -1,6 +1,8 @@
 //! The `chunkstream-engine` executable: argument parsing and glue. The work
 //! lives in the `chunkstream-engine` library.
 
+mod bench;
+mod bench_peer;
 mod demo;
 mod output;
 mod recv;
@@ -38,6 +40,13 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Relay UDP through an emulated link (rate, delay, jitter, loss).
     Relay(relay::RelayArgs),
+    /// Run a scenario over emulated links; write a JSON report to results/.
+    Bench(bench::BenchArgs),
+    /// Put bench reports side by side, with ratios.
+    Compare(bench::CompareArgs),
+    /// Far ends of the bench's baseline contenders (internal).
+    #[command(subcommand, hide = true)]
+    BenchPeer(bench_peer::BenchPeer),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +74,9 @@ fn main() -> ExitCode {
                 Command::Recv(args) => recv::run(args).await,
                 Command::Send(args) => send::run(args).await,
                 Command::Demo(args) => demo::run(args).await,
+                Command::BenchPeer(cmd) => bench_peer::run(cmd).await,
+                Command::Bench(args) => bench::run(args).await,
+                Command::Compare(args) => bench::compare(args),
                 // The relay stops on Ctrl-C / SIGTERM itself and then reports.
                 Command::Relay(args) => return relay::run(args).await.map(|()| ExitCode::SUCCESS),
             }

@@ -170,6 +170,8 @@ pub enum Verdict {
 pub struct LinkStats {
     /// Packets offered.
     pub offered: u64,
+    /// Bytes offered (what the sender put on the wire).
+    pub offered_bytes: u64,
     /// Packets delivered (duplicates counted once).
     pub forwarded: u64,
     /// Bytes delivered (duplicates counted once).
@@ -234,6 +236,7 @@ impl LinkModel {
     /// Offers a packet of `len` bytes at `now`.
     pub fn offer(&mut self, now: Instant, len: usize) -> Verdict {
         self.stats.offered += 1;
+        self.stats.offered_bytes += len as u64;
         let departs = match self.config.rate_bps {
             None => now,
             Some(rate) => {

@@ -22,9 +22,22 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use identity::{Fingerprint, Identity, PinnedCertVerifier};
 
+/// Which congestion controller quinn runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// quinn's Cubic (its default): loss-based.
+    #[default]
+    Cubic,
+    /// quinn's experimental BBR: model-based, ignores loss.
+    Bbr,
+}
+
 /// Transport knobs. Defaults are tuned for ≥ 200 Mbit/s × 100 ms paths.
 #[derive(Debug, Clone)]
 pub struct Tuning {
+    /// Congestion controller.
+    pub congestion: Congestion,
     /// Connection-level receive window and send buffer (bytes).
     pub connection_window: u64,
     /// Per-stream receive window (bytes); one block travels on one stream.
@@ -42,6 +55,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
+            congestion: Congestion::Cubic,
             connection_window: 64 << 20,
             stream_window: 16 << 20,
             socket_buffer: 8 << 20,
@@ -64,6 +78,9 @@ impl Tuning {
             .max_concurrent_bidi_streams(1u32.into())
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        if self.congestion == Congestion::Bbr {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
         t
     }
 }

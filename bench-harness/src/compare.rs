@@ -1,0 +1,206 @@
+//! Reports side by side: one Markdown table of median goodput with ratios.
+//!
+//! * One report: a row per link point (loss), a column per contender, and
+//!   each contender's ratio against the first contender.
+//! * Several reports: a row per (point, contender), a column per report, and
+//!   each report's ratio against the first report.
+//!
+//! A cell is the median goodput of the verified repetitions in Mbit/s, or
+//! `failed` when none verified (the reason is in the report).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::report::Report;
+use crate::scenario::Contender;
+
+/// Median goodput (bit/s) of verified runs per (loss point, contender).
+/// Points are keyed in parts per million to sort exactly.
+pub fn medians(report: &Report) -> BTreeMap<(u64, Contender), Option<f64>> {
+    let mut groups: BTreeMap<(u64, Contender), Vec<f64>> = BTreeMap::new();
+    let mut seen: BTreeMap<(u64, Contender), ()> = BTreeMap::new();
+    for r in &report.runs {
+        let key = (point_key(r.loss), r.contender);
+        seen.insert(key, ());
+        if let (true, Some(g)) = (r.verified, r.goodput_bps) {
+            groups.entry(key).or_default().push(g);
+        }
+    }
+    seen.into_keys()
+        .map(|k| (k, groups.get_mut(&k).map(|v| median(v))))
+        .collect()
+}
+
+fn point_key(loss: Option<f64>) -> u64 {
+    loss.map_or(0, |l| (l * 1e6).round() as u64)
+}
+
+fn point_label(key: u64, sweeping: bool) -> String {
+    if sweeping {
+        format!("{}%", key as f64 / 1e4)
+    } else {
+        "-".into()
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map_or("failed".into(), |g| format!("{:.1}", g / 1e6))
+}
+
+fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn contender_order(report: &Report) -> Vec<Contender> {
+    let mut order: Vec<Contender> = Vec::new();
+    for r in &report.runs {
+        if !order.contains(&r.contender) {
+            order.push(r.contender);
+        }
+    }
+    order
+}
+
+/// The comparison table for `reports` (at least one).
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let sweeping = reports
+        .iter()
+        .any(|r| r.runs.iter().any(|run| run.loss.is_some()));
+    if let [report] = reports {
+        let m = medians(report);
+        let contenders = contender_order(report);
+        let points: Vec<u64> = m
+            .keys()
+            .map(|k| k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let _ = write!(out, "| loss |");
+        for c in &contenders {
+            let _ = write!(out, " {} (Mbit/s) |", c.name());
+        }
+        for c in contenders.iter().skip(1) {
+            let _ = write!(out, " {} / {} |", c.name(), contenders[0].name());
+        }
+        out.push('\n');
+        out.push_str(&"|---".repeat(1 + contenders.len() + contenders.len().saturating_sub(1)));
+        out.push_str("|\n");
+        for p in points {
+            let _ = write!(out, "| {} |", point_label(p, sweeping));
+            let base = m.get(&(p, contenders[0])).copied().flatten();
+            for c in &contenders {
+                let _ = write!(out, " {} |", cell(m.get(&(p, *c)).copied().flatten()));
+            }
+            for c in contenders.iter().skip(1) {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    ratio(m.get(&(p, *c)).copied().flatten(), base)
+                );
+            }
+            out.push('\n');
+        }
+        return out;
+    }
+    let all: Vec<_> = reports.iter().map(medians).collect();
+    let mut keys: Vec<(u64, Contender)> = all.iter().flat_map(|m| m.keys().copied()).collect();
+    keys.sort();
+    keys.dedup();
+    let _ = write!(out, "| loss | contender |");
+    for (i, r) in reports.iter().enumerate() {
+        let _ = write!(out, " #{} {} (Mbit/s) |", i + 1, r.scenario_name());
+    }
+    for i in 1..reports.len() {
+        let _ = write!(out, " #{} / #1 |", i + 1);
+    }
+    out.push('\n');
+    out.push_str(&"|---".repeat(2 + reports.len() + reports.len() - 1));
+    out.push_str("|\n");
+    for k in keys {
+        let _ = write!(out, "| {} | {} |", point_label(k.0, sweeping), k.1.name());
+        let base = all[0].get(&k).copied().flatten();
+        for m in &all {
+            let _ = write!(out, " {} |", cell(m.get(&k).copied().flatten()));
+        }
+        for m in all.iter().skip(1) {
+            let _ = write!(out, " {} |", ratio(m.get(&k).copied().flatten(), base));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Run, Series};
+    use crate::scenario::Scenario;
+
+    fn run(c: Contender, loss: f64, rep: u32, goodput: Option<f64>) -> Run {
+        Run {
+            contender: c,
+            loss: Some(loss),
+            repetition: rep,
+            verified: goodput.is_some(),
+            error: goodput.is_none().then(|| "did not finish".into()),
+            bytes: 1,
+            seconds: 1.0,
+            goodput_bps: goodput,
+            paths_used: 1,
+            wire_bytes: vec![0],
+            delivered_bytes: vec![0],
+            dropped_random: vec![0],
+            dropped_queue: vec![0],
+            sender: None,
+            receiver: None,
+            series: Series::default(),
+        }
+    }
+
+    fn report(runs: Vec<Run>) -> Report {
+        let s = Scenario::parse("name = \"t\"\nfile_size = \"1MiB\"\ncontenders = [\"chunkstream\"]\n[[path]]\nrate = \"1mbit\"").unwrap();
+        let mut r = Report::new(&s, "udp-relay", "test".into());
+        r.runs = runs;
+        r
+    }
+
+    #[test]
+    fn one_report_compares_contenders_by_median() {
+        let r = report(vec![
+            run(Contender::Chunkstream, 0.0, 1, Some(100e6)),
+            run(Contender::Chunkstream, 0.0, 2, Some(120e6)),
+            run(Contender::Chunkstream, 0.0, 3, Some(300e6)),
+            run(Contender::QuinnCubic, 0.0, 1, Some(60e6)),
+            run(Contender::Chunkstream, 0.05, 1, Some(50e6)),
+            run(Contender::QuinnCubic, 0.05, 1, None),
+        ]);
+        let t = table(&[r]);
+        assert!(t.contains("| 0% | 120.0 | 60.0 | 0.50× |"), "{t}");
+        assert!(t.contains("| 5% | 50.0 | failed | - |"), "{t}");
+    }
+
+    #[test]
+    fn several_reports_compare_against_the_first() {
+        let a = report(vec![run(Contender::Chunkstream, 0.01, 1, Some(100e6))]);
+        let b = report(vec![run(Contender::Chunkstream, 0.01, 1, Some(150e6))]);
+        let t = table(&[a, b]);
+        assert!(
+            t.contains("| 1% | chunkstream | 100.0 | 150.0 | 1.50× |"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Plain quinn, one unidirectional stream, the file's bytes and nothing
+//! else: no blocks, no per-block hashing, no manifest.
+//!
+//! The receiver hashes what arrives (BLAKE3) and closes the connection with
+//! the reason `b3:<hex>:<bytes>`; the sender compares that with the hash of
+//! what it read, so a plain-quinn run is verified like every other. Same TLS
+//! and windows as chunkstream ([`chunkstream_engine::transport::Tuning`]),
+//! with the congestion controller chosen per run. A connection quinn itself
+//! aborts (its BBR with large windows can fail with "too many gaps in stream
+//! buffer") is reported as that run's error.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use chunkstream_engine::transport::identity::{Fingerprint, Identity};
+use chunkstream_engine::transport::{Congestion, Tuning, client_endpoint, server_endpoint};
+
+/// What a finished send reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuinnSendReport {
+    /// File bytes sent and confirmed.
+    pub bytes: u64,
+    /// Dial to close.
+    pub seconds: f64,
+    /// Bits per second over that time.
+    pub goodput_bps: f64,
+    /// The receiver's BLAKE3 equals the source's.
+    pub verified: bool,
+    /// BLAKE3 of the file.
+    pub blake3: String,
+}
+
+fn tuning(cc: Congestion) -> Tuning {
+    Tuning {
+        congestion: cc,
+        ..Tuning::default()
+    }
+}
+
+/// Binds a receiver; returns the endpoint and identity so the caller can
+/// print where and whom to dial before [`serve_one`].
+pub fn bind(listen: SocketAddr, cc: Congestion) -> Result<(quinn::Endpoint, Identity)> {
+    let identity = Identity::generate()?;
+    let endpoint = server_endpoint(listen, &identity, &tuning(cc))?;
+    Ok((endpoint, identity))
+}
+
+/// Receives one stream, hashes it, and closes with the hash as the reason.
+pub async fn serve_one(endpoint: quinn::Endpoint) -> Result<u64> {
+    let conn = endpoint.accept().await.context("endpoint closed")?.await?;
+    let mut stream = conn.accept_uni().await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut pending = Vec::with_capacity(1 << 20);
+    let mut total = 0u64;
+    while let Some(chunk) = stream.read_chunk(usize::MAX, true).await? {
+        total += chunk.bytes.len() as u64;
+        pending.extend_from_slice(&chunk.bytes);
+        if pending.len() >= 1 << 20 {
+            hasher.update(&pending);
+            pending.clear();
+        }
+    }
+    hasher.update(&pending);
+    let reason = format!("b3:{}:{total}", hasher.finalize().to_hex());
+    conn.close(0u32.into(), reason.as_bytes());
+    endpoint.wait_idle().await;
+    Ok(total)
+}
+
+/// Sends `file` on one stream and waits for the receiver's verdict.
+pub async fn send_file(
+    file: &Path,
+    to: SocketAddr,
+    peer: Fingerprint,
+    cc: Congestion,
+) -> Result<QuinnSendReport> {
+    let mut src =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let started = Instant::now();
+    let (endpoint, _) = client_endpoint("0.0.0.0:0".parse()?, None, peer, &tuning(cc))?;
+    let conn = endpoint.connect(to, "chunkstream")?.await?;
+    let mut stream = conn.open_uni().await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0u64;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        bytes += n as u64;
+        stream
+            .write_chunk(Bytes::from(buf))
+            .await
+            .context("quinn stream failed")?;
+    }
+    stream.finish()?;
+    let want = format!("b3:{}:{bytes}", hasher.finalize().to_hex());
+    let reason = match conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        other => bail!("connection ended with: {other}"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let verified = reason == want;
+    if !verified {
+        bail!("receiver got {reason}, sent {want}");
+    }
+    Ok(QuinnSendReport {
+        bytes,
+        seconds,
+        goodput_bps: bytes as f64 * 8.0 / seconds,
+        verified,
+        blake3: want[3..67].to_owned(),
+    })
+}

@@ -1,0 +1,394 @@
+//! Runs a scenario: every contender, over the same emulated links, as
+//! separate processes of the `chunkstream-engine` executable.
+//!
+//! For each point of the scenario, contender and repetition, the runner
+//! starts the contender's receiver, puts a UDP relay (one
+//! [`crate::link::LinkModel`] per direction) in front of it, starts the
+//! sender against the relay, samples the relay's counters every 250 ms for
+//! the throughput series, and waits for the sender (bounded by the
+//! scenario's timeout). A transfer counts only if it is verified: the
+//! sender's reported BLAKE3 and, for chunkstream, a fresh hash of the file
+//! the receiver wrote, both equal to the source's.
+//!
+//! Random loss applies to the data direction (client → server). The
+//! reverse direction has the same rate and delay and no random loss, so
+//! acknowledgements see the same round trip without being thinned.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::link::relay::{Relay, RelayConfig};
+use crate::link::{LinkConfig, LossModel};
+use crate::report::{Report, Run, Series};
+use crate::scenario::{Contender, Point, Scenario};
+use crate::usage::ProcessUsage;
+
+/// The name reports give this backend.
+pub const BACKEND: &str = "udp-relay";
+
+/// Where and with what a scenario runs.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The `chunkstream-engine` executable.
+    pub exe: PathBuf,
+    /// Scratch folder for the source file and received copies.
+    pub work_dir: PathBuf,
+    /// The command line to record in the report.
+    pub command: String,
+}
+
+/// Runs every point × contender × repetition of `scenario`.
+pub async fn run_scenario(
+    scenario: &Scenario,
+    cfg: &RunnerConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<Report> {
+    std::fs::create_dir_all(&cfg.work_dir)?;
+    let source = cfg.work_dir.join("payload.bin");
+    let source_hash = write_source(&source, scenario.file_size)?;
+    let mut report = Report::new(scenario, BACKEND, cfg.command.clone());
+    let points = scenario.points();
+    let total = points.len() * scenario.contenders.len() * scenario.repetitions as usize;
+    let mut n = 0;
+    for point in &points {
+        for &contender in &scenario.contenders {
+            for repetition in 1..=scenario.repetitions {
+                n += 1;
+                let what = format!(
+                    "[{n}/{total}] {}{} #{repetition}",
+                    contender.name(),
+                    point
+                        .loss
+                        .map(|l| format!(" at {}% loss", l * 100.0))
+                        .unwrap_or_default()
+                );
+                progress(&format!("{what} ..."));
+                let seed = 1000 * u64::from(repetition) + n as u64;
+                let run = run_once(
+                    cfg,
+                    contender,
+                    point,
+                    repetition,
+                    &source,
+                    &source_hash,
+                    scenario,
+                    seed,
+                )
+                .await;
+                progress(&format!(
+                    "{what}: {}",
+                    match (&run.goodput_bps, &run.error) {
+                        (Some(g), _) =>
+                            format!("{:.1} Mbit/s in {:.1} s, verified", g / 1e6, run.seconds),
+                        (None, Some(e)) => format!(
+                            "failed: {e} (link carried {:.1} Mbit/s)",
+                            run.delivered_bytes.iter().sum::<u64>() as f64 * 8.0
+                                / run.seconds.max(1e-9)
+                                / 1e6
+                        ),
+                        (None, None) => "failed".into(),
+                    }
+                ));
+                report.runs.push(run);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&source);
+    Ok(report)
+}
+
+/// Writes `size` bytes of BLAKE3 XOF output; returns the file's hash.
+fn write_source(path: &Path, size: u64) -> Result<String> {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut xof = blake3::Hasher::new()
+        .update(b"chunkstream bench")
+        .finalize_xof();
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// The reverse direction of a path: same rate, queue and delay, no loss.
+fn reverse_of(forward: &LinkConfig) -> LinkConfig {
+    LinkConfig {
+        loss: LossModel::NONE,
+        reorder: 0.0,
+        duplicate: 0.0,
+        ..forward.clone()
+    }
+}
+
+/// A child process whose stdout lines are collected as they come.
+struct Peer {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Peer {
+    fn spawn(exe: &Path, args: &[String]) -> Result<Self> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The first JSON line, within `limit`.
+    async fn first_json(&mut self, limit: Duration) -> Result<serde_json::Value> {
+        let line = tokio::time::timeout(limit, self.lines.recv())
+            .await
+            .context("no output in time")?
+            .context("exited before printing anything")?;
+        serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))
+    }
+
+    /// Waits (bounded) for exit, then returns the last JSON line printed.
+    async fn finish(mut self, limit: Duration) -> Option<serde_json::Value> {
+        if tokio::time::timeout(limit, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let mut last = None;
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(200), self.lines.recv()).await
+        {
+            last = Some(line);
+        }
+        last.and_then(|l| serde_json::from_str(&l).ok())
+    }
+}
+
+fn usage_of(v: &serde_json::Value) -> Option<ProcessUsage> {
+    serde_json::from_value(v.get("usage")?.clone()).ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
+    cfg: &RunnerConfig,
+    contender: Contender,
+    point: &Point,
+    repetition: u32,
+    source: &Path,
+    source_hash: &str,
+    scenario: &Scenario,
+    seed: u64,
+) -> Run {
+    let mut run = Run {
+        contender,
+        loss: point.loss,
+        repetition,
+        verified: false,
+        error: None,
+        bytes: scenario.file_size,
+        seconds: 0.0,
+        goodput_bps: None,
+        paths_used: 1,
+        wire_bytes: vec![0],
+        delivered_bytes: vec![0],
+        dropped_random: vec![0],
+        dropped_queue: vec![0],
+        sender: None,
+        receiver: None,
+        series: Series {
+            interval: 0.25,
+            samples: Vec::new(),
+        },
+    };
+    if let Err(e) = attempt(
+        cfg,
+        contender,
+        point,
+        source,
+        source_hash,
+        scenario,
+        seed,
+        &mut run,
+    )
+    .await
+    {
+        run.error = Some(format!("{e:#}"));
+        run.verified = false;
+        run.goodput_bps = None;
+    }
+    run
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    cfg: &RunnerConfig,
+    contender: Contender,
+    point: &Point,
+    source: &Path,
+    source_hash: &str,
+    scenario: &Scenario,
+    seed: u64,
+    run: &mut Run,
+) -> Result<()> {
+    let out_dir = cfg.work_dir.join("received");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let s = |v: &str| v.to_owned();
+    let receiver_args: Vec<String> = match contender {
+        Contender::Chunkstream => vec![
+            s("recv"),
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--once"),
+            s("--json"),
+            s("--out"),
+            out_dir.display().to_string(),
+            s("--state-dir"),
+            cfg.work_dir.join("state").display().to_string(),
+        ],
+        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+            s("bench-peer"),
+            s("quinn-recv"),
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--cc"),
+            s(if contender == Contender::QuinnBbr {
+                "bbr"
+            } else {
+                "cubic"
+            }),
+        ],
+    };
+    let mut receiver = Peer::spawn(&cfg.exe, &receiver_args)?;
+    let listening = receiver
+        .first_json(Duration::from_secs(10))
+        .await
+        .context("receiver did not start")?;
+    let server: std::net::SocketAddr = listening["addresses"][0]
+        .as_str()
+        .context("no address")?
+        .parse()?;
+    let fingerprint = listening["fingerprint"]
+        .as_str()
+        .context("no fingerprint")?
+        .to_owned();
+    let path = &point.paths[0];
+    let relay = Relay::start(RelayConfig {
+        listen: "127.0.0.1:0".parse()?,
+        to: server,
+        forward: path.clone(),
+        reverse: reverse_of(path),
+        seed,
+    })
+    .await?;
+    let to = relay.local_addr().to_string();
+    let source_arg = source.display().to_string();
+    let sender_args: Vec<String> = match contender {
+        Contender::Chunkstream => vec![
+            s("send"),
+            source_arg,
+            s("--to"),
+            to,
+            s("--peer"),
+            fingerprint,
+            s("--token"),
+            listening["token"].as_str().unwrap_or_default().to_owned(),
+            s("--json"),
+        ],
+        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+            s("bench-peer"),
+            s("quinn-send"),
+            source_arg,
+            s("--to"),
+            to,
+            s("--peer"),
+            fingerprint,
+            s("--cc"),
+            s(if contender == Contender::QuinnBbr {
+                "bbr"
+            } else {
+                "cubic"
+            }),
+        ],
+    };
+    let started = Instant::now();
+    let mut sender = Peer::spawn(&cfg.exe, &sender_args)?;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.tick().await;
+    let mut last_bytes = 0u64;
+    let finished = loop {
+        tokio::select! {
+            status = sender.child.wait() => break status.is_ok(),
+            _ = ticker.tick() => {
+                let now = relay.stats().forward.forwarded_bytes;
+                run.series.samples.push(vec![(now - last_bytes) as f64 * 8.0 / 0.25]);
+                last_bytes = now;
+                if started.elapsed() > scenario.timeout {
+                    break false;
+                }
+            }
+        }
+    };
+    run.seconds = started.elapsed().as_secs_f64();
+    let sender_result = sender.finish(Duration::from_secs(1)).await;
+    // The receiver waits up to 5 s for the sender's close, then up to 2 s
+    // for its endpoint to go idle.
+    let receiver_result = receiver.finish(Duration::from_secs(10)).await;
+    let stats = relay.stop().await;
+    run.wire_bytes = vec![stats.forward.offered_bytes];
+    run.delivered_bytes = vec![stats.forward.forwarded_bytes];
+    run.dropped_random = vec![stats.forward.dropped_random];
+    run.dropped_queue = vec![stats.forward.dropped_queue];
+    run.sender = sender_result.as_ref().and_then(usage_of);
+    run.receiver = receiver_result.as_ref().and_then(usage_of);
+    if !finished {
+        anyhow::bail!("did not finish within {} s", scenario.timeout.as_secs());
+    }
+    let result = sender_result.context("sender printed no result")?;
+    if result["event"] != "done" {
+        anyhow::bail!("{}", result["error"].as_str().unwrap_or("sender failed"));
+    }
+    let reported = result["files"][0]["blake3"].as_str().unwrap_or_default();
+    anyhow::ensure!(
+        reported == source_hash,
+        "sender reports BLAKE3 {reported}, source is {source_hash}"
+    );
+    if contender == Contender::Chunkstream {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(out_dir.join("payload.bin"))?)?;
+        let got = h.finalize().to_hex().to_string();
+        anyhow::ensure!(
+            got == source_hash,
+            "received file hashes to {got}, source to {source_hash}"
+        );
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
+    run.seconds = result["seconds"].as_f64().unwrap_or(run.seconds);
+    run.goodput_bps = Some(scenario.file_size as f64 * 8.0 / run.seconds);
+    run.verified = true;
+    Ok(())
+}

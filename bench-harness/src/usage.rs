@@ -1,0 +1,59 @@
+//! CPU time and peak memory of the current process, for reports. Read from
+//! `/proc/self`, so no unsafe calls; `/proc` reports CPU in USER_HZ ticks,
+//! which Linux fixes at 100 per second.
+
+/// What this process has used so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessUsage {
+    /// User + system CPU time.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_bytes: u64,
+}
+
+/// Reads the current process's usage; zeros where `/proc` is unavailable.
+pub fn self_usage() -> ProcessUsage {
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime
+            // are fields 14 and 15 of the whole line.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0);
+    let peak_rss_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+        })
+        .unwrap_or(0);
+    ProcessUsage {
+        cpu_seconds,
+        peak_rss_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usage_grows_with_work() {
+        let before = super::self_usage();
+        let v: Vec<u8> = vec![1; 64 << 20];
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_add(v.iter().map(|&b| b as u64).sum::<u64>());
+        }
+        let after = super::self_usage();
+        assert!(x > 0);
+        assert!(
+            after.cpu_seconds >= before.cpu_seconds + 0.2,
+            "{before:?} → {after:?}"
+        );
+        assert!(after.peak_rss_bytes >= 64 << 20, "{after:?}");
+    }
+}
