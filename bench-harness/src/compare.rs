@@ -5,8 +5,10 @@
 //! * Several reports: a row per (point, contender), a column per report, and
 //!   each report's ratio against the first report.
 //!
-//! A cell is the median goodput of the verified repetitions in Mbit/s, or
-//! `failed` when none verified (the reason is in the report).
+//! A cell is the median goodput of the verified repetitions in Mbit/s. When
+//! no repetition verified it reads `DNF (link 5.2)`: did not finish, and the
+//! median rate the link carried for it meanwhile (wire bytes, so an upper
+//! bound on what goodput would have been). Reasons are in the report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,17 +19,46 @@ use crate::scenario::Contender;
 /// Median goodput (bit/s) of verified runs per (loss point, contender).
 /// Points are keyed in parts per million to sort exactly.
 pub fn medians(report: &Report) -> BTreeMap<(u64, Contender), Option<f64>> {
-    let mut groups: BTreeMap<(u64, Contender), Vec<f64>> = BTreeMap::new();
-    let mut seen: BTreeMap<(u64, Contender), ()> = BTreeMap::new();
+    cells(report)
+        .into_iter()
+        .map(|(k, c)| (k, c.goodput))
+        .collect()
+}
+
+/// What one table cell summarises.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cell {
+    /// Median goodput of verified runs (bit/s), if any verified.
+    pub goodput: Option<f64>,
+    /// Median rate the link delivered during the runs (bit/s).
+    pub link_rate: f64,
+}
+
+/// A [`Cell`] per (loss point in ppm, contender).
+pub fn cells(report: &Report) -> BTreeMap<(u64, Contender), Cell> {
+    let mut good: BTreeMap<(u64, Contender), Vec<f64>> = BTreeMap::new();
+    let mut link: BTreeMap<(u64, Contender), Vec<f64>> = BTreeMap::new();
     for r in &report.runs {
         let key = (point_key(r.loss), r.contender);
-        seen.insert(key, ());
+        let delivered: u64 = r.delivered_bytes.iter().sum();
+        link.entry(key)
+            .or_default()
+            .push(delivered as f64 * 8.0 / r.seconds.max(1e-9));
         if let (true, Some(g)) = (r.verified, r.goodput_bps) {
-            groups.entry(key).or_default().push(g);
+            good.entry(key).or_default().push(g);
         }
     }
-    seen.into_keys()
-        .map(|k| (k, groups.get_mut(&k).map(|v| median(v))))
+    link.into_iter()
+        .map(|(k, mut rates)| {
+            let goodput = good.get_mut(&k).map(|v| median(v));
+            (
+                k,
+                Cell {
+                    goodput,
+                    link_rate: median(&mut rates),
+                },
+            )
+        })
         .collect()
 }
 
@@ -53,8 +84,17 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn cell(v: Option<f64>) -> String {
-    v.map_or("failed".into(), |g| format!("{:.1}", g / 1e6))
+fn cell(c: Option<Cell>) -> String {
+    match c {
+        Some(Cell {
+            goodput: Some(g), ..
+        }) => format!("{:.1}", g / 1e6),
+        Some(Cell {
+            goodput: None,
+            link_rate,
+        }) => format!("DNF (link {:.1})", link_rate / 1e6),
+        None => "-".into(),
+    }
 }
 
 fn ratio(v: Option<f64>, base: Option<f64>) -> String {
@@ -81,7 +121,7 @@ pub fn table(reports: &[Report]) -> String {
         .iter()
         .any(|r| r.runs.iter().any(|run| run.loss.is_some()));
     if let [report] = reports {
-        let m = medians(report);
+        let m = cells(report);
         let contenders = contender_order(report);
         let points: Vec<u64> = m
             .keys()
@@ -101,22 +141,19 @@ pub fn table(reports: &[Report]) -> String {
         out.push_str("|\n");
         for p in points {
             let _ = write!(out, "| {} |", point_label(p, sweeping));
-            let base = m.get(&(p, contenders[0])).copied().flatten();
+            let goodput = |c: Contender| m.get(&(p, c)).and_then(|x| x.goodput);
+            let base = goodput(contenders[0]);
             for c in &contenders {
-                let _ = write!(out, " {} |", cell(m.get(&(p, *c)).copied().flatten()));
+                let _ = write!(out, " {} |", cell(m.get(&(p, *c)).copied()));
             }
             for c in contenders.iter().skip(1) {
-                let _ = write!(
-                    out,
-                    " {} |",
-                    ratio(m.get(&(p, *c)).copied().flatten(), base)
-                );
+                let _ = write!(out, " {} |", ratio(goodput(*c), base));
             }
             out.push('\n');
         }
         return out;
     }
-    let all: Vec<_> = reports.iter().map(medians).collect();
+    let all: Vec<_> = reports.iter().map(cells).collect();
     let mut keys: Vec<(u64, Contender)> = all.iter().flat_map(|m| m.keys().copied()).collect();
     keys.sort();
     keys.dedup();
@@ -132,12 +169,12 @@ pub fn table(reports: &[Report]) -> String {
     out.push_str("|\n");
     for k in keys {
         let _ = write!(out, "| {} | {} |", point_label(k.0, sweeping), k.1.name());
-        let base = all[0].get(&k).copied().flatten();
+        let base = all[0].get(&k).and_then(|c| c.goodput);
         for m in &all {
-            let _ = write!(out, " {} |", cell(m.get(&k).copied().flatten()));
+            let _ = write!(out, " {} |", cell(m.get(&k).copied()));
         }
         for m in all.iter().skip(1) {
-            let _ = write!(out, " {} |", ratio(m.get(&k).copied().flatten(), base));
+            let _ = write!(out, " {} |", ratio(m.get(&k).and_then(|c| c.goodput), base));
         }
         out.push('\n');
     }
@@ -190,7 +227,7 @@ mod tests {
         ]);
         let t = table(&[r]);
         assert!(t.contains("| 0% | 120.0 | 60.0 | 0.50× |"), "{t}");
-        assert!(t.contains("| 5% | 50.0 | failed | - |"), "{t}");
+        assert!(t.contains("| 5% | 50.0 | DNF (link 0.0) | - |"), "{t}");
     }
 
     #[test]

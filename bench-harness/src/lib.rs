@@ -12,11 +12,13 @@
 //! | [`runner`] | runs every contender over the same emulated links, verifies every transfer |
 //! | [`report`] | the versioned JSON report |
 //! | [`compare`] | reports side by side, with ratios |
+//! | [`plot`] | goodput against loss as SVG |
 //! | [`usage`] | CPU time and peak RSS of a process |
 
 pub mod compare;
 pub mod contenders;
 pub mod link;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;

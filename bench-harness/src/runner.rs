@@ -355,9 +355,15 @@ async fn attempt(
     };
     run.seconds = started.elapsed().as_secs_f64();
     let sender_result = sender.finish(Duration::from_secs(1)).await;
-    // The receiver waits up to 5 s for the sender's close, then up to 2 s
-    // for its endpoint to go idle.
-    let receiver_result = receiver.finish(Duration::from_secs(10)).await;
+    // After a success the receiver waits up to 5 s for the sender's close,
+    // then up to 2 s for its endpoint to go idle; after a timeout there is
+    // nothing to wait for.
+    let receiver_limit = if finished {
+        Duration::from_secs(10)
+    } else {
+        Duration::ZERO
+    };
+    let receiver_result = receiver.finish(receiver_limit).await;
     let stats = relay.stop().await;
     run.wire_bytes = vec![stats.forward.offered_bytes];
     run.delivered_bytes = vec![stats.forward.forwarded_bytes];

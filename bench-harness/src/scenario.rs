@@ -304,7 +304,7 @@ pub mod units {
             "gbit" => 1e9,
             _ => return Err(format!("{s:?} is not a rate (try 200mbit)")),
         };
-        if !(n > 0.0) {
+        if n.is_nan() || n <= 0.0 {
             return Err(format!("{s:?} must be positive"));
         }
         Ok((n * mult) as u64)
@@ -319,7 +319,7 @@ pub mod units {
             "s" => n,
             _ => return Err(format!("{s:?} is not a duration (try 20ms)")),
         };
-        if !(secs >= 0.0) {
+        if secs.is_nan() || secs < 0.0 {
             return Err(format!("{s:?} must not be negative"));
         }
         Ok(Duration::from_secs_f64(secs))
@@ -350,7 +350,7 @@ pub mod units {
             "g" | "gb" | "gib" => 1 << 30,
             _ => return Err(format!("{s:?} is not a size (try 64MiB)")),
         };
-        if !(n >= 0.0) {
+        if n.is_nan() || n < 0.0 {
             return Err(format!("{s:?} must not be negative"));
         }
         Ok((n * mult as f64) as u64)

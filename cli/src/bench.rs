@@ -29,6 +29,9 @@ pub struct CompareArgs {
     /// Reports written by `bench`.
     #[arg(required = true, value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
+    /// Also draw goodput against loss into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Finds a scenario by path, or by name in bench-harness/scenarios/ under
@@ -115,5 +118,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     }
     println!();
     print!("{}", table(&reports));
+    if let Some(svg) = &args.plot {
+        chunkstream_bench_harness::plot::plot_goodput_vs_loss(&reports, svg)
+            .with_context(|| format!("cannot draw {}", svg.display()))?;
+        println!("\nplot: {}", svg.display());
+    }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `chunkstream-engine demo`: a real transfer on loopback with nothing to
 //! set up. Starts a receiver in this process (fresh identity, random token,
-//! temporary folder), generates a file, sends it over QUIC through the
-//! loopback interface, and checks the received copy byte for byte by
-//! hashing it again.
+//! temporary folder), puts the bench's UDP relay in front of it as an
+//! emulated link (rate, delay, loss), generates a file, sends it over QUIC
+//! through the relay, and checks the received copy by hashing it again.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,15 +15,27 @@ use chunkstream_engine::transport::Tuning;
 use chunkstream_engine::transport::identity::Identity;
 use serde_json::json;
 
-use crate::output::{json_line, line, rate};
-use crate::units::parse_size;
+use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
+use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 
-/// Run a verified transfer on loopback with built-in defaults.
+use crate::output::{json_line, line, rate};
+use crate::units::{parse_duration, parse_percent, parse_rate, parse_size};
+
+/// Run a verified transfer over an emulated link on loopback.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Size of the generated file.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub size: u64,
+    /// Rate of the emulated link.
+    #[arg(long, value_name = "RATE", default_value = "200mbit", value_parser = parse_rate)]
+    pub rate: u64,
+    /// One-way delay of the emulated link.
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Random loss on the emulated link (data direction).
+    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = parse_percent)]
+    pub loss: f64,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -46,12 +58,38 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         &identity,
         &Tuning::default(),
     )?;
-    let to = receiver.local_addrs()[0];
+    let server = receiver.local_addrs()[0];
     let recv_task = tokio::spawn(async move { receiver.serve(true, |_| {}).await });
-
+    let rate_bps = args.rate * 8;
+    let forward = LinkConfig {
+        rate_bps: Some(rate_bps),
+        queue_bytes: LinkConfig::default_queue_bytes(rate_bps, args.delay),
+        delay: args.delay,
+        loss: LossModel::Bernoulli { p: args.loss },
+        ..LinkConfig::default()
+    };
+    let reverse = LinkConfig {
+        loss: LossModel::NONE,
+        ..forward.clone()
+    };
+    let relay = Relay::start(RelayConfig {
+        listen,
+        to: server,
+        forward,
+        reverse,
+        seed: 1,
+    })
+    .await?;
+    let to = relay.local_addr();
+    let link = format!(
+        "{} Mbit/s, {} ms RTT, {}% loss",
+        rate_bps / 1_000_000,
+        args.delay.as_millis() * 2,
+        args.loss * 100.0
+    );
     if !args.json {
         line(&format!(
-            "demo: sending a {} byte file to a receiver on {to} (QUIC over loopback)",
+            "demo: sending a {} byte file over QUIC through an emulated link ({link}) on loopback",
             args.size
         ));
     }
@@ -60,6 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), recv_task)
         .await
         .context("receiver did not finish")???;
+    let stats = relay.stop().await;
 
     let received_hash = hash_file(&out.join("demo.bin"))?;
     ensure!(
@@ -80,6 +119,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "seconds": report.seconds,
             "goodput_bps": report.goodput_bps,
             "reader": report.reader,
+            "link": link,
+            "link_dropped": stats.forward.dropped_random + stats.forward.dropped_queue,
         }));
     } else {
         line(&format!(
@@ -87,11 +128,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             source_hash.to_hex()
         ));
         line(&format!(
-            "goodput  {} ({} bytes in {:.2} s, reader {})",
+            "goodput  {} ({} bytes in {:.2} s, reader {}; the link dropped {} packets)",
             rate(report.goodput_bps),
             report.bytes,
             report.seconds,
-            report.reader
+            report.reader,
+            stats.forward.dropped_random + stats.forward.dropped_queue
         ));
     }
     Ok(())

@@ -104,7 +104,8 @@ pub async fn run(args: RecvArgs) -> Result<()> {
             if json {
                 json_line(
                     &json!({"event": "session_done", "ok": true, "peer": summary.peer.to_string(),
-                    "files": summary.files, "bytes": summary.bytes, "seconds": summary.seconds}),
+                    "files": summary.files, "bytes": summary.bytes, "seconds": summary.seconds,
+                    "usage": chunkstream_bench_harness::usage::self_usage()}),
                 );
             } else {
                 line(&format!(

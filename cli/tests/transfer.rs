@@ -31,9 +31,12 @@ fn sizes_around_the_block_boundary_arrive_intact() {
     assert_eq!(report["bytes"].as_u64().unwrap(), sizes.iter().sum::<u64>());
     let (status, recv_out, recv_err) = recv.wait(secs(20));
     assert!(status.success(), "receiver failed: {recv_err}");
+    let done: serde_json::Value = serde_json::from_str(recv_out.lines().last().unwrap()).unwrap();
+    assert_eq!(done["event"], "session_done", "{recv_out}");
+    assert_eq!(done["ok"], true, "{recv_out}");
     assert!(
-        recv_out.contains("\"session_done\"") && recv_out.contains("\"ok\":true"),
-        "{recv_out}"
+        done["usage"]["peak_rss_bytes"].as_u64().unwrap() > 0,
+        "{done}"
     );
     for (p, file) in paths.iter().zip(report["files"].as_array().unwrap()) {
         let name = p.file_name().unwrap();
@@ -137,9 +140,11 @@ fn human_output_names_the_hash_and_rate() {
 }
 
 #[test]
-fn the_demo_runs_a_verified_transfer() {
+fn the_demo_runs_a_verified_transfer_through_an_emulated_link() {
     let out = std::process::Command::new(BIN)
-        .args(["demo", "--size", "8MiB", "--json"])
+        .args([
+            "demo", "--size", "8MiB", "--delay", "2ms", "--loss", "1%", "--json",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -147,14 +152,18 @@ fn the_demo_runs_a_verified_transfer() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .trim_ascii_end()
-            .split(|&b| b == b'\n')
-            .next_back()
-            .unwrap(),
-    )
-    .unwrap();
+    let last = out
+        .stdout
+        .trim_ascii_end()
+        .split(|&b| b == b'\n')
+        .next_back()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(last).unwrap();
     assert_eq!(v["verified"], true);
     assert_eq!(v["bytes"], 8 << 20);
+    assert_eq!(v["link"], "200 Mbit/s, 4 ms RTT, 1% loss");
+    assert!(
+        v["link_dropped"].as_u64().unwrap() > 0,
+        "the emulated link lost nothing: {v}"
+    );
 }

@@ -1,0 +1,124 @@
+//! `bench` and `compare` as a user runs them: a small scenario over the UDP
+//! relay, a verified report, a comparison table, and clear errors.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const SCENARIO: &str = r#"
+name = "tiny"
+description = "test"
+file_size = "2MiB"
+repetitions = 1
+timeout = "30s"
+contenders = ["chunkstream", "quinn-cubic"]
+
+[[path]]
+rate = "50mbit"
+delay = "2ms"
+
+[sweep]
+loss = ["0%", "2%"]
+"#;
+
+#[test]
+fn bench_writes_a_verified_report_and_compare_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("tiny.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let out_dir = tmp.path().join("results");
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[4/4] quinn-cubic at 2% loss #1: "),
+        "progress lines: {err}"
+    );
+    let report_path = out_dir.join("tiny.json");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["schema"], "chunkstream-bench/1");
+    assert_eq!(report["backend"], "udp-relay");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        assert_eq!(run["verified"], true, "{run}");
+        assert!(run["goodput_bps"].as_f64().unwrap() > 0.0);
+        assert!(run["wire_bytes"][0].as_u64().unwrap() >= 2 << 20, "{run}");
+        assert!(run["sender"]["cpu_seconds"].as_f64().is_some(), "{run}");
+        assert!(
+            !run["series"]["samples"].as_array().unwrap().is_empty()
+                || run["seconds"].as_f64().unwrap() < 0.3
+        );
+    }
+    let lossy: u64 = runs
+        .iter()
+        .filter(|r| r["loss"] == 0.02)
+        .map(|r| r["dropped_random"][0].as_u64().unwrap())
+        .sum();
+    assert!(lossy > 0, "2% loss dropped nothing");
+
+    let cmp = Command::new(BIN)
+        .arg("compare")
+        .arg(&report_path)
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stderr)
+    );
+    let text = String::from_utf8_lossy(&cmp.stdout);
+    assert!(
+        text.contains("| 2% | chunkstream |") && text.contains("1.00×"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_scenarios_and_reports_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        SCENARIO.replace("rate = \"50mbit\"", "rate = \"50mbit\"\nwobble = 3"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `wobble`"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["bench", "no-such-scenario"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no scenario \"no-such-scenario\""));
+
+    let not_report = tmp.path().join("x.json");
+    std::fs::write(&not_report, r#"{"schema":"something-else/9"}"#).unwrap();
+    let out = Command::new(BIN)
+        .arg("compare")
+        .arg(&not_report)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report schema \"something-else/9\""));
+}
