@@ -13,6 +13,7 @@
 //! | [`report`] | the versioned JSON report |
 //! | [`compare`] | reports side by side, with ratios |
 //! | [`plot`] | goodput against loss as SVG |
+//! | [`units`] | sizes, rates, durations and percentages, for scenarios and flags |
 //! | [`usage`] | CPU time and peak RSS of a process |
 
 pub mod compare;
@@ -22,4 +23,5 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod units;
 pub mod usage;

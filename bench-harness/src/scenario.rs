@@ -29,6 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::link::{LinkConfig, LossModel};
+use crate::units;
 
 /// A contender: one way of moving the file across the same links.
 #[derive(
@@ -279,82 +280,6 @@ fn path_config(p: &RawPath) -> Result<LinkConfig, String> {
     };
     cfg.validate()?;
     Ok(cfg)
-}
-
-/// Unit parsing for scenario values (the CLI has its own for flags).
-pub mod units {
-    use std::time::Duration;
-
-    fn split(s: &str) -> (f64, String) {
-        let t = s.trim().to_ascii_lowercase();
-        let at = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-            .unwrap_or(t.len());
-        let n = t[..at].parse().unwrap_or(f64::NAN);
-        (n, t[at..].trim().to_owned())
-    }
-
-    /// `200mbit`, `1gbit`, `500kbit` → bits per second; must be positive.
-    pub fn rate_bits(s: &str) -> Result<u64, String> {
-        let (n, unit) = split(s);
-        let mult = match unit.as_str() {
-            "bit" | "bps" => 1.0,
-            "kbit" => 1e3,
-            "mbit" => 1e6,
-            "gbit" => 1e9,
-            _ => return Err(format!("{s:?} is not a rate (try 200mbit)")),
-        };
-        if n.is_nan() || n <= 0.0 {
-            return Err(format!("{s:?} must be positive"));
-        }
-        Ok((n * mult) as u64)
-    }
-
-    /// `20ms`, `1.5s`, `500us` → duration; must not be negative.
-    pub fn duration(s: &str) -> Result<Duration, String> {
-        let (n, unit) = split(s);
-        let secs = match unit.as_str() {
-            "ms" => n / 1e3,
-            "us" => n / 1e6,
-            "s" => n,
-            _ => return Err(format!("{s:?} is not a duration (try 20ms)")),
-        };
-        if secs.is_nan() || secs < 0.0 {
-            return Err(format!("{s:?} must not be negative"));
-        }
-        Ok(Duration::from_secs_f64(secs))
-    }
-
-    /// `5%` → 0.05; must be within 0 %..=100 %.
-    pub fn percent(s: &str) -> Result<f64, String> {
-        let Some(num) = s.trim().strip_suffix('%') else {
-            return Err(format!("{s:?} is not a percentage (try 5%)"));
-        };
-        let v: f64 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a percentage (try 5%)"))?;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(format!("{s:?} is outside 0%..100%"));
-        }
-        Ok(v / 100.0)
-    }
-
-    /// `64MiB`, `1GiB`, `4096` → bytes.
-    pub fn size(s: &str) -> Result<u64, String> {
-        let (n, unit) = split(s);
-        let mult: u64 = match unit.as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            "g" | "gb" | "gib" => 1 << 30,
-            _ => return Err(format!("{s:?} is not a size (try 64MiB)")),
-        };
-        if n.is_nan() || n < 0.0 {
-            return Err(format!("{s:?} must not be negative"));
-        }
-        Ok((n * mult as f64) as u64)
-    }
 }
 
 #[cfg(test)]

@@ -19,22 +19,22 @@ use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
 use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 
 use crate::output::{json_line, line, rate};
-use crate::units::{parse_duration, parse_percent, parse_rate, parse_size};
+use chunkstream_bench_harness::units::{duration, percent, rate_bits, size};
 
 /// Run a verified transfer over an emulated link on loopback.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Size of the generated file.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size)]
     pub size: u64,
     /// Rate of the emulated link.
-    #[arg(long, value_name = "RATE", default_value = "200mbit", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", default_value = "200mbit", value_parser = rate_bits)]
     pub rate: u64,
     /// One-way delay of the emulated link.
-    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = duration)]
     pub delay: Duration,
     /// Random loss on the emulated link (data direction).
-    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub loss: f64,
     /// Print the result as one JSON object.
     #[arg(long)]
@@ -60,7 +60,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     )?;
     let server = receiver.local_addrs()[0];
     let recv_task = tokio::spawn(async move { receiver.serve(true, |_| {}).await });
-    let rate_bps = args.rate * 8;
+    let rate_bps = args.rate;
     let forward = LinkConfig {
         rate_bps: Some(rate_bps),
         queue_bytes: LinkConfig::default_queue_bytes(rate_bps, args.delay),

@@ -8,7 +8,6 @@ mod output;
 mod recv;
 mod relay;
 mod send;
-mod units;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,7 @@ use chunkstream_bench_harness::link::relay::{Relay, RelayConfig, RelayStats};
 use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 use serde_json::json;
 
-use crate::units::{parse_duration, parse_percent, parse_rate, parse_size};
+use chunkstream_bench_harness::units::{duration, percent, rate_bits, size};
 
 /// Relay UDP through an emulated link: rate, delay, jitter, loss.
 ///
@@ -24,28 +24,28 @@ pub struct RelayArgs {
     #[arg(long, value_name = "ADDR")]
     pub to: SocketAddr,
     /// Bottleneck rate, e.g. 200mbit (unlimited if unset).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = rate_bits)]
     pub rate: Option<u64>,
     /// Bottleneck queue [default: 1.5 × bandwidth-delay product, at least 96 KB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
     pub queue: Option<u64>,
     /// One-way delay, e.g. 20ms.
-    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = duration)]
     pub delay: Duration,
     /// Uniform jitter in ±DURATION (packets keep their order).
-    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = duration)]
     pub jitter: Duration,
     /// Random loss after the bottleneck, e.g. 5%.
-    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub loss: f64,
     /// Mean length of loss bursts in packets (Gilbert-Elliott); 1 = independent losses.
     #[arg(long, value_name = "N", default_value_t = 1.0)]
     pub loss_burst: f64,
     /// Share of packets that skip ahead of earlier ones.
-    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub reorder: f64,
     /// Share of packets delivered twice.
-    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub duplicate: f64,
     /// Random seed: the same seed and traffic give the same losses.
     #[arg(long, default_value_t = 1)]
@@ -58,7 +58,7 @@ pub struct RelayArgs {
 impl RelayArgs {
     /// The link settings these flags describe.
     pub fn link(&self) -> LinkConfig {
-        let rate_bps = self.rate.map(|bytes| bytes * 8);
+        let rate_bps = self.rate;
         LinkConfig {
             rate_bps,
             queue_bytes: self.queue.unwrap_or_else(|| {

@@ -12,7 +12,7 @@ use chunkstream_engine::transport::identity::Fingerprint;
 use serde_json::json;
 
 use crate::output::{json_line, line, progress_bar, rate};
-use crate::units::{parse_rate, parse_size};
+use chunkstream_bench_harness::units::{rate_bits, size};
 
 /// Reader backend choices on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -51,13 +51,13 @@ pub struct SendArgs {
     #[arg(long, env = "CHUNKSTREAM_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Block size: a power of two from 1KiB to 64MiB.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
     pub block_size: u64,
     /// How source files are read.
     #[arg(long, value_enum, default_value = "auto")]
     pub reader: ReaderArg,
     /// Cap the sending rate, e.g. 200mbit or 25MB/s.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = rate_bits)]
     pub max_rate: Option<u64>,
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -80,7 +80,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
     let mut cfg = SendConfig::new(to, args.peer, args.token.clone());
     cfg.block_size = args.block_size;
     cfg.reader = args.reader.into();
-    cfg.max_rate = args.max_rate;
+    cfg.max_rate = args.max_rate.map(|bits| bits / 8);
     cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
     chunkstream_engine::manifest::block_size_log2(cfg.block_size)?;
 
