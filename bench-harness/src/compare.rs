@@ -204,6 +204,7 @@ mod tests {
             dropped_queue: vec![0],
             sender: None,
             receiver: None,
+            block_latency_ms: None,
             series: Series::default(),
         }
     }

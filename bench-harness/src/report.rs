@@ -5,8 +5,8 @@
 //! as run, the machine, the link-emulation backend, and per run the
 //! contender, the link point, whether the transfer completed and was
 //! verified, goodput, completion time, bytes on the wire per path, packets
-//! the link dropped, CPU time and peak RSS of both ends, and a throughput
-//! time series per path.
+//! the link dropped, CPU time and peak RSS of both ends, block-latency
+//! percentiles (chunkstream), and a throughput time series per path.
 
 use crate::scenario::{Contender, Scenario};
 use crate::usage::ProcessUsage;
@@ -97,6 +97,8 @@ pub struct Run {
     pub sender: Option<ProcessUsage>,
     /// Receiver's CPU time and peak RSS.
     pub receiver: Option<ProcessUsage>,
+    /// Block send-to-acknowledgement latency (chunkstream only).
+    pub block_latency_ms: Option<chunkstream_engine::metrics::LatencySummary>,
     /// Every `interval` seconds, per path, bits per second delivered.
     pub series: Series,
 }

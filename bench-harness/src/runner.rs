@@ -220,6 +220,7 @@ async fn run_once(
         dropped_queue: vec![0],
         sender: None,
         receiver: None,
+        block_latency_ms: None,
         series: Series {
             interval: 0.25,
             samples: Vec::new(),
@@ -370,6 +371,9 @@ async fn attempt(
     run.dropped_random = vec![stats.forward.dropped_random];
     run.dropped_queue = vec![stats.forward.dropped_queue];
     run.sender = sender_result.as_ref().and_then(usage_of);
+    run.block_latency_ms = sender_result
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.get("block_latency_ms")?.clone()).ok());
     run.receiver = receiver_result.as_ref().and_then(usage_of);
     if !finished {
         anyhow::bail!("did not finish within {} s", scenario.timeout.as_secs());

@@ -133,6 +133,7 @@ fn print_report(r: &SendReport, json: bool) {
             "reader": r.reader,
             "plane": r.plane,
             "wire_bytes": r.wire_bytes,
+            "block_latency_ms": r.block_latency,
             "usage": chunkstream_bench_harness::usage::self_usage(),
         }));
         return;

@@ -55,6 +55,12 @@ fn bench_writes_a_verified_report_and_compare_reads_it() {
         assert!(run["goodput_bps"].as_f64().unwrap() > 0.0);
         assert!(run["wire_bytes"][0].as_u64().unwrap() >= 2 << 20, "{run}");
         assert!(run["sender"]["cpu_seconds"].as_f64().is_some(), "{run}");
+        if run["contender"] == "chunkstream" {
+            assert_eq!(
+                run["block_latency_ms"]["blocks"], 2,
+                "two 1 MiB blocks: {run}"
+            );
+        }
         assert!(
             !run["series"]["samples"].as_array().unwrap().is_empty()
                 || run["seconds"].as_f64().unwrap() < 0.3

@@ -72,6 +72,14 @@ fn a_100_mib_file_arrives_intact_with_either_reader() {
         );
         let report = last_json(&sent);
         assert_eq!(report["reader"], reader);
+        let lat = &report["block_latency_ms"];
+        assert_eq!(lat["blocks"], 100, "one latency per 1 MiB block: {lat}");
+        let (p50, p99, max) = (
+            lat["p50_ms"].as_f64().unwrap(),
+            lat["p99_ms"].as_f64().unwrap(),
+            lat["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lat}");
         assert_eq!(
             report["files"][0]["blake3"].as_str().unwrap(),
             blake3_file(&src)

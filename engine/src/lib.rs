@@ -32,6 +32,7 @@
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
 //! | [`work`] | the Rayon stage between reader and network |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
+//! | [`metrics`] | block latency percentiles (hdrhistogram) |
 //! | [`session`] | sender and receiver drivers; `tracker` * and `pacer` * are sans-IO |
 //!
 //! ## Glossary
@@ -46,6 +47,7 @@
 
 pub mod hash;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod session;
 pub mod source;

@@ -123,6 +123,8 @@ pub struct SendReport {
     pub plane: Plane,
     /// Bytes quinn put on the wire (UDP payload), all packets.
     pub wire_bytes: u64,
+    /// Time from handing each block to QUIC to the receiver's BLOCK_ACK.
+    pub block_latency: Option<crate::metrics::LatencySummary>,
 }
 
 /// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
@@ -304,6 +306,9 @@ async fn run(
     let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
     let mut reader_done = (0..file_count).all(|f| missing[f] == 0);
     let mut acked_bytes = 0u64;
+    let mut latency = crate::metrics::BlockLatency::default();
+    let mut sent_at: std::collections::HashMap<(u32, u64), Instant> =
+        std::collections::HashMap::new();
     let mut sent_blocks = 0u64;
     let mut files_done = 0usize;
     let mut done = vec![false; file_count];
@@ -337,6 +342,7 @@ async fn run(
                 // holding dozens half-assembled.
                 let priority = i32::MAX - (sent_blocks.min(i32::MAX as u64) as i32);
                 sent_blocks += 1;
+                sent_at.insert((block.header.file, block.header.block), Instant::now());
                 writers.spawn(async move { send_block(&conn, block, priority).await });
             }
             Some(joined) = writers.join_next(), if !writers.is_empty() => {
@@ -353,6 +359,9 @@ async fn run(
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
                         }
                         acked_bytes += u64::from(manifest.block_span(file as usize, block).1);
+                        if let Some(at) = sent_at.remove(&(file, block)) {
+                            latency.record(at.elapsed());
+                        }
                         on_event(&SendEvent::Acked { acked_bytes, rtt: conn.rtt() });
                     }
                     Frame::FileDone { file } => {
@@ -388,6 +397,7 @@ async fn run(
         reader: pipeline.reader,
         plane: Plane::Reliable,
         wire_bytes: 0,
+        block_latency: latency.summary(),
     })
 }
 
