@@ -56,8 +56,8 @@ async fn start_receiver() -> Setup {
     }
 }
 
-/// Dials, says HELLO with the right token, and returns the open control stream.
-async fn authenticated(s: &Setup) -> (Connection, ControlWriter, quinn::RecvStream) {
+/// Dials the receiver (pinning its real fingerprint).
+async fn dial(s: &Setup) -> Connection {
     let (endpoint, _) = client_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         None,
@@ -65,11 +65,16 @@ async fn authenticated(s: &Setup) -> (Connection, ControlWriter, quinn::RecvStre
         &Tuning::default(),
     )
     .unwrap();
-    let conn = endpoint
+    endpoint
         .connect(s.addr, "chunkstream")
         .unwrap()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Dials, says HELLO with the right token, and returns the open control stream.
+async fn authenticated(s: &Setup) -> (Connection, ControlWriter, quinn::RecvStream) {
+    let conn = dial(s).await;
     let (send, mut recv) = conn.open_bi().await.unwrap();
     let mut control = ControlWriter(send);
     control
@@ -242,18 +247,7 @@ async fn malformed_frames_and_blocks_close_the_session_not_the_receiver() {
     );
 
     // The receiver still serves: a wrong token is refused as usual.
-    let (endpoint, _) = client_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        s.fingerprint,
-        &Tuning::default(),
-    )
-    .unwrap();
-    let conn = endpoint
-        .connect(s.addr, "chunkstream")
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = dial(&s).await;
     let (send, _r) = conn.open_bi().await.unwrap();
     ControlWriter(send)
         .send(&Frame::Hello {
