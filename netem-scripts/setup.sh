@@ -74,8 +74,10 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/teardown.sh" --prefix "$prefix" >/dev/null
 snd=$prefix-snd; rcv=$prefix-rcv
-# From here on, a failure must not leave half a topology behind.
+# From here on, a failure or an interruption must not leave half a
+# topology behind.
 trap 'echo "setup.sh: failed; removing what was built" >&2; "$here/teardown.sh" --prefix "$prefix" >/dev/null' ERR
+trap 'echo "setup.sh: interrupted; removing what was built" >&2; "$here/teardown.sh" --prefix "$prefix" >/dev/null; exit 130' INT TERM
 ip netns add "$snd"
 ip netns add "$rcv"
 ip -n "$snd" link set lo up
@@ -155,7 +157,7 @@ for i in "${!rates[@]}"; do
     add_loss_rule "$snd" "$s_dev" "${loss_ppm[$i]}"
   fi
 done
-trap - ERR
+trap - ERR INT TERM
 
 for i in "${!rates[@]}"; do
   n=$((i + 1))

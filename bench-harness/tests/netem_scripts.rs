@@ -252,6 +252,43 @@ fn forced_fallback_uses_tbf_and_nftables() {
 }
 
 #[test]
+fn without_root_the_scripts_say_so() {
+    if skip_without_root() {
+        return;
+    }
+    // Drop to an unprivileged user to see what a non-root user sees.
+    let has_setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_setpriv {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but setpriv (util-linux) is missing"
+        );
+        eprintln!("SKIPPED: setpriv not installed");
+        return;
+    }
+    for (script, args) in [
+        ("setup.sh", vec!["--path", "100mbit,1ms,0%"]),
+        ("teardown.sh", vec![]),
+    ] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(scripts().join(script))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{script} ran without root");
+        assert!(
+            text(&out).1.contains("needs root"),
+            "{script}: {:?}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
 fn bad_paths_are_refused_before_anything_is_built() {
     if skip_without_root() {
         return;
