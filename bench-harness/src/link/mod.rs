@@ -6,6 +6,7 @@
 //! * [`relay`]: a UDP relay on loopback, one model per direction. No root
 //!   needed; `cargo test`, the demo and `chunkstream-engine relay` use it.
 
+mod bridge;
 pub mod model;
 pub mod relay;
 

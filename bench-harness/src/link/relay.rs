@@ -6,24 +6,17 @@
 //! client ◄── relay.listen ◄─[reverse model]─── relay socket ◄── server
 //! ```
 //!
-//! The client is whoever sent the latest packet to the listen address. Each
-//! datagram is offered to its direction's model with the current time; a
-//! delivered datagram waits in a time-ordered heap until its arrival time.
-//! Timers come from tokio, whose resolution is one millisecond: at 200 Mbit/s
-//! that releases packets in bursts of up to ~17, adding up to 1 ms of
-//! jitter but keeping the average rate (the model, not the timer, decides
-//! the rate).
+//! The client is whoever sent the latest packet to the listen address. The
+//! scheduling (models, arrival-time heap, timers) is [`super::bridge`]'s.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use super::model::{LinkConfig, LinkModel, LinkStats, Verdict};
+use super::bridge::{Port, run_bridge};
+use super::model::{LinkConfig, LinkModel, LinkStats};
 
 /// Settings of a relay.
 #[derive(Debug, Clone)]
@@ -58,12 +51,6 @@ pub struct Relay {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Direction {
-    Forward,
-    Reverse,
-}
-
 impl Relay {
     /// Binds the listen address and starts relaying.
     pub async fn start(cfg: RelayConfig) -> anyhow::Result<Self> {
@@ -84,7 +71,16 @@ impl Relay {
             LinkModel::new(cfg.reverse, cfg.seed.wrapping_add(1)),
         )));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(client_side, server_side, models.clone(), stopped));
+        let client_side = ClientSide {
+            socket: client_side,
+            client: Mutex::new(None),
+        };
+        let task = tokio::spawn(run_bridge(
+            client_side,
+            ServerSide(server_side),
+            models.clone(),
+            stopped,
+        ));
         Ok(Self {
             local_addr,
             models,
@@ -127,71 +123,35 @@ impl Drop for Relay {
     }
 }
 
-/// A datagram waiting for its arrival time. Ordered by time, then by the
-/// order it was scheduled in.
-type Pending = Reverse<(Instant, u64, Direction, Vec<u8>)>;
+/// The side clients talk to: replies go to whoever sent last.
+struct ClientSide {
+    socket: UdpSocket,
+    client: Mutex<Option<SocketAddr>>,
+}
 
-async fn run(
-    client_side: UdpSocket,
-    server_side: UdpSocket,
-    models: Arc<Mutex<(LinkModel, LinkModel)>>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut heap: BinaryHeap<Pending> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut client: Option<SocketAddr> = None;
-    let mut buf_c = vec![0u8; 65536];
-    let mut buf_s = vec![0u8; 65536];
-    loop {
-        let next_due = heap.peek().map(|Reverse((at, ..))| *at);
-        tokio::select! {
-            _ = &mut stopped => break,
-            r = client_side.recv_from(&mut buf_c) => {
-                let Ok((n, from)) = r else { continue };
-                client = Some(from);
-                let verdict = models.lock().unwrap_or_else(|p| p.into_inner()).0.offer(Instant::now(), n);
-                schedule(&mut heap, &mut seq, verdict, Direction::Forward, &buf_c[..n]);
-            }
-            r = server_side.recv(&mut buf_s) => {
-                // ECONNREFUSED while the server is not up yet: keep going.
-                let Ok(n) = r else { continue };
-                let verdict = models.lock().unwrap_or_else(|p| p.into_inner()).1.offer(Instant::now(), n);
-                schedule(&mut heap, &mut seq, verdict, Direction::Reverse, &buf_s[..n]);
-            }
-            _ = sleep_until(next_due), if next_due.is_some() => {
-                let now = Instant::now();
-                while heap.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
-                    let Reverse((_, _, dir, data)) = heap.pop().expect("peeked");
-                    // A full socket buffer or an absent peer loses the
-                    // datagram, as a real network would.
-                    let _ = match (dir, client) {
-                        (Direction::Forward, _) => server_side.try_send(&data),
-                        (Direction::Reverse, Some(c)) => client_side.try_send_to(&data, c),
-                        (Direction::Reverse, None) => Ok(0),
-                    };
-                }
-            }
+impl Port for ClientSide {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (n, from) = self.socket.recv_from(buf).await?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+        Ok(n)
+    }
+
+    fn send(&self, packet: &[u8]) {
+        if let Some(c) = *self.client.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = self.socket.try_send_to(packet, c);
         }
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at.into()).await;
-    }
-}
+/// The side facing the server: a connected socket.
+struct ServerSide(UdpSocket);
 
-fn schedule(
-    heap: &mut BinaryHeap<Pending>,
-    seq: &mut u64,
-    verdict: Verdict,
-    dir: Direction,
-    data: &[u8],
-) {
-    if let Verdict::Deliver { at, copies } = verdict {
-        for _ in 0..copies {
-            *seq += 1;
-            heap.push(Reverse((at, *seq, dir, data.to_vec())));
-        }
+impl Port for ServerSide {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf).await
+    }
+
+    fn send(&self, packet: &[u8]) {
+        let _ = self.0.try_send(packet);
     }
 }

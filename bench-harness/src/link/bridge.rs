@@ -1,0 +1,102 @@
+//! The driver loop shared by every link emulator: two packet ports, one
+//! [`LinkModel`] per direction, and a time-ordered heap of packets waiting
+//! for their arrival time.
+//!
+//! A [`Port`] is anything that yields and accepts whole packets: a UDP
+//! socket (the relay) or a TUN device (the namespace bridge). Packets read
+//! from port A are offered to the forward model and, if delivered, written
+//! to port B at their arrival time; B to A goes through the reverse model.
+//! Timers come from tokio (1 ms resolution): packets due in the same
+//! millisecond leave together, which adds up to 1 ms of jitter but keeps
+//! the rate, since the model, not the timer, decides it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::model::{LinkModel, Verdict};
+
+/// One end of an emulated link.
+pub(crate) trait Port: Send + Sync {
+    /// Waits for the next packet.
+    fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+    /// Writes a packet without waiting; a full buffer loses it, as a real
+    /// network would.
+    fn send(&self, packet: &[u8]);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Direction {
+    AtoB,
+    BtoA,
+}
+
+/// A packet waiting for its arrival time, ordered by time then sequence.
+type Pending = Reverse<(Instant, u64, Direction, Vec<u8>)>;
+
+/// Runs until `stopped` fires: A → B through `models.0`, B → A through `models.1`.
+pub(crate) async fn run_bridge<A: Port, B: Port>(
+    a: A,
+    b: B,
+    models: Arc<Mutex<(LinkModel, LinkModel)>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut heap: BinaryHeap<Pending> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut buf_a = vec![0u8; 65536];
+    let mut buf_b = vec![0u8; 65536];
+    loop {
+        let next_due = heap.peek().map(|Reverse((at, ..))| *at);
+        tokio::select! {
+            _ = &mut stopped => break,
+            r = a.recv(&mut buf_a) => {
+                // A port error (e.g. nobody listening yet) drops that packet only.
+                let Ok(n) = r else { continue };
+                let verdict = models.lock().unwrap_or_else(|p| p.into_inner()).0.offer(Instant::now(), n);
+                schedule(&mut heap, &mut seq, verdict, Direction::AtoB, &buf_a[..n]);
+            }
+            r = b.recv(&mut buf_b) => {
+                let Ok(n) = r else { continue };
+                let verdict = models.lock().unwrap_or_else(|p| p.into_inner()).1.offer(Instant::now(), n);
+                schedule(&mut heap, &mut seq, verdict, Direction::BtoA, &buf_b[..n]);
+            }
+            _ = sleep_until(next_due), if next_due.is_some() => {
+                let now = Instant::now();
+                while heap.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
+                    let Reverse((_, _, dir, packet)) = heap.pop().expect("peeked");
+                    match dir {
+                        Direction::AtoB => b.send(&packet),
+                        Direction::BtoA => a.send(&packet),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+fn schedule(
+    heap: &mut BinaryHeap<Pending>,
+    seq: &mut u64,
+    verdict: Verdict,
+    dir: Direction,
+    packet: &[u8],
+) {
+    if let Verdict::Deliver { at, copies } = verdict {
+        for _ in 0..copies {
+            *seq += 1;
+            heap.push(Reverse((at, *seq, dir, packet.to_vec())));
+        }
+    }
+}
