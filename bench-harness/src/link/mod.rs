@@ -5,9 +5,12 @@
 //!   jitter, reorder, duplication), seeded so runs repeat.
 //! * [`relay`]: a UDP relay on loopback, one model per direction. No root
 //!   needed; `cargo test`, the demo and `chunkstream-engine relay` use it.
+//! * [`tun`]: two network namespaces joined through TUN devices, so TCP
+//!   crosses the same model with real delay. Root only.
 
 mod bridge;
 pub mod model;
 pub mod relay;
+pub mod tun;
 
 pub use model::{LinkConfig, LinkModel, LinkStats, LossModel, Verdict};
