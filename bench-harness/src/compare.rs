@@ -205,6 +205,7 @@ mod tests {
             sender: None,
             receiver: None,
             block_latency_ms: None,
+            tcp_congestion: None,
             series: Series::default(),
         }
     }

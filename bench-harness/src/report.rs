@@ -97,6 +97,9 @@ pub struct Run {
     pub sender: Option<ProcessUsage>,
     /// Receiver's CPU time and peak RSS.
     pub receiver: Option<ProcessUsage>,
+    /// The TCP congestion controller the kernel really used (TCP contenders).
+    #[serde(default)]
+    pub tcp_congestion: Option<String>,
     /// Block send-to-acknowledgement latency (chunkstream only).
     pub block_latency_ms: Option<chunkstream_engine::metrics::LatencySummary>,
     /// Every `interval` seconds, per path, bits per second delivered.

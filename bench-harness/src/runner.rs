@@ -2,11 +2,13 @@
 //! separate processes of the `chunkstream-engine` executable.
 //!
 //! For each point of the scenario, contender and repetition, the runner
-//! starts the contender's receiver, puts a UDP relay (one
-//! [`crate::link::LinkModel`] per direction) in front of it, starts the
-//! sender against the relay, samples the relay's counters every 250 ms for
-//! the throughput series, and waits for the sender (bounded by the
-//! scenario's timeout). A transfer counts only if it is verified: the
+//! builds the link (one [`crate::link::LinkModel`] per direction): either a
+//! UDP relay in front of the receiver, or, with `backend = "tun"`, two
+//! network namespaces joined through TUN devices with the receiver in one
+//! and the sender in the other, so TCP contenders cross the same link. It
+//! samples the link's counters every 250 ms for the throughput series and
+//! waits for the sender (bounded by the scenario's timeout); the TUN
+//! namespaces are removed after every run, also when it fails. A transfer counts only if it is verified: the
 //! sender's reported BLAKE3 and, for chunkstream, a fresh hash of the file
 //! the receiver wrote, both equal to the source's.
 //!
@@ -23,13 +25,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::link::relay::{Relay, RelayConfig};
+use crate::link::tun::{ADDR_B, TunLink};
 use crate::link::{LinkConfig, LossModel};
 use crate::report::{Report, Run, Series};
-use crate::scenario::{Contender, Point, Scenario};
+use crate::scenario::{Backend, Contender, Point, Scenario};
 use crate::usage::ProcessUsage;
-
-/// The name reports give this backend.
-pub const BACKEND: &str = "udp-relay";
 
 /// Where and with what a scenario runs.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub async fn run_scenario(
     std::fs::create_dir_all(&cfg.work_dir)?;
     let source = cfg.work_dir.join("payload.bin");
     let source_hash = write_source(&source, scenario.file_size)?;
-    let mut report = Report::new(scenario, BACKEND, cfg.command.clone());
+    let mut report = Report::new(scenario, scenario.backend.name(), cfg.command.clone());
     let points = scenario.points();
     let total = points.len() * scenario.contenders.len() * scenario.repetitions as usize;
     let mut n = 0;
@@ -142,14 +142,13 @@ struct Peer {
 }
 
 impl Peer {
-    fn spawn(exe: &Path, args: &[String]) -> Result<Self> {
-        let mut child = Command::new(exe)
-            .args(args)
+    fn spawn(mut cmd: Command) -> Result<Self> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
+            .with_context(|| format!("cannot start {cmd:?}"))?;
         let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -221,6 +220,7 @@ async fn run_once(
         sender: None,
         receiver: None,
         block_latency_ms: None,
+        tcp_congestion: None,
         series: Series {
             interval: 0.25,
             samples: Vec::new(),
@@ -245,6 +245,130 @@ async fn run_once(
     run
 }
 
+/// The emulated link of one run.
+enum Link {
+    Relay(Relay),
+    Tun(TunLink),
+}
+
+impl Link {
+    fn stats(&self) -> crate::link::relay::RelayStats {
+        match self {
+            Self::Relay(r) => r.stats(),
+            Self::Tun(t) => t.stats(),
+        }
+    }
+
+    async fn stop(self) -> crate::link::relay::RelayStats {
+        match self {
+            Self::Relay(r) => r.stop().await,
+            Self::Tun(t) => t.stop().await,
+        }
+    }
+}
+
+/// A command for the `chunkstream-engine` executable, inside a TUN
+/// namespace (side A sends, side B receives) or on the host.
+fn exe_command(exe: &Path, tun: Option<&TunLink>, side_a: bool, args: &[String]) -> Command {
+    let mut cmd = match tun {
+        Some(t) => t.command(side_a, &exe.display().to_string()),
+        None => Command::new(exe),
+    };
+    cmd.args(args);
+    cmd
+}
+
+/// Receiver and sender arguments of a contender (the sender's are built
+/// once the receiver has said where it listens).
+fn receiver_args(
+    contender: Contender,
+    listen: &str,
+    cfg: &RunnerConfig,
+    out_dir: &Path,
+) -> Vec<String> {
+    let s = |v: &str| v.to_owned();
+    match contender {
+        Contender::Chunkstream => vec![
+            s("recv"),
+            s("--listen"),
+            s(listen),
+            s("--once"),
+            s("--json"),
+            s("--out"),
+            out_dir.display().to_string(),
+            s("--state-dir"),
+            cfg.work_dir.join("state").display().to_string(),
+        ],
+        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+            s("bench-peer"),
+            s("quinn-recv"),
+            s("--listen"),
+            s(listen),
+            s("--cc"),
+            s(cc_name(contender)),
+        ],
+        Contender::TcpCubic | Contender::TcpBbr => {
+            vec![s("bench-peer"), s("tcp-recv"), s("--listen"), s(listen)]
+        }
+    }
+}
+
+fn cc_name(contender: Contender) -> &'static str {
+    match contender {
+        Contender::QuinnBbr | Contender::TcpBbr => "bbr",
+        _ => "cubic",
+    }
+}
+
+fn sender_args(
+    contender: Contender,
+    source: &Path,
+    to: &str,
+    listening: &serde_json::Value,
+) -> Vec<String> {
+    let s = |v: &str| v.to_owned();
+    let source = source.display().to_string();
+    let fingerprint = listening["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match contender {
+        Contender::Chunkstream => vec![
+            s("send"),
+            source,
+            s("--to"),
+            s(to),
+            s("--peer"),
+            fingerprint,
+            s("--token"),
+            listening["token"].as_str().unwrap_or_default().to_owned(),
+            s("--json"),
+        ],
+        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+            s("bench-peer"),
+            s("quinn-send"),
+            source,
+            s("--to"),
+            s(to),
+            s("--peer"),
+            fingerprint,
+            s("--cc"),
+            s(cc_name(contender)),
+        ],
+        Contender::TcpCubic | Contender::TcpBbr => {
+            vec![
+                s("bench-peer"),
+                s("tcp-send"),
+                source,
+                s("--to"),
+                s(to),
+                s("--cc"),
+                s(cc_name(contender)),
+            ]
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     cfg: &RunnerConfig,
@@ -258,33 +382,30 @@ async fn attempt(
 ) -> Result<()> {
     let out_dir = cfg.work_dir.join("received");
     let _ = std::fs::remove_dir_all(&out_dir);
-    let s = |v: &str| v.to_owned();
-    let receiver_args: Vec<String> = match contender {
-        Contender::Chunkstream => vec![
-            s("recv"),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--once"),
-            s("--json"),
-            s("--out"),
-            out_dir.display().to_string(),
-            s("--state-dir"),
-            cfg.work_dir.join("state").display().to_string(),
-        ],
-        Contender::QuinnCubic | Contender::QuinnBbr => vec![
-            s("bench-peer"),
-            s("quinn-recv"),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--cc"),
-            s(if contender == Contender::QuinnBbr {
-                "bbr"
-            } else {
-                "cubic"
-            }),
-        ],
+    let path = &point.paths[0];
+    // The TUN link exists before the receiver, which listens inside it; the
+    // relay is put in front of a receiver that already listens.
+    let tun = match scenario.backend {
+        Backend::Tun => {
+            // Unique per run: a namespace being torn down never blocks the next.
+            static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
+            let prefix = format!("c{:03}{n:04}", std::process::id() % 1000);
+            Some(TunLink::start(&prefix, path.clone(), reverse_of(path), seed).await?)
+        }
+        Backend::Relay => None,
     };
-    let mut receiver = Peer::spawn(&cfg.exe, &receiver_args)?;
+    let listen = if tun.is_some() {
+        format!("{ADDR_B}:0")
+    } else {
+        "127.0.0.1:0".to_owned()
+    };
+    let mut receiver = Peer::spawn(exe_command(
+        &cfg.exe,
+        tun.as_ref(),
+        false,
+        &receiver_args(contender, &listen, cfg, &out_dir),
+    ))?;
     let listening = receiver
         .first_json(Duration::from_secs(10))
         .await
@@ -293,51 +414,32 @@ async fn attempt(
         .as_str()
         .context("no address")?
         .parse()?;
-    let fingerprint = listening["fingerprint"]
-        .as_str()
-        .context("no fingerprint")?
-        .to_owned();
-    let path = &point.paths[0];
-    let relay = Relay::start(RelayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        to: server,
-        forward: path.clone(),
-        reverse: reverse_of(path),
-        seed,
-    })
-    .await?;
-    let to = relay.local_addr().to_string();
-    let source_arg = source.display().to_string();
-    let sender_args: Vec<String> = match contender {
-        Contender::Chunkstream => vec![
-            s("send"),
-            source_arg,
-            s("--to"),
-            to,
-            s("--peer"),
-            fingerprint,
-            s("--token"),
-            listening["token"].as_str().unwrap_or_default().to_owned(),
-            s("--json"),
-        ],
-        Contender::QuinnCubic | Contender::QuinnBbr => vec![
-            s("bench-peer"),
-            s("quinn-send"),
-            source_arg,
-            s("--to"),
-            to,
-            s("--peer"),
-            fingerprint,
-            s("--cc"),
-            s(if contender == Contender::QuinnBbr {
-                "bbr"
-            } else {
-                "cubic"
-            }),
-        ],
+    let (link, to) = match tun {
+        Some(t) => (Link::Tun(t), server),
+        None => {
+            let relay = Relay::start(RelayConfig {
+                listen: "127.0.0.1:0".parse()?,
+                to: server,
+                forward: path.clone(),
+                reverse: reverse_of(path),
+                seed,
+            })
+            .await?;
+            let to = relay.local_addr();
+            (Link::Relay(relay), to)
+        }
+    };
+    let tun_ref = match &link {
+        Link::Tun(t) => Some(t),
+        Link::Relay(_) => None,
     };
     let started = Instant::now();
-    let mut sender = Peer::spawn(&cfg.exe, &sender_args)?;
+    let mut sender = Peer::spawn(exe_command(
+        &cfg.exe,
+        tun_ref,
+        true,
+        &sender_args(contender, source, &to.to_string(), &listening),
+    ))?;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.tick().await;
     let mut last_bytes = 0u64;
@@ -345,7 +447,7 @@ async fn attempt(
         tokio::select! {
             status = sender.child.wait() => break status.is_ok(),
             _ = ticker.tick() => {
-                let now = relay.stats().forward.forwarded_bytes;
+                let now = link.stats().forward.forwarded_bytes;
                 run.series.samples.push(vec![(now - last_bytes) as f64 * 8.0 / 0.25]);
                 last_bytes = now;
                 if started.elapsed() > scenario.timeout {
@@ -365,7 +467,7 @@ async fn attempt(
         Duration::ZERO
     };
     let receiver_result = receiver.finish(receiver_limit).await;
-    let stats = relay.stop().await;
+    let stats = link.stop().await;
     run.wire_bytes = vec![stats.forward.offered_bytes];
     run.delivered_bytes = vec![stats.forward.forwarded_bytes];
     run.dropped_random = vec![stats.forward.dropped_random];
@@ -375,6 +477,9 @@ async fn attempt(
         .as_ref()
         .and_then(|v| serde_json::from_value(v.get("block_latency_ms")?.clone()).ok());
     run.receiver = receiver_result.as_ref().and_then(usage_of);
+    run.tcp_congestion = sender_result
+        .as_ref()
+        .and_then(|v| v.get("congestion")?.as_str().map(str::to_owned));
     if !finished {
         anyhow::bail!("did not finish within {} s", scenario.timeout.as_secs());
     }

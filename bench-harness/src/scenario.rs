@@ -43,6 +43,31 @@ pub enum Contender {
     QuinnCubic,
     /// Plain quinn, one stream, BBR (quinn's experimental controller).
     QuinnBbr,
+    /// A plain TCP file copy with Cubic (TUN backend only).
+    TcpCubic,
+    /// A plain TCP file copy with BBR, this kernel's default (TUN backend only).
+    TcpBbr,
+}
+
+/// Which link emulation carries a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The UDP relay on loopback (no root; UDP contenders only).
+    #[default]
+    Relay,
+    /// Two namespaces joined through TUN devices (root; carries TCP too).
+    Tun,
+}
+
+impl Backend {
+    /// The name reports give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Relay => "udp-relay",
+            Self::Tun => "tun",
+        }
+    }
 }
 
 impl Contender {
@@ -52,7 +77,14 @@ impl Contender {
             Self::Chunkstream => "chunkstream",
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
+            Self::TcpCubic => "tcp-cubic",
+            Self::TcpBbr => "tcp-bbr",
         }
+    }
+
+    /// TCP contenders cannot cross the UDP relay.
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Self::TcpCubic | Self::TcpBbr)
     }
 }
 
@@ -68,6 +100,8 @@ struct RawScenario {
     #[serde(default = "default_timeout")]
     timeout: String,
     contenders: Vec<Contender>,
+    #[serde(default)]
+    backend: Backend,
     path: Vec<RawPath>,
     #[serde(default)]
     sweep: Option<RawSweep>,
@@ -139,6 +173,8 @@ pub struct Scenario {
     pub timeout: Duration,
     /// Who runs, in this order.
     pub contenders: Vec<Contender>,
+    /// Which link emulation carries the runs.
+    pub backend: Backend,
     /// Link settings per path (before the sweep is applied).
     pub paths: Vec<LinkConfig>,
     /// Loss values to sweep, if any.
@@ -184,6 +220,14 @@ impl Scenario {
         if raw.contenders.is_empty() {
             return Err("contenders must name at least one contender".into());
         }
+        if raw.backend == Backend::Relay
+            && let Some(c) = raw.contenders.iter().find(|c| c.is_tcp())
+        {
+            return Err(format!(
+                "contender {} needs backend = \"tun\" (the UDP relay cannot carry TCP)",
+                c.name()
+            ));
+        }
         if raw.repetitions == 0 {
             return Err("repetitions must be at least 1".into());
         }
@@ -217,6 +261,7 @@ impl Scenario {
             repetitions: raw.repetitions,
             timeout,
             contenders: raw.contenders,
+            backend: raw.backend,
             paths,
             sweep_loss,
         })
@@ -337,6 +382,10 @@ mod tests {
                 "path 1: delay",
             ),
             (
+                GOOD.replace("\"quinn-cubic\"", "\"tcp-bbr\""),
+                "tcp-bbr needs backend = \"tun\"",
+            ),
+            (
                 GOOD.replace("delay = \"20ms\"", "delay = \"20ms\"\ncolour = \"red\""),
                 "unknown field `colour`",
             ),
@@ -359,6 +408,9 @@ mod tests {
             names.push(s.name);
         }
         names.sort();
-        assert_eq!(names, ["loss-sweep", "multipath", "quick"]);
+        assert_eq!(
+            names,
+            ["loss-sweep", "loss-sweep-tun", "multipath", "quick"]
+        );
     }
 }

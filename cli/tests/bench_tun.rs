@@ -1,0 +1,71 @@
+//! One namespace scenario end to end (root): the TUN backend carries
+//! chunkstream and a TCP baseline with its controller named, both verified,
+//! and no namespace is left behind. Skips with the reason outside CI.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn a_tun_scenario_runs_quic_and_tcp_over_the_same_link() {
+    if skip_unless(is_root(), "the TUN backend needs root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("tun.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "tun-tiny"
+file_size = "2MiB"
+timeout = "60s"
+backend = "tun"
+contenders = ["chunkstream", "tcp-bbr", "tcp-cubic"]
+
+[[path]]
+rate = "50mbit"
+delay = "5ms"
+loss = "0.5%"
+"#,
+    )
+    .unwrap();
+    let before = namespaces();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("tun-tiny.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["backend"], "tun");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        assert_eq!(run["verified"], true, "{run}");
+        assert!(run["wire_bytes"][0].as_u64().unwrap() >= 2 << 20, "{run}");
+        match run["contender"].as_str().unwrap() {
+            "tcp-bbr" => assert_eq!(run["tcp_congestion"], "bbr", "{run}"),
+            "tcp-cubic" => assert_eq!(run["tcp_congestion"], "cubic", "{run}"),
+            _ => {}
+        }
+    }
+    assert_eq!(namespaces(), before, "namespaces left behind");
+}
+
+fn namespaces() -> String {
+    String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
+}
