@@ -114,7 +114,7 @@ pub fn plot_goodput_vs_loss(reports: &[Report], out: &Path) -> anyhow::Result<()
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
+        .position(SeriesLabelPosition::MiddleLeft)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.3))
         .draw()?;
