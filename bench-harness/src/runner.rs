@@ -48,6 +48,12 @@ pub async fn run_scenario(
     cfg: &RunnerConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<Report> {
+    if scenario.backend == Backend::Tun && !running_as_root() {
+        anyhow::bail!(
+            "scenario {} uses backend = \"tun\", which needs root (network namespaces and /dev/net/tun); run it with sudo, or use the relay backend",
+            scenario.name
+        );
+    }
     std::fs::create_dir_all(&cfg.work_dir)?;
     let source = cfg.work_dir.join("payload.bin");
     let source_hash = write_source(&source, scenario.file_size)?;
@@ -100,6 +106,18 @@ pub async fn run_scenario(
     }
     let _ = std::fs::remove_file(&source);
     Ok(report)
+}
+
+/// Effective user id 0, read from /proc (no unsafe libc call).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 /// Writes `size` bytes of BLAKE3 XOF output; returns the file's hash.

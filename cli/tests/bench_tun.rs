@@ -59,6 +59,39 @@ loss = "0.5%"
     assert_eq!(namespaces(), before, "namespaces left behind");
 }
 
+#[test]
+fn a_tun_scenario_without_root_is_refused_at_once() {
+    if skip_unless(is_root(), "dropping to an unprivileged user needs root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("t.toml");
+    std::fs::write(&scenario, "name = \"t\"\nfile_size = \"1MiB\"\nbackend = \"tun\"\ncontenders = [\"tcp-bbr\"]\n[[path]]\nrate = \"10mbit\"\n").unwrap();
+    // World-readable copies, so the unprivileged user can run and read them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&scenario, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exe = tmp.path().join("chunkstream-engine");
+    std::fs::copy(BIN, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root") && err.contains("backend = \"tun\""),
+        "{err}"
+    );
+    assert!(!err.contains("[1/1]"), "it started running: {err}");
+}
+
 fn namespaces() -> String {
     String::from_utf8_lossy(
         &Command::new("ip")
