@@ -29,7 +29,7 @@ use crate::link::tun::{ADDR_B, TunLink};
 use crate::link::{LinkConfig, LossModel};
 use crate::report::{Report, Run, Series};
 use crate::scenario::{Backend, Contender, Point, Scenario};
-use crate::usage::ProcessUsage;
+use crate::usage::{ProcessUsage, running_as_root};
 
 /// Where and with what a scenario runs.
 #[derive(Debug, Clone)]
@@ -106,18 +106,6 @@ pub async fn run_scenario(
     }
     let _ = std::fs::remove_file(&source);
     Ok(report)
-}
-
-/// Effective user id 0, read from /proc (no unsafe libc call).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Writes `size` bytes of BLAKE3 XOF output; returns the file's hash.

@@ -1,6 +1,7 @@
-//! CPU time and peak memory of the current process, for reports. Read from
-//! `/proc/self`, so no unsafe calls; `/proc` reports CPU in USER_HZ ticks,
-//! which Linux fixes at 100 per second.
+//! What the current process is and has used: CPU time and peak memory for
+//! reports, and whether it runs as root. Read from `/proc/self`, so no unsafe
+//! calls; `/proc` reports CPU in USER_HZ ticks, which Linux fixes at 100 per
+//! second.
 
 /// What this process has used so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +36,17 @@ pub fn self_usage() -> ProcessUsage {
         cpu_seconds,
         peak_rss_bytes,
     }
+}
+
+/// True when the effective user id is 0 (read from `/proc`, no unsafe call).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(uid.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

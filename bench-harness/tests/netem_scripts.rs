@@ -6,19 +6,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use chunkstream_bench_harness::usage::running_as_root as is_root;
+
 fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../netem-scripts")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn skip_without_root() -> bool {

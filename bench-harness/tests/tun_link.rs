@@ -6,21 +6,12 @@
 //! with the reason printed; under CI=true it must run.
 
 use std::process::Command;
+
+use chunkstream_bench_harness::usage::running_as_root as is_root;
 use std::time::Duration;
 
 use chunkstream_bench_harness::link::tun::{ADDR_B, TunLink};
 use chunkstream_bench_harness::link::{LinkConfig, LossModel};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn skip(reason: &str) -> bool {
     assert!(

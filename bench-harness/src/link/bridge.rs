@@ -17,7 +17,76 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::model::{LinkModel, Verdict};
+use super::model::{LinkConfig, LinkModel, LinkStats, Verdict};
+
+/// Counts of both directions of a link.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RelayStats {
+    /// A → B (client → server).
+    pub forward: LinkStats,
+    /// B → A (server → client).
+    pub reverse: LinkStats,
+}
+
+/// A running bridge: its counters, and how to stop it. Dropping it stops
+/// the bridge too.
+#[derive(Debug)]
+pub(crate) struct Bridge {
+    models: Arc<Mutex<(LinkModel, LinkModel)>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Starts bridging `a` and `b`; the reverse model is seeded `seed + 1`.
+    pub(crate) fn spawn<A: Port + 'static, B: Port + 'static>(
+        a: A,
+        b: B,
+        forward: LinkConfig,
+        reverse: LinkConfig,
+        seed: u64,
+    ) -> Self {
+        let models = Arc::new(Mutex::new((
+            LinkModel::new(forward, seed),
+            LinkModel::new(reverse, seed.wrapping_add(1)),
+        )));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run_bridge(a, b, models.clone(), stopped));
+        Self {
+            models,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Counts so far.
+    pub(crate) fn stats(&self) -> RelayStats {
+        let m = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        RelayStats {
+            forward: m.0.stats(),
+            reverse: m.1.stats(),
+        }
+    }
+
+    /// Stops the bridge, waits for it, and returns the final counts.
+    pub(crate) async fn stop(&mut self) -> RelayStats {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.stats()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
 
 /// One end of an emulated link.
 pub(crate) trait Port: Send + Sync {
@@ -41,7 +110,7 @@ enum Direction {
 type Pending = Reverse<(Instant, u64, Direction, Vec<u8>)>;
 
 /// Runs until `stopped` fires: A → B through `models.0`, B → A through `models.1`.
-pub(crate) async fn run_bridge<A: Port, B: Port>(
+async fn run_bridge<A: Port, B: Port>(
     a: A,
     b: B,
     models: Arc<Mutex<(LinkModel, LinkModel)>>,

@@ -10,13 +10,13 @@
 //! scheduling (models, arrival-time heap, timers) is [`super::bridge`]'s.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
-use super::bridge::{Port, run_bridge};
-use super::model::{LinkConfig, LinkModel, LinkStats};
+pub use super::bridge::RelayStats;
+use super::bridge::{Bridge, Port};
+use super::model::LinkConfig;
 
 /// Settings of a relay.
 #[derive(Debug, Clone)]
@@ -33,22 +33,11 @@ pub struct RelayConfig {
     pub seed: u64,
 }
 
-/// Counts of both directions.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct RelayStats {
-    /// Client → server.
-    pub forward: LinkStats,
-    /// Server → client.
-    pub reverse: LinkStats,
-}
-
 /// A running relay; stops when dropped or with [`Relay::stop`].
 #[derive(Debug)]
 pub struct Relay {
     local_addr: SocketAddr,
-    models: Arc<Mutex<(LinkModel, LinkModel)>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    bridge: Bridge,
 }
 
 impl Relay {
@@ -66,27 +55,18 @@ impl Relay {
         let server_side = UdpSocket::bind(any).await?;
         server_side.connect(cfg.to).await?;
         let local_addr = client_side.local_addr()?;
-        let models = Arc::new(Mutex::new((
-            LinkModel::new(cfg.forward, cfg.seed),
-            LinkModel::new(cfg.reverse, cfg.seed.wrapping_add(1)),
-        )));
-        let (stop, stopped) = oneshot::channel();
         let client_side = ClientSide {
             socket: client_side,
             client: Mutex::new(None),
         };
-        let task = tokio::spawn(run_bridge(
+        let bridge = Bridge::spawn(
             client_side,
             ServerSide(server_side),
-            models.clone(),
-            stopped,
-        ));
-        Ok(Self {
-            local_addr,
-            models,
-            stop: Some(stop),
-            task: Some(task),
-        })
+            cfg.forward,
+            cfg.reverse,
+            cfg.seed,
+        );
+        Ok(Self { local_addr, bridge })
     }
 
     /// The address clients send to.
@@ -96,30 +76,12 @@ impl Relay {
 
     /// Counts so far.
     pub fn stats(&self) -> RelayStats {
-        let m = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        RelayStats {
-            forward: m.0.stats(),
-            reverse: m.1.stats(),
-        }
+        self.bridge.stats()
     }
 
     /// Stops relaying and returns the final counts.
     pub async fn stop(mut self) -> RelayStats {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-        self.stats()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+        self.bridge.stop().await
     }
 }
 

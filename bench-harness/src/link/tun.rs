@@ -17,15 +17,12 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::oneshot;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
-use super::bridge::{Port, run_bridge};
-use super::model::{LinkConfig, LinkModel};
-use super::relay::RelayStats;
+use super::bridge::{Bridge, Port, RelayStats};
+use super::model::LinkConfig;
 
 /// Address of side A.
 pub const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
@@ -36,9 +33,7 @@ pub const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 #[derive(Debug)]
 pub struct TunLink {
     prefix: String,
-    models: Arc<Mutex<(LinkModel, LinkModel)>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    bridge: Bridge,
 }
 
 struct TunPort(AsyncDevice);
@@ -136,17 +131,9 @@ impl TunLink {
         }
         let b = devices.pop().expect("two devices");
         let a = devices.pop().expect("two devices");
-        let models = Arc::new(Mutex::new((
-            LinkModel::new(forward, seed),
-            LinkModel::new(reverse, seed.wrapping_add(1)),
-        )));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_bridge(a, b, models.clone(), stopped));
         Ok(Self {
             prefix: prefix.to_owned(),
-            models,
-            stop: Some(stop),
-            task: Some(task),
+            bridge: Bridge::spawn(a, b, forward, reverse, seed),
         })
     }
 
@@ -164,30 +151,17 @@ impl TunLink {
 
     /// Counts so far (forward = A → B).
     pub fn stats(&self) -> RelayStats {
-        let m = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        RelayStats {
-            forward: m.0.stats(),
-            reverse: m.1.stats(),
-        }
+        self.bridge.stats()
     }
 
     /// Stops the bridge, removes the namespaces, returns the final counts.
     pub async fn stop(mut self) -> RelayStats {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-        self.stats()
+        self.bridge.stop().await
     }
 }
 
 impl Drop for TunLink {
     fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
         delete_namespaces(&self.prefix);
     }
 }

@@ -8,22 +8,13 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // not every test binary needs it
+pub use chunkstream_bench_harness::usage::running_as_root as is_root;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_chunkstream-engine");
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-pub fn is_root() -> bool {
-    // Effective UID from /proc, without unsafe libc calls.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Skips (returns true) outside CI with a printed reason; under CI a
