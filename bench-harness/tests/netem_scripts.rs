@@ -260,13 +260,23 @@ fn without_root_the_scripts_say_so() {
         eprintln!("SKIPPED: setpriv not installed");
         return;
     }
+    // A copy the unprivileged user can read and run, wherever the checkout
+    // is (a fresh clone under a 0700 temporary folder is not readable).
+    use std::os::unix::fs::PermissionsExt;
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for script in ["setup.sh", "teardown.sh"] {
+        let to = copy.path().join(script);
+        std::fs::copy(scripts().join(script), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     for (script, args) in [
         ("setup.sh", vec!["--path", "100mbit,1ms,0%"]),
         ("teardown.sh", vec![]),
     ] {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(scripts().join(script))
+            .arg(copy.path().join(script))
             .args(&args)
             .output()
             .unwrap();
