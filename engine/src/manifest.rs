@@ -44,7 +44,22 @@ pub enum ManifestError {
     /// The block size is not a power of two in range.
     #[error("block size {0} must be a power of two between 1 KiB and 64 MiB")]
     BadBlockSize(u64),
+    /// More blocks than one session tracks (per-block state is allocated
+    /// up front, so the count is bounded before anything is allocated).
+    #[error(
+        "{blocks} blocks exceed the limit of {max} per session; use a larger --block-size or fewer files"
+    )]
+    TooManyBlocks {
+        /// Blocks the manifest needs.
+        blocks: u64,
+        /// [`MAX_BLOCKS`].
+        max: u64,
+    },
 }
+
+/// Most blocks one session may have: 16 Mi blocks (16 TiB at the default
+/// 1 MiB block size). Each block costs ~40 bytes of tracking on each side.
+pub const MAX_BLOCKS: u64 = 1 << 24;
 
 /// Block size and per-file sizes: everything needed to cut files into blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,19 +72,27 @@ impl Manifest {
     /// Builds a manifest; `block_size` must be a power of two in 1 KiB..=64 MiB.
     pub fn new(block_size: u64, files: Vec<ManifestEntry>) -> Result<Self, ManifestError> {
         let log2 = block_size_log2(block_size)?;
-        Ok(Self {
-            block_size_log2: log2,
-            files,
-        })
+        Self::from_wire(log2, files)
     }
 
     /// Rebuilds a manifest from a decoded MANIFEST frame (the codec already
-    /// checked the block size range).
-    pub fn from_wire(block_size_log2: u8, files: Vec<ManifestEntry>) -> Self {
-        Self {
+    /// checked the block size range) and bounds its total block count.
+    pub fn from_wire(
+        block_size_log2: u8,
+        files: Vec<ManifestEntry>,
+    ) -> Result<Self, ManifestError> {
+        let m = Self {
             block_size_log2,
             files,
+        };
+        let blocks = (0..m.files.len()).fold(0u64, |sum, f| sum.saturating_add(m.block_count(f)));
+        if blocks > MAX_BLOCKS {
+            return Err(ManifestError::TooManyBlocks {
+                blocks,
+                max: MAX_BLOCKS,
+            });
         }
+        Ok(m)
     }
 
     /// log2 of the block size, as sent on the wire.
@@ -87,9 +110,11 @@ impl Manifest {
         &self.files
     }
 
-    /// Total bytes of all files.
+    /// Total bytes of all files (saturating: sizes come from the wire).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size))
     }
 
     /// Number of blocks of file `file`.
@@ -317,6 +342,43 @@ mod tests {
                 .contains("expected 1024")
         );
         assert!(m.check_block(&h(0, u64::MAX, 1)).is_err());
+    }
+
+    #[test]
+    fn the_block_count_is_bounded_before_anything_is_allocated() {
+        let huge = |size| {
+            vec![ManifestEntry {
+                name: "x".into(),
+                size,
+            }]
+        };
+        let err = Manifest::new(1024, huge(u64::MAX)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManifestError::TooManyBlocks {
+                    max: MAX_BLOCKS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("use a larger --block-size"));
+        // Sizes whose sum overflows u64 are refused, not wrapped.
+        let two = vec![
+            ManifestEntry {
+                name: "a".into(),
+                size: u64::MAX,
+            },
+            ManifestEntry {
+                name: "b".into(),
+                size: u64::MAX,
+            },
+        ];
+        assert!(Manifest::new(1 << 26, two).is_err());
+        // 16 Mi blocks exactly is fine.
+        let ok = Manifest::new(1024, huge(MAX_BLOCKS * 1024)).unwrap();
+        assert_eq!(ok.total_bytes(), MAX_BLOCKS * 1024);
     }
 
     #[test]

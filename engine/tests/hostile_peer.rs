@@ -267,3 +267,32 @@ async fn malformed_frames_and_blocks_close_the_session_not_the_receiver() {
     }
     assert!(refused, "the refusal was reported");
 }
+
+#[tokio::test]
+async fn a_manifest_announcing_absurd_sizes_is_refused_without_allocating() {
+    let s = start_receiver().await;
+    let (_conn, mut control, mut recv) = authenticated(&s).await;
+    // 2^62 bytes in 1 KiB blocks: 2^52 blocks of tracking, were it allocated.
+    control
+        .send(&Frame::Manifest {
+            block_size_log2: 10,
+            files: vec![ManifestEntry {
+                name: "huge".into(),
+                size: 1 << 62,
+            }],
+        })
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
+        .await
+        .unwrap()
+    {
+        Ok(Some(Frame::Error { code, message })) => {
+            assert_eq!(code, error_code::PROTOCOL);
+            assert!(message.contains("exceed the limit"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    // Still serving afterwards.
+    let (_c, _w, _r) = authenticated(&s).await;
+}

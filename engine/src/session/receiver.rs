@@ -412,7 +412,8 @@ async fn session_body(
         Some(Ok(Some(Frame::Manifest {
             block_size_log2,
             files,
-        }))) => Manifest::from_wire(block_size_log2, files),
+        }))) => Manifest::from_wire(block_size_log2, files)
+            .map_err(|e| SessionError::Protocol(format!("refusing the manifest: {e}")))?,
         Some(Err(e)) => return Err(e),
         _ => return Err(SessionError::Protocol("expected MANIFEST".into())),
     };
