@@ -44,6 +44,14 @@ pub enum ManifestError {
     /// The block size is not a power of two in range.
     #[error("block size {0} must be a power of two between 1 KiB and 64 MiB")]
     BadBlockSize(u64),
+    /// More files than one session tracks.
+    #[error("{files} files exceed the limit of {max} per session; send them in several sessions")]
+    TooManyFiles {
+        /// Files in the manifest.
+        files: usize,
+        /// [`MAX_FILES`].
+        max: usize,
+    },
     /// More blocks than one session tracks (per-block state is allocated
     /// up front, so the count is bounded before anything is allocated).
     #[error(
@@ -60,6 +68,10 @@ pub enum ManifestError {
 /// Most blocks one session may have: 16 Mi blocks (16 TiB at the default
 /// 1 MiB block size). Each block costs ~40 bytes of tracking on each side.
 pub const MAX_BLOCKS: u64 = 1 << 24;
+
+/// Most files one session may have: 1 Mi (each costs ~150 bytes of
+/// tracking on each side, plus its name).
+pub const MAX_FILES: usize = 1 << 20;
 
 /// Block size and per-file sizes: everything needed to cut files into blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +93,12 @@ impl Manifest {
         block_size_log2: u8,
         files: Vec<ManifestEntry>,
     ) -> Result<Self, ManifestError> {
+        if files.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles {
+                files: files.len(),
+                max: MAX_FILES,
+            });
+        }
         let m = Self {
             block_size_log2,
             files,
@@ -345,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn the_block_count_is_bounded_before_anything_is_allocated() {
+    fn block_and_file_counts_are_bounded_before_anything_is_allocated() {
         let huge = |size| {
             vec![ManifestEntry {
                 name: "x".into(),
@@ -376,6 +394,16 @@ mod tests {
             },
         ];
         assert!(Manifest::new(1 << 26, two).is_err());
+        let many: Vec<_> = (0..=MAX_FILES)
+            .map(|_| ManifestEntry {
+                name: String::new(),
+                size: 0,
+            })
+            .collect();
+        assert!(matches!(
+            Manifest::new(1024, many),
+            Err(ManifestError::TooManyFiles { .. })
+        ));
         // 16 Mi blocks exactly is fine.
         let ok = Manifest::new(1024, huge(MAX_BLOCKS * 1024)).unwrap();
         assert_eq!(ok.total_bytes(), MAX_BLOCKS * 1024);

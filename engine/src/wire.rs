@@ -74,9 +74,10 @@
 //! lengths and UTF-8, the receiver checks that a name is safe to create
 //! ([`crate::names`]).
 //!
-//! A manifest may describe at most [`crate::manifest::MAX_BLOCKS`] blocks in
-//! all (16 Mi; the receiver allocates per-block state up front). A larger one
-//! is refused with an ERROR frame before anything is allocated.
+//! A manifest may describe at most [`crate::manifest::MAX_FILES`] files (1 Mi)
+//! and [`crate::manifest::MAX_BLOCKS`] blocks in all (16 Mi; the receiver
+//! allocates per-file and per-block state up front). A larger one is refused
+//! with an ERROR frame before that state is allocated.
 //!
 //! # Non-goals of v1
 //!
