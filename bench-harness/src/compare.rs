@@ -184,30 +184,16 @@ pub fn table(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Run, Series};
+    use crate::report::Run;
     use crate::scenario::Scenario;
 
     fn run(c: Contender, loss: f64, rep: u32, goodput: Option<f64>) -> Run {
-        Run {
-            contender: c,
-            loss: Some(loss),
-            repetition: rep,
-            verified: goodput.is_some(),
-            error: goodput.is_none().then(|| "did not finish".into()),
-            bytes: 1,
-            seconds: 1.0,
-            goodput_bps: goodput,
-            paths_used: 1,
-            wire_bytes: vec![0],
-            delivered_bytes: vec![0],
-            dropped_random: vec![0],
-            dropped_queue: vec![0],
-            sender: None,
-            receiver: None,
-            block_latency_ms: None,
-            tcp_congestion: None,
-            series: Series::default(),
-        }
+        let mut r = Run::pending(c, Some(loss), rep, 1);
+        r.verified = goodput.is_some();
+        r.error = goodput.is_none().then(|| "did not finish".into());
+        r.seconds = 1.0;
+        r.goodput_bps = goodput;
+        r
     }
 
     fn report(runs: Vec<Run>) -> Report {

@@ -106,6 +106,33 @@ pub struct Run {
     pub series: Series,
 }
 
+impl Run {
+    /// A run that has not produced anything yet: not verified, no goodput,
+    /// one path with zero counts, no usage figures.
+    pub fn pending(contender: Contender, loss: Option<f64>, repetition: u32, bytes: u64) -> Self {
+        Self {
+            contender,
+            loss,
+            repetition,
+            verified: false,
+            error: None,
+            bytes,
+            seconds: 0.0,
+            goodput_bps: None,
+            paths_used: 1,
+            wire_bytes: vec![0],
+            delivered_bytes: vec![0],
+            dropped_random: vec![0],
+            dropped_queue: vec![0],
+            sender: None,
+            receiver: None,
+            tcp_congestion: None,
+            block_latency_ms: None,
+            series: Series::default(),
+        }
+    }
+}
+
 /// A throughput time series.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Series {

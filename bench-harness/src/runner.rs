@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use crate::link::relay::{Relay, RelayConfig};
 use crate::link::tun::{ADDR_B, TunLink};
 use crate::link::{LinkConfig, LossModel};
-use crate::report::{Report, Run, Series};
+use crate::report::{Report, Run};
 use crate::scenario::{Backend, Contender, Point, Scenario};
 use crate::usage::{ProcessUsage, running_as_root};
 
@@ -209,29 +209,8 @@ async fn run_once(
     scenario: &Scenario,
     seed: u64,
 ) -> Run {
-    let mut run = Run {
-        contender,
-        loss: point.loss,
-        repetition,
-        verified: false,
-        error: None,
-        bytes: scenario.file_size,
-        seconds: 0.0,
-        goodput_bps: None,
-        paths_used: 1,
-        wire_bytes: vec![0],
-        delivered_bytes: vec![0],
-        dropped_random: vec![0],
-        dropped_queue: vec![0],
-        sender: None,
-        receiver: None,
-        block_latency_ms: None,
-        tcp_congestion: None,
-        series: Series {
-            interval: 0.25,
-            samples: Vec::new(),
-        },
-    };
+    let mut run = Run::pending(contender, point.loss, repetition, scenario.file_size);
+    run.series.interval = 0.25;
     if let Err(e) = attempt(
         cfg,
         contender,
