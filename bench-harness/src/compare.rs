@@ -9,6 +9,8 @@
 //! no repetition verified it reads `DNF (link 5.2)`: did not finish, and the
 //! median rate the link carried for it meanwhile (wire bytes, so an upper
 //! bound on what goodput would have been). Reasons are in the report.
+//! Contenders that move memory rather than the file (iperf3) cannot be
+//! verified; their cells carry the tool's own rate, marked `†`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,6 +34,8 @@ pub struct Cell {
     pub goodput: Option<f64>,
     /// Median rate the link delivered during the runs (bit/s).
     pub link_rate: f64,
+    /// The goodput is the tool's own figure, not a verified transfer.
+    pub unverified: bool,
 }
 
 /// A [`Cell`] per (loss point in ppm, contender).
@@ -44,7 +48,9 @@ pub fn cells(report: &Report) -> BTreeMap<(u64, Contender), Cell> {
         link.entry(key)
             .or_default()
             .push(delivered as f64 * 8.0 / r.seconds.max(1e-9));
-        if let (true, Some(g)) = (r.verified, r.goodput_bps) {
+        if let Some(g) = r.goodput_bps
+            && (r.verified || !r.verifiable)
+        {
             good.entry(key).or_default().push(g);
         }
     }
@@ -56,6 +62,7 @@ pub fn cells(report: &Report) -> BTreeMap<(u64, Contender), Cell> {
                 Cell {
                     goodput,
                     link_rate: median(&mut rates),
+                    unverified: !k.1.verifiable(),
                 },
             )
         })
@@ -87,11 +94,14 @@ fn median(v: &mut [f64]) -> f64 {
 fn cell(c: Option<Cell>) -> String {
     match c {
         Some(Cell {
-            goodput: Some(g), ..
-        }) => format!("{:.1}", g / 1e6),
+            goodput: Some(g),
+            unverified,
+            ..
+        }) => format!("{:.1}{}", g / 1e6, if unverified { " †" } else { "" }),
         Some(Cell {
             goodput: None,
             link_rate,
+            ..
         }) => format!("DNF (link {:.1})", link_rate / 1e6),
         None => "-".into(),
     }
@@ -114,8 +124,22 @@ fn contender_order(report: &Report) -> Vec<Contender> {
     order
 }
 
-/// The comparison table for `reports` (at least one).
+/// The comparison table for `reports` (at least one), with a footnote when
+/// some cells could not be verified.
 pub fn table(reports: &[Report]) -> String {
+    let mut out = grid(reports);
+    if reports
+        .iter()
+        .any(|r| r.runs.iter().any(|run| !run.contender.verifiable()))
+    {
+        out.push_str(
+            "\n† moves memory, not the file (iperf3): the tool's own rate, no hash checked.\n",
+        );
+    }
+    out
+}
+
+fn grid(reports: &[Report]) -> String {
     let mut out = String::new();
     let sweeping = reports
         .iter()
@@ -216,6 +240,29 @@ mod tests {
         let t = table(&[r]);
         assert!(t.contains("| 0% | 120.0 | 60.0 | 0.50× |"), "{t}");
         assert!(t.contains("| 5% | 50.0 | DNF (link 0.0) | - |"), "{t}");
+    }
+
+    #[test]
+    fn unverifiable_contenders_show_their_own_rate_marked() {
+        let mut iperf = Run::pending(Contender::Iperf3Bbr, Some(0.0), 1, 1);
+        iperf.seconds = 1.0;
+        iperf.goodput_bps = Some(90e6);
+        assert!(!iperf.verified && !iperf.verifiable);
+        let mut failed = Run::pending(Contender::Iperf3Bbr, Some(0.01), 1, 1);
+        failed.error = Some("iperf3: unable to connect".into());
+        failed.seconds = 1.0;
+        let r = report(vec![
+            run(Contender::TcpBbr, 0.0, 1, Some(100e6)),
+            iperf,
+            run(Contender::TcpBbr, 0.01, 1, Some(80e6)),
+            failed,
+        ]);
+        let t = table(&[r]);
+        assert!(t.contains("| 0% | 100.0 | 90.0 † | 0.90× |"), "{t}");
+        assert!(t.contains("| 1% | 80.0 | DNF (link 0.0) | - |"), "{t}");
+        assert!(t.contains("† moves memory, not the file"), "{t}");
+        let plain = table(&[report(vec![run(Contender::TcpBbr, 0.0, 1, Some(1e6))])]);
+        assert!(!plain.contains('†'), "{plain}");
     }
 
     #[test]

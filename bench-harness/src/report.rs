@@ -75,6 +75,10 @@ pub struct Run {
     pub repetition: u32,
     /// The transfer finished and the receiver's BLAKE3 equals the source's.
     pub verified: bool,
+    /// False for contenders that move memory rather than the file (iperf3):
+    /// their goodput is the tool's own figure and `verified` stays false.
+    #[serde(default = "yes")]
+    pub verifiable: bool,
     /// Why not, if it did not.
     pub error: Option<String>,
     /// File bytes.
@@ -115,6 +119,7 @@ impl Run {
             loss,
             repetition,
             verified: false,
+            verifiable: contender.verifiable(),
             error: None,
             bytes,
             seconds: 0.0,
@@ -131,6 +136,10 @@ impl Run {
             series: Series::default(),
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A throughput time series.

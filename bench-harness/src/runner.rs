@@ -295,13 +295,43 @@ fn receiver_args(
         Contender::TcpCubic | Contender::TcpBbr => {
             vec![s("bench-peer"), s("tcp-recv"), s("--listen"), s(listen)]
         }
+        Contender::Iperf3Cubic | Contender::Iperf3Bbr => {
+            vec![s("bench-peer"), s("iperf3-recv"), s("--listen"), s(listen)]
+        }
+        Contender::RsyncSsh => vec![
+            s("bench-peer"),
+            s("rsync-recv"),
+            s("--listen"),
+            s(listen),
+            s("--out"),
+            out_dir.display().to_string(),
+            s("--state-dir"),
+            cfg.work_dir.join("ssh").display().to_string(),
+        ],
     }
+}
+
+/// Where a contender's receiver listens: a fresh namespace has every port
+/// free, so the tools that want a known port get their usual one.
+fn listen_addr(contender: Contender, tun: bool) -> String {
+    let host = if tun {
+        ADDR_B.to_string()
+    } else {
+        "127.0.0.1".to_owned()
+    };
+    let port = match contender {
+        Contender::Iperf3Cubic | Contender::Iperf3Bbr if tun => 5201,
+        Contender::RsyncSsh if tun => 22,
+        _ => 0,
+    };
+    format!("{host}:{port}")
 }
 
 fn cc_name(contender: Contender) -> &'static str {
     match contender {
-        Contender::QuinnBbr | Contender::TcpBbr => "bbr",
-        _ => "cubic",
+        Contender::QuinnBbr => "bbr",
+        Contender::QuinnCubic | Contender::Chunkstream => "cubic",
+        tcp => tcp.tcp_congestion().unwrap_or("bbr"),
     }
 }
 
@@ -310,6 +340,7 @@ fn sender_args(
     source: &Path,
     to: &str,
     listening: &serde_json::Value,
+    out_dir: &Path,
 ) -> Vec<String> {
     let s = |v: &str| v.to_owned();
     let source = source.display().to_string();
@@ -351,6 +382,31 @@ fn sender_args(
                 s(cc_name(contender)),
             ]
         }
+        Contender::Iperf3Cubic | Contender::Iperf3Bbr => vec![
+            s("bench-peer"),
+            s("iperf3-send"),
+            source,
+            s("--to"),
+            s(to),
+            s("--cc"),
+            s(cc_name(contender)),
+        ],
+        Contender::RsyncSsh => vec![
+            s("bench-peer"),
+            s("rsync-send"),
+            source,
+            s("--to"),
+            s(to),
+            s("--identity"),
+            listening["identity"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            s("--dest"),
+            out_dir.display().to_string(),
+            s("--cc"),
+            s(cc_name(contender)),
+        ],
     }
 }
 
@@ -380,11 +436,7 @@ async fn attempt(
         }
         Backend::Relay => None,
     };
-    let listen = if tun.is_some() {
-        format!("{ADDR_B}:0")
-    } else {
-        "127.0.0.1:0".to_owned()
-    };
+    let listen = listen_addr(contender, tun.is_some());
     let mut receiver = Peer::spawn(exe_command(
         &cfg.exe,
         tun.as_ref(),
@@ -423,7 +475,7 @@ async fn attempt(
         &cfg.exe,
         tun_ref,
         true,
-        &sender_args(contender, source, &to.to_string(), &listening),
+        &sender_args(contender, source, &to.to_string(), &listening, &out_dir),
     ))?;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.tick().await;
@@ -472,12 +524,18 @@ async fn attempt(
     if result["event"] != "done" {
         anyhow::bail!("{}", result["error"].as_str().unwrap_or("sender failed"));
     }
+    if !contender.verifiable() {
+        // The tool's own rate over its own clock; nothing to hash.
+        run.seconds = result["seconds"].as_f64().unwrap_or(run.seconds);
+        run.goodput_bps = result["goodput_bps"].as_f64();
+        return Ok(());
+    }
     let reported = result["files"][0]["blake3"].as_str().unwrap_or_default();
     anyhow::ensure!(
         reported == source_hash,
         "sender reports BLAKE3 {reported}, source is {source_hash}"
     );
-    if contender == Contender::Chunkstream {
+    if contender.writes_file() {
         let mut h = blake3::Hasher::new();
         h.update_reader(std::fs::File::open(out_dir.join("payload.bin"))?)?;
         let got = h.finalize().to_hex().to_string();

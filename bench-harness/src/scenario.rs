@@ -47,6 +47,12 @@ pub enum Contender {
     TcpCubic,
     /// A plain TCP file copy with BBR, this kernel's default (TUN backend only).
     TcpBbr,
+    /// iperf3's TCP test with Cubic: memory, not the file (TUN backend only).
+    Iperf3Cubic,
+    /// iperf3's TCP test with BBR: memory, not the file (TUN backend only).
+    Iperf3Bbr,
+    /// rsync over SSH to a private sshd, TCP BBR (TUN backend only).
+    RsyncSsh,
 }
 
 /// Which link emulation carries a scenario.
@@ -79,12 +85,39 @@ impl Contender {
             Self::QuinnBbr => "quinn-bbr",
             Self::TcpCubic => "tcp-cubic",
             Self::TcpBbr => "tcp-bbr",
+            Self::Iperf3Cubic => "iperf3-cubic",
+            Self::Iperf3Bbr => "iperf3-bbr",
+            Self::RsyncSsh => "rsync-ssh",
         }
     }
 
     /// TCP contenders cannot cross the UDP relay.
     pub fn is_tcp(self) -> bool {
-        matches!(self, Self::TcpCubic | Self::TcpBbr)
+        matches!(
+            self,
+            Self::TcpCubic | Self::TcpBbr | Self::Iperf3Cubic | Self::Iperf3Bbr | Self::RsyncSsh
+        )
+    }
+
+    /// Whether the contender moves the file itself, so that what arrived
+    /// can be hashed. iperf3 moves memory; its rate is reported as its own.
+    pub fn verifiable(self) -> bool {
+        !matches!(self, Self::Iperf3Cubic | Self::Iperf3Bbr)
+    }
+
+    /// Whether the contender writes the received file into the run's
+    /// output folder (the runner then hashes it).
+    pub fn writes_file(self) -> bool {
+        matches!(self, Self::Chunkstream | Self::RsyncSsh)
+    }
+
+    /// The TCP congestion controller a TCP contender asks for.
+    pub fn tcp_congestion(self) -> Option<&'static str> {
+        match self {
+            Self::TcpCubic | Self::Iperf3Cubic => Some("cubic"),
+            Self::TcpBbr | Self::Iperf3Bbr | Self::RsyncSsh => Some("bbr"),
+            _ => None,
+        }
     }
 }
 

@@ -113,3 +113,39 @@ async fn tcp_crosses_the_emulated_link_with_its_delay_and_loss() {
         namespaces()
     );
 }
+
+/// A process left running in a namespace (a server whose parent was killed)
+/// is stopped with it, so the namespace really goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_left_in_the_namespaces_are_stopped_with_the_link() {
+    if !is_root() && skip("the TUN backend needs root") {
+        return;
+    }
+    let prefix = format!("tl{}", std::process::id() % 100_000);
+    let tun = TunLink::start(&prefix, link(1, 0.0), link(1, 0.0), 1)
+        .await
+        .unwrap();
+    let mut orphan = std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{prefix}-b"), "sleep", "300"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tun);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = orphan.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the process in the namespace still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "killed, not finished: {status}");
+    assert!(
+        !namespaces().contains(&prefix),
+        "left behind: {}",
+        namespaces()
+    );
+}

@@ -1,6 +1,8 @@
 //! One namespace scenario end to end (root): the TUN backend carries
-//! chunkstream and a TCP baseline with its controller named, both verified,
-//! and no namespace is left behind. Skips with the reason outside CI.
+//! chunkstream and the TCP baselines (plain copy, iperf3, rsync over SSH)
+//! with their controllers named; every file-moving contender verified,
+//! iperf3 reported with its own rate and marked unverifiable, and no
+//! namespace is left behind. Skips with the reason outside CI.
 
 mod common;
 
@@ -22,7 +24,7 @@ name = "tun-tiny"
 file_size = "2MiB"
 timeout = "60s"
 backend = "tun"
-contenders = ["chunkstream", "tcp-bbr", "tcp-cubic"]
+contenders = ["chunkstream", "tcp-bbr", "tcp-cubic", "iperf3-bbr", "rsync-ssh"]
 
 [[path]]
 rate = "50mbit"
@@ -46,16 +48,40 @@ loss = "0.5%"
             .unwrap();
     assert_eq!(report["backend"], "tun");
     let runs = report["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 5);
     for run in runs {
-        assert_eq!(run["verified"], true, "{run}");
-        assert!(run["wire_bytes"][0].as_u64().unwrap() >= 2 << 20, "{run}");
-        match run["contender"].as_str().unwrap() {
-            "tcp-bbr" => assert_eq!(run["tcp_congestion"], "bbr", "{run}"),
+        let contender = run["contender"].as_str().unwrap();
+        if contender == "iperf3-bbr" {
+            assert_eq!(run["verified"], false, "{run}");
+            assert_eq!(run["verifiable"], false, "{run}");
+            assert!(run["error"].is_null(), "{run}");
+            let g = run["goodput_bps"].as_f64().unwrap();
+            assert!(g > 1e6 && g < 50e6, "iperf3 rate {g} on a 50 Mbit/s link");
+        } else {
+            assert_eq!(run["verified"], true, "{run}");
+            assert!(run["wire_bytes"][0].as_u64().unwrap() >= 2 << 20, "{run}");
+        }
+        match contender {
+            "tcp-bbr" | "iperf3-bbr" | "rsync-ssh" => {
+                assert_eq!(run["tcp_congestion"], "bbr", "{run}")
+            }
             "tcp-cubic" => assert_eq!(run["tcp_congestion"], "cubic", "{run}"),
             _ => {}
         }
+        if contender != "chunkstream" {
+            assert!(run["sender"]["cpu_seconds"].as_f64().is_some(), "{run}");
+        }
     }
+    let table = Command::new(BIN)
+        .arg("compare")
+        .arg(tmp.path().join("tun-tiny.json"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("iperf3-bbr") && table.contains('†'),
+        "{table}"
+    );
     assert_eq!(namespaces(), before, "namespaces left behind");
 }
 

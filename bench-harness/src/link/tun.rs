@@ -63,11 +63,23 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Kills whatever still runs in the namespaces (a server a contender left
+/// behind, or one whose parent was killed), then deletes them: a namespace
+/// outlives `ip netns del` while a process is in it.
 fn delete_namespaces(prefix: &str) {
     for side in ["a", "b"] {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &format!("{prefix}-{side}")])
-            .output();
+        let ns = format!("{prefix}-{side}");
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter(|p| p.parse::<u32>().is_ok_and(|p| p != std::process::id()))
+                .map(str::to_owned)
+                .collect();
+            if !pids.is_empty() {
+                let _ = Command::new("kill").arg("-KILL").args(&pids).output();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
     }
 }
 
