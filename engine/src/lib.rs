@@ -45,6 +45,7 @@
 //! * **token**: the shared secret the sender proves it knows in HELLO.
 //! * **reliable plane**: blocks on QUIC streams, QUIC retransmits.
 
+pub mod fec;
 pub mod hash;
 pub mod manifest;
 pub mod metrics;

@@ -38,6 +38,22 @@
 //!
 //!   QUIC retransmits lost packets, so no parity travels on this plane.
 //!
+//! * **Shards** (the *FEC plane*, [`crate::fec`]): QUIC DATAGRAM frames,
+//!   sender to receiver, never retransmitted. A block of `len` bytes is cut
+//!   into `k = ceil(len / shard_bytes)` source shards (the last one
+//!   zero-padded) and `r = max(k, 4)` Reed-Solomon recovery shards
+//!   (reed-solomon-simd, whose encoding depends on `k` and `r`). Each
+//!   datagram carries one shard:
+//!
+//!   ```text
+//!   shard := file:u32  block:u64  index:u16  attempt:u8  payload[shard_bytes]
+//!   ```
+//!
+//!   `index < k` is source shard `index`; `k <= index < k + r` is recovery
+//!   shard `index - k`. `attempt` starts at 0 and grows each time the
+//!   receiver asks for a block again (BLOCK_RETRY), so shards of a
+//!   discarded attempt are recognised and ignored.
+//!
 //! # Conversation
 //!
 //! ```text
@@ -47,6 +63,12 @@
 //!   MANIFEST(block size, files)        ──►
 //!                                      ◄──  READY                 or ERROR + close
 //!   block streams (any order, many in flight)  ──►
+//!     or, on the FEC plane:
+//!     FEC_SETUP(shard_bytes, max blocks in flight)  ──►
+//!     BLOCK_DIGEST per block, shard datagrams        ──►
+//!                                      ◄──  FEC_STATUS every 10 ms: delivered bytes,
+//!                                           and shards still needed per incomplete block
+//!                                      ◄──  BLOCK_RETRY if a decoded block fails its digest
 //!   FILE_HASH(file, BLAKE3 of whole file) ──►   (once the sender has hashed it)
 //!                                      ◄──  BLOCK_ACK(file, block) per verified, written block
 //!                                      ◄──  FILE_DONE(file) once the whole-file hash matched
@@ -69,6 +91,15 @@
 //! | 0x06 | BLOCK_ACK | R→S | `file:u32 block:u64` |
 //! | 0x07 | FILE_DONE | R→S | `file:u32` |
 //! | 0x08 | ERROR | both | `code:u16 msg_len:u16 msg` |
+//! | 0x09 | FEC_SETUP | S→R | `shard_bytes:u16 max_blocks:u16` |
+//! | 0x0a | BLOCK_DIGEST | S→R | `file:u32 block:u64 digest:[u8;32]` |
+//! | 0x0b | FEC_STATUS | R→S | `micros:u64 delivered:u64 shards:u64 count:u16 (file:u32 block:u64 needed:u32)*count` |
+//! | 0x0c | BLOCK_RETRY | R→S | `file:u32 block:u64 attempt:u8` |
+//!
+//! FEC_STATUS's `micros` is the receiver's clock (µs since the session
+//! started), `delivered` the shard payload bytes and `shards` the shards
+//! received so far; at most [`MAX_STATUS_ENTRIES`] incomplete blocks are
+//! listed, oldest first.
 //!
 //! Names are UTF-8, `/`-separated, relative paths; the codec only checks
 //! lengths and UTF-8, the receiver checks that a name is safe to create
@@ -110,6 +141,10 @@ pub const MAX_NAME_LEN: usize = 4096;
 pub const MAX_ERROR_LEN: usize = 1024;
 /// Largest MANIFEST body: about 1.5 million short names.
 pub const MAX_MANIFEST_LEN: usize = 64 << 20;
+/// Bytes of a shard datagram's header (FEC plane).
+pub const SHARD_HEADER_LEN: usize = 4 + 8 + 2 + 1;
+/// Most incomplete blocks one FEC_STATUS lists.
+pub const MAX_STATUS_ENTRIES: usize = 1024;
 /// Smallest and largest block size (log2): 1 KiB (one BLAKE3 chunk) .. 64 MiB.
 pub const MIN_BLOCK_SIZE_LOG2: u8 = 10;
 /// See [`MIN_BLOCK_SIZE_LOG2`].
@@ -215,6 +250,14 @@ pub enum FrameType {
     FileDone = 0x07,
     /// See [`Frame::Error`].
     Error = 0x08,
+    /// See [`Frame::FecSetup`].
+    FecSetup = 0x09,
+    /// See [`Frame::BlockDigest`].
+    BlockDigest = 0x0a,
+    /// See [`Frame::FecStatus`].
+    FecStatus = 0x0b,
+    /// See [`Frame::BlockRetry`].
+    BlockRetry = 0x0c,
 }
 
 impl FrameType {
@@ -229,6 +272,10 @@ impl FrameType {
             0x06 => Self::BlockAck,
             0x07 => Self::FileDone,
             0x08 => Self::Error,
+            0x09 => Self::FecSetup,
+            0x0a => Self::BlockDigest,
+            0x0b => Self::FecStatus,
+            0x0c => Self::BlockRetry,
             other => return Err(WireError::UnknownFrameType(other)),
         })
     }
@@ -244,6 +291,10 @@ impl FrameType {
             Self::BlockAck => "BLOCK_ACK",
             Self::FileDone => "FILE_DONE",
             Self::Error => "ERROR",
+            Self::FecSetup => "FEC_SETUP",
+            Self::BlockDigest => "BLOCK_DIGEST",
+            Self::FecStatus => "FEC_STATUS",
+            Self::BlockRetry => "BLOCK_RETRY",
         }
     }
 
@@ -258,6 +309,10 @@ impl FrameType {
             Self::BlockAck => 4 + 8,
             Self::FileDone => 4,
             Self::Error => 2 + 2 + MAX_ERROR_LEN,
+            Self::FecSetup => 4,
+            Self::BlockDigest => 4 + 8 + 32,
+            Self::FecStatus => 8 + 8 + 8 + 2 + MAX_STATUS_ENTRIES * (4 + 8 + 4),
+            Self::BlockRetry => 4 + 8 + 1,
         }
     }
 }
@@ -337,6 +392,46 @@ pub enum Frame {
         /// Human-readable, at most [`MAX_ERROR_LEN`] bytes.
         message: String,
     },
+    /// The sender switches to the FEC plane (after READY).
+    FecSetup {
+        /// Payload bytes of every shard (even).
+        shard_bytes: u16,
+        /// Most blocks the sender keeps incomplete at once.
+        max_blocks: u16,
+    },
+    /// A block's digest, for checking it once decoded (FEC plane).
+    BlockDigest {
+        /// Index into the manifest.
+        file: u32,
+        /// Block index within the file.
+        block: u64,
+        /// [`crate::hash::block_digest`] of the block.
+        digest: [u8; 32],
+    },
+    /// What the receiver has (FEC plane).
+    FecStatus(FecStatus),
+    /// A decoded block failed its digest: send it again as `attempt`.
+    BlockRetry {
+        /// Index into the manifest.
+        file: u32,
+        /// Block index within the file.
+        block: u64,
+        /// The attempt whose shards will be accepted from now on.
+        attempt: u8,
+    },
+}
+
+/// The body of FEC_STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FecStatus {
+    /// Receiver's clock: µs since its session started.
+    pub micros: u64,
+    /// Shard payload bytes received so far.
+    pub delivered: u64,
+    /// Shards received so far.
+    pub shards: u64,
+    /// Incomplete blocks: (file, block, shards still needed).
+    pub needed: Vec<(u32, u64, u32)>,
 }
 
 impl Frame {
@@ -351,6 +446,10 @@ impl Frame {
             Self::BlockAck { .. } => FrameType::BlockAck,
             Self::FileDone { .. } => FrameType::FileDone,
             Self::Error { .. } => FrameType::Error,
+            Self::FecSetup { .. } => FrameType::FecSetup,
+            Self::BlockDigest { .. } => FrameType::BlockDigest,
+            Self::FecStatus(_) => FrameType::FecStatus,
+            Self::BlockRetry { .. } => FrameType::BlockRetry,
         }
     }
 
@@ -414,6 +513,43 @@ impl Frame {
                 body.put_u16(*code);
                 body.put_u16(msg.len() as u16);
                 body.put_slice(msg);
+            }
+            Self::FecSetup {
+                shard_bytes,
+                max_blocks,
+            } => {
+                body.put_u16(*shard_bytes);
+                body.put_u16(*max_blocks);
+            }
+            Self::BlockDigest {
+                file,
+                block,
+                digest,
+            } => {
+                body.put_u32(*file);
+                body.put_u64(*block);
+                body.put_slice(digest);
+            }
+            Self::FecStatus(st) => {
+                let needed = &st.needed[..st.needed.len().min(MAX_STATUS_ENTRIES)];
+                body.put_u64(st.micros);
+                body.put_u64(st.delivered);
+                body.put_u64(st.shards);
+                body.put_u16(needed.len() as u16);
+                for &(file, block, n) in needed {
+                    body.put_u32(file);
+                    body.put_u64(block);
+                    body.put_u32(n);
+                }
+            }
+            Self::BlockRetry {
+                file,
+                block,
+                attempt,
+            } => {
+                body.put_u32(*file);
+                body.put_u64(*block);
+                body.put_u8(*attempt);
             }
         }
         let mut out = BytesMut::with_capacity(FRAME_HEADER_LEN + body.len());
@@ -497,6 +633,37 @@ impl Frame {
                     .to_owned();
                 Self::Error { code, message }
             }
+            FrameType::FecSetup => Self::FecSetup {
+                shard_bytes: r.u16()?,
+                max_blocks: r.u16()?,
+            },
+            FrameType::BlockDigest => Self::BlockDigest {
+                file: r.u32()?,
+                block: r.u64()?,
+                digest: r.array::<32>()?,
+            },
+            FrameType::FecStatus => {
+                let micros = r.u64()?;
+                let delivered = r.u64()?;
+                let shards = r.u64()?;
+                let count = r.u16()? as usize;
+                r.check_len("FEC_STATUS entries", count, MAX_STATUS_ENTRIES)?;
+                let mut needed = Vec::with_capacity(count);
+                for _ in 0..count {
+                    needed.push((r.u32()?, r.u64()?, r.u32()?));
+                }
+                Self::FecStatus(FecStatus {
+                    micros,
+                    delivered,
+                    shards,
+                    needed,
+                })
+            }
+            FrameType::BlockRetry => Self::BlockRetry {
+                file: r.u32()?,
+                block: r.u64()?,
+                attempt: r.u8()?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes(name));
@@ -610,6 +777,48 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The header of a shard datagram (FEC plane); see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardHeader {
+    /// Index into the manifest.
+    pub file: u32,
+    /// Block index within the file.
+    pub block: u64,
+    /// Source shard `index < k`, else recovery shard `index - k`.
+    pub index: u16,
+    /// The block's attempt (0, then one more per BLOCK_RETRY).
+    pub attempt: u8,
+}
+
+impl ShardHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; SHARD_HEADER_LEN] {
+        let mut out = [0u8; SHARD_HEADER_LEN];
+        out[0..4].copy_from_slice(&self.file.to_be_bytes());
+        out[4..12].copy_from_slice(&self.block.to_be_bytes());
+        out[12..14].copy_from_slice(&self.index.to_be_bytes());
+        out[14] = self.attempt;
+        out
+    }
+
+    /// Splits a datagram into header and payload; `None` if it is shorter
+    /// than a header. Whether the fields fit the manifest and the geometry
+    /// is the receiver's check.
+    pub fn decode(datagram: &[u8]) -> Option<(Self, &[u8])> {
+        let (head, payload) = datagram.split_first_chunk::<SHARD_HEADER_LEN>()?;
+        let mut r = &head[..];
+        Some((
+            Self {
+                file: r.get_u32(),
+                block: r.get_u64(),
+                index: r.get_u16(),
+                attempt: r.get_u8(),
+            },
+            payload,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,10 +855,53 @@ mod tests {
             (any::<u32>(), any::<u64>()).prop_map(|(file, block)| Frame::BlockAck { file, block }),
             any::<u32>().prop_map(|file| Frame::FileDone { file }),
             (any::<u16>(), ".{0,200}").prop_map(|(code, message)| Frame::error(code, message)),
+            (any::<u16>(), any::<u16>()).prop_map(|(shard_bytes, max_blocks)| Frame::FecSetup {
+                shard_bytes,
+                max_blocks
+            }),
+            (any::<u32>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(file, block, digest)| {
+                Frame::BlockDigest {
+                    file,
+                    block,
+                    digest,
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<(u32, u64, u32)>(), 0..50)
+            )
+                .prop_map(|(micros, delivered, shards, needed)| Frame::FecStatus(
+                    FecStatus {
+                        micros,
+                        delivered,
+                        shards,
+                        needed
+                    }
+                )),
+            (any::<u32>(), any::<u64>(), any::<u8>()).prop_map(|(file, block, attempt)| {
+                Frame::BlockRetry {
+                    file,
+                    block,
+                    attempt,
+                }
+            }),
         ]
     }
 
     proptest! {
+        #[test]
+        fn shard_headers_round_trip(file: u32, block: u64, index: u16, attempt: u8, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let h = ShardHeader { file, block, index, attempt };
+            let mut d = h.encode().to_vec();
+            d.extend_from_slice(&payload);
+            let (back, rest) = ShardHeader::decode(&d).unwrap();
+            prop_assert_eq!(back, h);
+            prop_assert_eq!(rest, &payload[..]);
+            prop_assert!(ShardHeader::decode(&d[..SHARD_HEADER_LEN - 1]).is_none());
+        }
+
         #[test]
         fn frames_round_trip(frame in arb_frame()) {
             let bytes = frame.encode();

@@ -1,0 +1,49 @@
+//! Reed-Solomon cost at the FEC plane's geometry: encoding every recovery
+//! shard of a block, and rebuilding a block with 5 % and 20 % of its source
+//! shards missing (replaced by recovery shards). Throughput is block bytes
+//! per second, to set against the link rate (200 Mbit/s = 25 MB/s).
+//!
+//! `cargo bench -p chunkstream-engine --bench fec`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+use chunkstream_engine::fec::codec::{Geometry, encode_recovery, reconstruct};
+
+/// Shard payload at a 1452-byte pinned MTU (see `transport::Tuning`).
+const SHARD: usize = 1390;
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fec");
+    g.sample_size(20);
+    for block in [64usize << 10, 256 << 10, 1 << 20] {
+        let geo = Geometry::new(block, SHARD).unwrap();
+        let data: Vec<u8> = (0..block).map(|i| (i * 7 % 251) as u8).collect();
+        g.throughput(Throughput::Bytes(block as u64));
+        g.bench_with_input(BenchmarkId::new("encode", block >> 10), &data, |b, d| {
+            b.iter(|| encode_recovery(&geo, d).unwrap())
+        });
+        let rec = encode_recovery(&geo, &data).unwrap();
+        let all: Vec<Option<Vec<u8>>> = (0..geo.k)
+            .map(|i| Some(geo.source_shard(&data, i).into_owned()))
+            .chain(rec.chunks(SHARD).map(|c| Some(c.to_vec())))
+            .collect();
+        for missing_pct in [5usize, 20] {
+            let missing = (geo.k * missing_pct).div_ceil(100);
+            let mut shards = all.clone();
+            // Every 100/pct-th source shard is gone; recovery shards fill in.
+            let step = (geo.k / missing).max(1);
+            for i in (0..geo.k).step_by(step).take(missing) {
+                shards[i] = None;
+            }
+            let mut out = Vec::with_capacity(block);
+            g.bench_function(
+                BenchmarkId::new(format!("decode-{missing_pct}pct-missing"), block >> 10),
+                |b| b.iter(|| reconstruct(&geo, &shards, &mut out).unwrap()),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

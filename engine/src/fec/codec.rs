@@ -1,0 +1,251 @@
+//! Reed-Solomon coding of one block: geometry, encoding, reconstruction.
+//!
+//! A block of `len` bytes is cut into `k = ceil(len / shard_bytes)` source
+//! shards (the last one zero-padded to `shard_bytes`) and `r = max(k, 4)`
+//! recovery shards, computed once by [`encode_recovery`] (reed-solomon-simd;
+//! its recovery shards depend on both `k` and `r`, so `r` is fixed by this
+//! rule rather than by how many are sent). The sender sends all sources,
+//! some recovery shards up front, and fresh ones (never a repeat) when the
+//! receiver reports a deficit. With `r = k` a block survives up to half of
+//! its shards lost before the sender runs out of fresh ones.
+//!
+//! [`reconstruct`] takes any `k` distinct shards and returns the block: a
+//! plain copy when every source shard is there, a decode otherwise.
+
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+/// Most source shards per block (reed-solomon-simd supports up to 32768
+/// originals with as many recovery shards; we stay well inside).
+pub const MAX_SOURCE_SHARDS: usize = 16_384;
+
+/// The shard layout of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Block length in bytes.
+    pub len: usize,
+    /// Payload bytes per shard (even, non-zero).
+    pub shard_bytes: usize,
+    /// Source shards.
+    pub k: usize,
+    /// Recovery shards available.
+    pub r: usize,
+}
+
+/// Why a geometry or a shard set is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Shard size odd or zero.
+    #[error("shard size {0} must be even and non-zero")]
+    BadShardSize(usize),
+    /// More source shards than supported.
+    #[error(
+        "a block of {len} bytes needs {k} shards of {shard_bytes} bytes, more than {MAX_SOURCE_SHARDS}"
+    )]
+    TooManyShards {
+        /// Block length.
+        len: usize,
+        /// Shard size.
+        shard_bytes: usize,
+        /// Shards needed.
+        k: usize,
+    },
+    /// Reconstruction was given fewer than `k` distinct shards.
+    #[error("{have} of {k} shards")]
+    NotEnough {
+        /// Distinct shards given.
+        have: usize,
+        /// Needed.
+        k: usize,
+    },
+    /// The codec library refused.
+    #[error("reed-solomon: {0}")]
+    Rs(String),
+}
+
+impl Geometry {
+    /// The layout of a `len`-byte block (empty blocks do not exist: files of
+    /// size 0 have no blocks).
+    pub fn new(len: usize, shard_bytes: usize) -> Result<Self, CodecError> {
+        if shard_bytes == 0 || shard_bytes % 2 == 1 {
+            return Err(CodecError::BadShardSize(shard_bytes));
+        }
+        let k = len.div_ceil(shard_bytes).max(1);
+        if k > MAX_SOURCE_SHARDS {
+            return Err(CodecError::TooManyShards {
+                len,
+                shard_bytes,
+                k,
+            });
+        }
+        Ok(Self {
+            len,
+            shard_bytes,
+            k,
+            r: k.max(4),
+        })
+    }
+
+    /// All shards, source and recovery.
+    pub fn total(&self) -> usize {
+        self.k + self.r
+    }
+
+    /// Source shard `i` of `data` (padded with zeros if it is the last).
+    pub fn source_shard<'a>(&self, data: &'a [u8], i: usize) -> std::borrow::Cow<'a, [u8]> {
+        let start = (i * self.shard_bytes).min(data.len());
+        let end = ((i + 1) * self.shard_bytes).min(data.len());
+        let s = &data[start..end];
+        if s.len() == self.shard_bytes {
+            std::borrow::Cow::Borrowed(s)
+        } else {
+            let mut v = s.to_vec();
+            v.resize(self.shard_bytes, 0);
+            std::borrow::Cow::Owned(v)
+        }
+    }
+}
+
+/// Computes the block's `r` recovery shards, concatenated.
+pub fn encode_recovery(g: &Geometry, data: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let rs = |e: reed_solomon_simd::Error| CodecError::Rs(e.to_string());
+    let mut enc = ReedSolomonEncoder::new(g.k, g.r, g.shard_bytes).map_err(rs)?;
+    for i in 0..g.k {
+        enc.add_original_shard(g.source_shard(data, i))
+            .map_err(rs)?;
+    }
+    let result = enc.encode().map_err(rs)?;
+    let mut out = Vec::with_capacity(g.r * g.shard_bytes);
+    for shard in result.recovery_iter() {
+        out.extend_from_slice(shard);
+    }
+    Ok(out)
+}
+
+/// Rebuilds the block from shards: `shards[i]` is shard `i` in the wire's
+/// numbering (`i < k` source, else recovery `i - k`), present or not.
+/// Uses every source shard present and just enough recovery shards.
+pub fn reconstruct<S: AsRef<[u8]>>(
+    g: &Geometry,
+    shards: &[Option<S>],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let sources = shards.iter().take(g.k).filter(|s| s.is_some()).count();
+    out.clear();
+    if sources == g.k {
+        for s in shards.iter().take(g.k).flatten() {
+            out.extend_from_slice(s.as_ref());
+        }
+        out.truncate(g.len);
+        return Ok(());
+    }
+    let have = shards.iter().filter(|s| s.is_some()).count();
+    if have < g.k {
+        return Err(CodecError::NotEnough { have, k: g.k });
+    }
+    let rs = |e: reed_solomon_simd::Error| CodecError::Rs(e.to_string());
+    let mut dec = ReedSolomonDecoder::new(g.k, g.r, g.shard_bytes).map_err(rs)?;
+    for (i, s) in shards.iter().enumerate().take(g.k) {
+        if let Some(s) = s {
+            dec.add_original_shard(i, s.as_ref()).map_err(rs)?;
+        }
+    }
+    let mut wanted = g.k - sources;
+    for (j, s) in shards.iter().enumerate().skip(g.k).take(g.r) {
+        if wanted == 0 {
+            break;
+        }
+        if let Some(s) = s {
+            dec.add_recovery_shard(j - g.k, s.as_ref()).map_err(rs)?;
+            wanted -= 1;
+        }
+    }
+    let restored = dec.decode().map_err(rs)?;
+    for (i, s) in shards.iter().enumerate().take(g.k) {
+        match s {
+            Some(s) => out.extend_from_slice(s.as_ref()),
+            None => out.extend_from_slice(
+                restored
+                    .restored_original(i)
+                    .ok_or_else(|| CodecError::Rs(format!("source shard {i} not restored")))?,
+            ),
+        }
+    }
+    out.truncate(g.len);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn all_shards(g: &Geometry, d: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let rec = encode_recovery(g, d).unwrap();
+        (0..g.k)
+            .map(|i| Some(g.source_shard(d, i).into_owned()))
+            .chain(rec.chunks(g.shard_bytes).map(|c| Some(c.to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn geometry_follows_the_rule() {
+        let g = Geometry::new(1 << 20, 1400).unwrap();
+        assert_eq!((g.k, g.r), (749, 749));
+        let g = Geometry::new(10, 1400).unwrap();
+        assert_eq!((g.k, g.r), (1, 4));
+        assert_eq!(Geometry::new(10, 7), Err(CodecError::BadShardSize(7)));
+        assert!(matches!(
+            Geometry::new(64 << 20, 1000),
+            Err(CodecError::TooManyShards { .. })
+        ));
+    }
+
+    #[test]
+    fn too_few_shards_is_an_error_not_a_panic() {
+        let g = Geometry::new(5000, 1000).unwrap();
+        let mut s = all_shards(&g, &data(5000, 1));
+        for x in s.iter_mut().skip(1) {
+            *x = None;
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            reconstruct(&g, &s, &mut out),
+            Err(CodecError::NotEnough { have: 1, k: 5 })
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any k of the k + r shards rebuild the block exactly.
+        #[test]
+        fn any_k_shards_rebuild_the_block(
+            len in 1usize..40_000,
+            shard_half in 8usize..700,
+            seed: u8,
+            pick_seed: u64,
+        ) {
+            let g = Geometry::new(len, shard_half * 2).unwrap();
+            let d = data(len, seed);
+            let mut s = all_shards(&g, &d);
+            // Drop a random set of r shards: exactly k remain.
+            let mut order: Vec<usize> = (0..g.total()).collect();
+            let mut x = pick_seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            for &i in order.iter().take(g.r) {
+                s[i] = None;
+            }
+            let mut out = Vec::new();
+            reconstruct(&g, &s, &mut out).unwrap();
+            prop_assert_eq!(out, d);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The FEC data plane: blocks as Reed-Solomon-coded shards in QUIC
+//! DATAGRAM frames, with rate control of our own.
+//!
+//! Sans-IO parts, each its own module, driven by the session drivers
+//! ([`crate::session`]):
+//!
+//! * [`codec`]: a block's [`codec::Geometry`], its recovery shards, and
+//!   reconstruction from any `k` shards.
+//! * [`collector`]: the receiver's shards per block, what each incomplete
+//!   block still needs, when one is complete.
+//! * [`accounts`]: the sender's shards per block, and the repair decision
+//!   when the receiver reports a deficit.
+//! * [`rate`]: the rate controller: delivered rate, queueing delay, random
+//!   versus congestive loss.
+//! * [`cc`]: the adapter that puts [`rate`]'s window into quinn's congestion
+//!   control.
+//!
+//! The wire format of shards and of the FEC control frames is written down
+//! in [`crate::wire`].
+
+pub mod cc;
+pub mod codec;
+pub mod rate;

@@ -1,0 +1,607 @@
+//! The FEC plane's rate controller (sans-IO; the clock is passed in).
+//!
+//! Why our own: on a lossy link quinn's Cubic reads every random loss as
+//! congestion and collapses, and quinn's BBR offers 2-2.6× the bottleneck
+//! and floods the queue (see `results/README.md`). The FEC plane repairs
+//! loss with coding, so its controller must tell random loss from
+//! congestion and send at what the path delivers.
+//!
+//! The model, per *round* (one minimum RTT, at least 10 ms):
+//!
+//! * **Delivered rate** `d`: shard bytes the receiver reports delivered
+//!   (FEC_STATUS), over the receiver's own clock, so report jitter on the
+//!   way back does not distort it.
+//! * **Random-loss level** `p₀`: a moving average of the round loss rate
+//!   (quinn's packet counts), updated only in rounds without a standing
+//!   queue, so congestive drops do not raise it.
+//! * **Capacity** `c = d / (1 − p₀)`: the sending rate the path carries.
+//!   The bottleneck estimate is the maximum `c` of the last 10 rounds.
+//! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
+//!   threshold of `max(5 ms, min_rtt / 4)`.
+//!
+//! Phases: **startup** doubles the rate each round until the bottleneck
+//! estimate stops growing by 25 % for three rounds or a queue stands;
+//! **steady** paces at the estimate times a gain cycling through
+//! 1.25 (probe), 0.85 (drain the probe's queue) and six rounds of 1.0.
+//! **Back-off**: a queue standing for two rounds outside a probe, or a
+//! round loss well above `p₀` (more than `p₀ + max(2 %, p₀)`) with a queue
+//! building, is congestion: the estimate restarts from 90 % of the current
+//! capacity. So a competing flow that fills the queue makes us yield rather
+//! than be starved or starve it, and random loss alone never slows us down.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Bounds and starting point.
+#[derive(Debug, Clone, Copy)]
+pub struct RateConfig {
+    /// First rate (bytes/s).
+    pub initial_rate: f64,
+    /// Never below (bytes/s).
+    pub min_rate: f64,
+    /// Never above (bytes/s); e.g. `--max-rate`.
+    pub max_rate: f64,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            initial_rate: 250_000.0,
+            min_rate: 8_000.0,
+            max_rate: 12.5e9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Startup,
+    Steady,
+}
+
+const GAINS: [f64; 8] = [1.25, 0.75, 0.97, 0.97, 0.97, 0.97, 0.97, 0.97];
+const FILTER_ROUNDS: usize = 10;
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    micros: u64,
+    delivered: u64,
+    sent: u64,
+    lost: u64,
+}
+
+/// What the controller concluded at the end of a round (for tests, logs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundSummary {
+    /// Delivered rate (bytes/s).
+    pub delivered_rate: f64,
+    /// Round loss, if enough packets were sent to say.
+    pub loss: Option<f64>,
+    /// Queueing delay.
+    pub queue_delay: Duration,
+    /// New pacing rate (bytes/s).
+    pub rate: f64,
+    /// Whether the round was read as congestion.
+    pub congested: bool,
+}
+
+/// The controller. Feed it [`on_rtt`](Self::on_rtt),
+/// [`on_delivered`](Self::on_delivered) and [`on_packets`](Self::on_packets)
+/// as they come, call [`tick`](Self::tick) often, and pace at
+/// [`rate`](Self::rate).
+#[derive(Debug, Clone)]
+pub struct RateController {
+    cfg: RateConfig,
+    rate: f64,
+    phase: Phase,
+    srtt: Option<Duration>,
+    min_rtt: Option<(Duration, Instant)>,
+    micros: u64,
+    delivered: u64,
+    sent: u64,
+    lost: u64,
+    mark: Option<Mark>,
+    caps: VecDeque<f64>,
+    loss_base: Option<f64>,
+    full_bw: f64,
+    full_rounds: u32,
+    cycle: usize,
+    queue_rounds: u32,
+    rounds: u64,
+}
+
+impl RateController {
+    /// A controller in startup at `cfg.initial_rate`.
+    pub fn new(cfg: RateConfig) -> Self {
+        Self {
+            cfg,
+            rate: cfg.initial_rate.clamp(cfg.min_rate, cfg.max_rate),
+            phase: Phase::Startup,
+            srtt: None,
+            min_rtt: None,
+            micros: 0,
+            delivered: 0,
+            sent: 0,
+            lost: 0,
+            mark: None,
+            caps: VecDeque::new(),
+            loss_base: None,
+            full_bw: 0.0,
+            full_rounds: 0,
+            cycle: 0,
+            queue_rounds: 0,
+            rounds: 0,
+        }
+    }
+
+    /// Pacing rate in bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The random-loss level measured so far (0 before any).
+    pub fn random_loss(&self) -> f64 {
+        self.loss_base.unwrap_or(0.0)
+    }
+
+    /// Whether startup is over.
+    pub fn in_startup(&self) -> bool {
+        self.phase == Phase::Startup
+    }
+
+    /// A window for quinn ([`crate::fec::cc`]): two RTTs at the rate, plus
+    /// headroom for control frames.
+    pub fn window(&self) -> u64 {
+        let rtt = self
+            .srtt
+            .or(self.min_rtt.map(|m| m.0))
+            .unwrap_or(Duration::from_millis(100));
+        (self.rate * rtt.as_secs_f64() * 2.0) as u64 + 64 * 1024
+    }
+
+    /// The smoothed RTT now.
+    pub fn on_rtt(&mut self, now: Instant, srtt: Duration) {
+        self.srtt = Some(srtt);
+        match self.min_rtt {
+            Some((m, at)) if srtt > m && now.duration_since(at) < MIN_RTT_WINDOW => {}
+            _ => self.min_rtt = Some((srtt, now)),
+        }
+    }
+
+    /// The receiver's cumulative delivered bytes at its clock `micros`.
+    pub fn on_delivered(&mut self, micros: u64, delivered: u64) {
+        if micros >= self.micros && delivered >= self.delivered {
+            self.micros = micros;
+            self.delivered = delivered;
+        }
+    }
+
+    /// Cumulative packets sent and declared lost on the path.
+    pub fn on_packets(&mut self, sent: u64, lost: u64) {
+        self.sent = self.sent.max(sent);
+        self.lost = self.lost.max(lost);
+    }
+
+    fn queue_threshold(&self) -> Duration {
+        let min = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
+        (min / 4).max(Duration::from_millis(5))
+    }
+
+    /// Ends a round if one has passed; returns what it concluded.
+    pub fn tick(&mut self, now: Instant) -> Option<RoundSummary> {
+        let here = Mark {
+            at: now,
+            micros: self.micros,
+            delivered: self.delivered,
+            sent: self.sent,
+            lost: self.lost,
+        };
+        let Some(start) = self.mark else {
+            self.mark = Some(here);
+            return None;
+        };
+        let round = self
+            .min_rtt
+            .map_or(Duration::from_millis(100), |m| m.0)
+            .max(Duration::from_millis(10));
+        if now.duration_since(start.at) < round || here.micros <= start.micros {
+            return None;
+        }
+        self.mark = Some(here);
+        self.rounds += 1;
+        let d =
+            (here.delivered - start.delivered) as f64 * 1e6 / (here.micros - start.micros) as f64;
+        let sent = here.sent - start.sent;
+        let loss = (sent >= 20).then(|| ((here.lost - start.lost) as f64 / sent as f64).min(1.0));
+        let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
+        let q = self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt);
+        let queued = q > self.queue_threshold();
+        if let (Some(p), false) = (loss, queued) {
+            let p = p.min(0.5);
+            self.loss_base = Some(match self.loss_base {
+                Some(b) => 0.8 * b + 0.2 * p,
+                None => p,
+            });
+        }
+        let p0 = self.random_loss();
+        let cap = d / (1.0 - p0);
+        self.caps.push_back(cap);
+        if self.caps.len() > FILTER_ROUNDS {
+            self.caps.pop_front();
+        }
+        let btl = self.caps.iter().copied().fold(0.0, f64::max);
+        let congestive_loss =
+            loss.is_some_and(|p| p > p0 + p0.max(0.02)) && q > self.queue_threshold() / 2;
+        let mut congested = false;
+        match self.phase {
+            Phase::Startup => {
+                if btl > self.full_bw * 1.25 {
+                    self.full_bw = btl;
+                    self.full_rounds = 0;
+                } else {
+                    self.full_rounds += 1;
+                }
+                if self.full_rounds >= 3 || (queued && self.rounds > 2) || congestive_loss {
+                    self.phase = Phase::Steady;
+                    self.cycle = 1; // drain what startup queued
+                    self.rate = btl * GAINS[1];
+                } else {
+                    self.rate = (self.rate * 2.0).min(btl.max(self.cfg.initial_rate) * 4.0);
+                }
+            }
+            Phase::Steady => {
+                let probing = self.cycle == 0;
+                self.queue_rounds = if queued && !probing {
+                    self.queue_rounds + 1
+                } else {
+                    0
+                };
+                if self.queue_rounds >= 2 || congestive_loss {
+                    congested = true;
+                    self.queue_rounds = 0;
+                    self.caps.clear();
+                    let fresh = (cap * 0.9).min(self.rate * 0.9);
+                    self.caps.push_back(fresh);
+                    self.cycle = 2;
+                    self.rate = fresh;
+                } else {
+                    self.cycle = (self.cycle + 1) % GAINS.len();
+                    self.rate = btl * GAINS[self.cycle];
+                }
+            }
+        }
+        self.rate = self.rate.clamp(self.cfg.min_rate, self.cfg.max_rate);
+        Some(RoundSummary {
+            delivered_rate: d,
+            loss,
+            queue_delay: q,
+            rate: self.rate,
+            congested,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A seeded simulated link, 1 ms steps: random loss on the wire, a FIFO
+    //! bottleneck with a tail-drop queue, fixed one-way delay both ways.
+    use super::*;
+    use std::collections::VecDeque;
+
+    const PKT: f64 = 1400.0;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// A competing loss-based flow (Reno-like), window in packets.
+    struct Aimd {
+        cwnd: f64,
+        in_flight: u64,
+        delivered: u64,
+    }
+
+    struct Sim {
+        t: u64, // ms
+        cap: f64,
+        queue_limit: f64,
+        owd: u64,
+        loss: f64,
+        rng: Rng,
+        queue: VecDeque<(u64, bool)>, // (sent at ms, is ours)
+        queue_bytes: f64,
+        drain_credit: f64,
+        send_credit: f64,
+        wire: VecDeque<(u64, u64, bool)>, // (arrives at, sent at, ours)
+        // Two queues, each in time order: acknowledgements and loss notices.
+        acks: VecDeque<(u64, u64, bool, bool)>, // (arrives at, sent at, ours, lost)
+        losses: VecDeque<(u64, u64, bool, bool)>,
+        delivered: u64,
+        status: VecDeque<(u64, u64, u64)>, // (arrives at, micros, delivered)
+        sent: u64,
+        lost: u64,
+        lost_reports: VecDeque<(u64, u64, u64)>,
+        tail_drops: u64,
+        srtt: Option<f64>,
+        competitor: Option<Aimd>,
+        delivered_log: Vec<(u64, u64, u64)>, // per ms: (t, ours cumulative, competitor cumulative)
+    }
+
+    impl Sim {
+        fn new(cap_mbit: f64, owd: u64, loss: f64, seed: u64) -> Self {
+            let cap = cap_mbit * 1e6 / 8.0;
+            Self {
+                t: 0,
+                cap,
+                // One bandwidth-delay product of queue.
+                queue_limit: cap * (2 * owd) as f64 / 1000.0,
+                owd,
+                loss,
+                rng: Rng(seed | 1),
+                queue: VecDeque::new(),
+                queue_bytes: 0.0,
+                drain_credit: 0.0,
+                send_credit: 0.0,
+                wire: VecDeque::new(),
+                acks: VecDeque::new(),
+                losses: VecDeque::new(),
+                delivered: 0,
+                status: VecDeque::new(),
+                sent: 0,
+                lost: 0,
+                lost_reports: VecDeque::new(),
+                tail_drops: 0,
+                srtt: None,
+                competitor: None,
+                delivered_log: Vec::new(),
+            }
+        }
+
+        fn enqueue(&mut self, ours: bool) -> bool {
+            if self.queue_bytes + PKT > self.queue_limit {
+                self.tail_drops += 1;
+                return false;
+            }
+            self.queue.push_back((self.t, ours));
+            self.queue_bytes += PKT;
+            true
+        }
+
+        fn step(&mut self, c: &mut RateController, base: Instant) {
+            let now = base + Duration::from_millis(self.t);
+            // Our sends, paced.
+            self.send_credit += c.rate() / 1000.0;
+            while self.send_credit >= PKT {
+                self.send_credit -= PKT;
+                self.sent += 1;
+                if !self.enqueue(true) {
+                    self.losses
+                        .push_back((self.t + 2 * self.owd, self.t, true, true));
+                }
+            }
+            // The competitor sends what its window allows.
+            if let Some(mut a) = self.competitor.take() {
+                while (a.in_flight as f64) < a.cwnd {
+                    a.in_flight += 1;
+                    if !self.enqueue(false) {
+                        self.losses
+                            .push_back((self.t + 2 * self.owd, self.t, false, true));
+                    }
+                }
+                self.competitor = Some(a);
+            }
+            // The bottleneck drains; random loss hits the wire after it.
+            self.drain_credit += self.cap / 1000.0;
+            while self.drain_credit >= PKT {
+                let Some((sent_at, ours)) = self.queue.pop_front() else {
+                    self.drain_credit = 0.0;
+                    break;
+                };
+                self.drain_credit -= PKT;
+                self.queue_bytes -= PKT;
+                let lost = self.rng.next() < self.loss;
+                if lost {
+                    self.losses
+                        .push_back((self.t + 2 * self.owd, sent_at, ours, true));
+                } else {
+                    self.wire.push_back((self.t + self.owd, sent_at, ours));
+                }
+            }
+            while self.wire.front().is_some_and(|w| w.0 <= self.t) {
+                let (_, sent_at, ours) = self.wire.pop_front().unwrap();
+                if ours {
+                    self.delivered += PKT as u64;
+                }
+                self.acks
+                    .push_back((self.t + self.owd, sent_at, ours, false));
+            }
+            loop {
+                let next = if self.acks.front().is_some_and(|a| a.0 <= self.t) {
+                    self.acks.pop_front()
+                } else if self.losses.front().is_some_and(|a| a.0 <= self.t) {
+                    self.losses.pop_front()
+                } else {
+                    None
+                };
+                let Some((_, sent_at, ours, lost)) = next else {
+                    break;
+                };
+                if ours {
+                    if lost {
+                        self.lost += 1;
+                    } else {
+                        let rtt = (self.t - sent_at) as f64;
+                        self.srtt = Some(self.srtt.map_or(rtt, |s| 0.875 * s + 0.125 * rtt));
+                    }
+                } else if let Some(a) = self.competitor.as_mut() {
+                    a.in_flight = a.in_flight.saturating_sub(1);
+                    if lost {
+                        a.cwnd = (a.cwnd / 2.0).max(2.0);
+                    } else {
+                        a.delivered += 1;
+                        a.cwnd += 1.0 / a.cwnd;
+                    }
+                }
+            }
+            if self.t % 10 == 0 {
+                self.status
+                    .push_back((self.t + self.owd, self.t * 1000, self.delivered));
+                self.lost_reports.push_back((self.t, self.sent, self.lost));
+            }
+            while self.status.front().is_some_and(|s| s.0 <= self.t) {
+                let (_, micros, delivered) = self.status.pop_front().unwrap();
+                c.on_delivered(micros, delivered);
+            }
+            while let Some(&(at, sent, lost)) = self.lost_reports.front() {
+                if at > self.t {
+                    break;
+                }
+                self.lost_reports.pop_front();
+                c.on_packets(sent, lost);
+            }
+            if let Some(s) = self.srtt {
+                c.on_rtt(now, Duration::from_secs_f64(s / 1000.0));
+            }
+            if let Some(r) = c.tick(now)
+                && std::env::var_os("RATE_TRACE").is_some()
+            {
+                eprintln!(
+                    "{} {r:?} p0={:.3} startup={} srtt={:?} min={:?}",
+                    self.t,
+                    c.random_loss(),
+                    c.in_startup(),
+                    c.srtt,
+                    c.min_rtt.map(|m| m.0)
+                );
+            }
+            let comp = self.competitor.as_ref().map_or(0, |a| a.delivered);
+            self.delivered_log.push((self.t, self.delivered, comp));
+            self.t += 1;
+        }
+
+        fn run(&mut self, c: &mut RateController, base: Instant, ms: u64) {
+            for _ in 0..ms {
+                self.step(c, base);
+            }
+        }
+
+        /// Our delivered rate (bytes/s) between two times (ms).
+        fn rate_between(&self, from: u64, to: u64) -> f64 {
+            let a = self.delivered_log[from as usize].1;
+            let b = self.delivered_log[to as usize - 1].1;
+            (b - a) as f64 * 1000.0 / (to - from) as f64
+        }
+    }
+
+    #[test]
+    fn random_loss_does_not_slow_it_down_and_the_queue_stays_short() {
+        for (loss, seed) in [(0.0, 1), (0.05, 2), (0.2, 3)] {
+            let mut sim = Sim::new(200.0, 20, loss, seed);
+            let mut c = RateController::new(RateConfig::default());
+            let base = Instant::now();
+            sim.run(&mut c, base, 2_000);
+            let startup_drops = sim.tail_drops;
+            let (sent_before, drops_before) = (sim.sent, sim.tail_drops);
+            sim.run(&mut c, base, 8_000);
+            let got = sim.rate_between(4_000, 10_000);
+            let ceiling = sim.cap * (1.0 - loss);
+            assert!(
+                got >= 0.85 * ceiling,
+                "loss {loss}: delivered {:.1} Mbit/s of {:.1}",
+                got * 8e-6,
+                ceiling * 8e-6
+            );
+            // Startup overshoots once (bounded); steady state barely touches the queue limit.
+            assert!(
+                startup_drops < 3_000,
+                "loss {loss}: {startup_drops} drops in startup"
+            );
+            let drop_rate =
+                (sim.tail_drops - drops_before) as f64 / (sim.sent - sent_before) as f64;
+            assert!(
+                drop_rate < 0.005,
+                "loss {loss}: {drop_rate:.4} of packets tail-dropped"
+            );
+            assert!(
+                (c.random_loss() - loss).abs() < 0.02 + loss * 0.25,
+                "{}",
+                c.random_loss()
+            );
+        }
+    }
+
+    #[test]
+    fn it_follows_the_bottleneck_up_and_down() {
+        let mut sim = Sim::new(100.0, 20, 0.01, 7);
+        let mut c = RateController::new(RateConfig::default());
+        let base = Instant::now();
+        sim.run(&mut c, base, 5_000);
+        let first = sim.rate_between(3_000, 5_000);
+        assert!(
+            first >= 0.85 * sim.cap * 0.99,
+            "100 Mbit/s: {:.1}",
+            first * 8e-6
+        );
+        sim.cap = 200e6 / 8.0;
+        sim.run(&mut c, base, 5_000);
+        let up = sim.rate_between(8_000, 10_000);
+        assert!(
+            up >= 0.8 * sim.cap * 0.99,
+            "stepped up to 200: {:.1}",
+            up * 8e-6
+        );
+        sim.cap = 50e6 / 8.0;
+        let drops_before = sim.tail_drops;
+        sim.run(&mut c, base, 5_000);
+        let down = sim.rate_between(12_000, 15_000);
+        assert!(
+            down >= 0.8 * sim.cap * 0.99,
+            "stepped down to 50: {:.1}",
+            down * 8e-6
+        );
+        assert!(
+            c.rate() < 1.5 * sim.cap,
+            "rate {:.1} Mbit/s after the step down",
+            c.rate() * 8e-6
+        );
+        let drops = sim.tail_drops - drops_before;
+        assert!(drops < 2_000, "{drops} tail drops after the step down");
+    }
+
+    #[test]
+    fn a_competing_loss_based_flow_is_not_starved() {
+        let mut sim = Sim::new(100.0, 20, 0.0, 11);
+        sim.competitor = Some(Aimd {
+            cwnd: 10.0,
+            in_flight: 0,
+            delivered: 0,
+        });
+        let mut c = RateController::new(RateConfig::default());
+        sim.run(&mut c, Instant::now(), 30_000);
+        let (ours_a, comp_a) = (sim.delivered_log[10_000].1, sim.delivered_log[10_000].2);
+        let (ours_b, comp_b) = (sim.delivered_log[29_999].1, sim.delivered_log[29_999].2);
+        let ours = (ours_b - ours_a) as f64 / 20.0;
+        let comp = (comp_b - comp_a) as f64 * PKT / 20.0;
+        let share = comp / (ours + comp);
+        assert!(
+            share >= 0.25,
+            "competitor got {:.0} % ({:.1} vs our {:.1} Mbit/s)",
+            share * 100.0,
+            comp * 8e-6,
+            ours * 8e-6
+        );
+        assert!(
+            ours + comp >= 0.8 * sim.cap,
+            "link underused: {:.1}",
+            (ours + comp) * 8e-6
+        );
+    }
+}
