@@ -89,8 +89,16 @@ pub async fn run_scenario(
                 progress(&format!(
                     "{what}: {}",
                     match (&run.goodput_bps, &run.error) {
-                        (Some(g), _) =>
-                            format!("{:.1} Mbit/s in {:.1} s, verified", g / 1e6, run.seconds),
+                        (Some(g), _) => format!(
+                            "{:.1} Mbit/s in {:.1} s, {}",
+                            g / 1e6,
+                            run.seconds,
+                            if run.verifiable {
+                                "verified"
+                            } else {
+                                "the tool's own rate, unverifiable"
+                            }
+                        ),
                         (None, Some(e)) => format!(
                             "failed: {e} (link carried {:.1} Mbit/s)",
                             run.delivered_bytes.iter().sum::<u64>() as f64 * 8.0

@@ -18,6 +18,8 @@
 //! The wire format of shards and of the FEC control frames is written down
 //! in [`crate::wire`].
 
+pub mod accounts;
 pub mod cc;
 pub mod codec;
+pub mod collector;
 pub mod rate;

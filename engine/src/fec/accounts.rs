@@ -1,0 +1,439 @@
+//! The sender's side of the FEC plane (sans-IO): what was sent of each
+//! block, and what to send when the receiver reports a deficit.
+//!
+//! [`SendAccounts::add`] plans a new block: all `k` source shards and an
+//! up-front share of recovery shards ([`Redundancy`]: a fixed ratio such as
+//! 10+3, or adaptive to the measured loss). [`SendAccounts::on_status`]
+//! reads a FEC_STATUS: for a block still needing `n` shards it plans
+//! `ceil((n + 1.5·√(n·p)) / (1 − p))` *fresh* recovery shards (never one
+//! already sent), but only once the report can reflect everything sent so
+//! far: at least `srtt + max(srtt/4, 5 ms)` after the block's last shard
+//! went out. A block the receiver does not list at all (every shard lost)
+//! gets the same treatment as one needing `k`, after twice that delay. When
+//! a block has used all its `r` recovery shards (more than half its shards
+//! lost), source shards are sent again as a last resort and counted in
+//! [`SendAccounts::exhausted`]. [`SendAccounts::on_retry`] starts a block
+//! over under a new attempt number after it failed its digest.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::codec::Geometry;
+
+type BlockId = (u32, u64);
+
+/// How many recovery shards go out with a block before any report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Redundancy {
+    /// `parity` recovery shards per `data` source shards (`--fec 10+3`).
+    Fixed {
+        /// Source shards per group.
+        data: u16,
+        /// Recovery shards per group.
+        parity: u16,
+    },
+    /// From the measured loss `p`: `k·p/(1−p)` plus two standard
+    /// deviations, at least 1 % of `k` (`--fec adaptive`).
+    Adaptive,
+}
+
+impl std::str::FromStr for Redundancy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "adaptive" {
+            return Ok(Self::Adaptive);
+        }
+        let bad = || format!("--fec {s:?}: expected DATA+PARITY (e.g. 10+3) or \"adaptive\"");
+        let (d, p) = s.split_once('+').ok_or_else(bad)?;
+        let data: u16 = d.trim().parse().map_err(|_| bad())?;
+        let parity: u16 = p.trim().parse().map_err(|_| bad())?;
+        if data == 0 {
+            return Err(format!("--fec {s:?}: DATA must be at least 1"));
+        }
+        Ok(Self::Fixed { data, parity })
+    }
+}
+
+impl std::fmt::Display for Redundancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed { data, parity } => write!(f, "{data}+{parity}"),
+            Self::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
+
+/// One shard to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardRef {
+    /// Index into the manifest.
+    pub file: u32,
+    /// Block index.
+    pub block: u64,
+    /// Wire index (`< k` source, else recovery).
+    pub index: u16,
+    /// The block's attempt.
+    pub attempt: u8,
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    geometry: Geometry,
+    attempt: u8,
+    next_repair: usize,
+    resend_cursor: usize,
+    queued: usize,
+    last_sent: Option<Instant>,
+    listed: bool,
+}
+
+/// Per-block accounting of the shards a sender has sent.
+#[derive(Debug, Clone)]
+pub struct SendAccounts {
+    redundancy: Redundancy,
+    loss: f64,
+    blocks: BTreeMap<BlockId, Account>,
+    /// Source shards planned.
+    pub sources_planned: u64,
+    /// Recovery shards planned up front.
+    pub upfront_planned: u64,
+    /// Recovery shards planned in answer to deficits.
+    pub repairs_planned: u64,
+    /// Source shards re-sent because a block ran out of recovery shards.
+    pub exhausted: u64,
+}
+
+impl SendAccounts {
+    /// Accounts with the given up-front redundancy.
+    pub fn new(redundancy: Redundancy) -> Self {
+        Self {
+            redundancy,
+            loss: 0.0,
+            blocks: BTreeMap::new(),
+            sources_planned: 0,
+            upfront_planned: 0,
+            repairs_planned: 0,
+            exhausted: 0,
+        }
+    }
+
+    /// The loss rate to plan for (0..=0.5), from the rate controller.
+    pub fn set_loss(&mut self, p: f64) {
+        self.loss = p.clamp(0.0, 0.5);
+    }
+
+    /// Blocks sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Recovery shards sent with a block of `k` before any report.
+    pub fn upfront(&self, k: usize) -> usize {
+        match self.redundancy {
+            Redundancy::Fixed { data, parity } => {
+                (k * usize::from(parity)).div_ceil(usize::from(data))
+            }
+            Redundancy::Adaptive => {
+                let (n, p) = (k as f64, self.loss);
+                let extra = (n * p + 2.0 * (n * p).sqrt()) / (1.0 - p);
+                (extra.ceil() as usize).max(k.div_ceil(100))
+            }
+        }
+    }
+
+    fn plan(&mut self, id: BlockId, recovery: usize, with_sources: bool) -> Vec<ShardRef> {
+        let Some(a) = self.blocks.get_mut(&id) else {
+            return Vec::new();
+        };
+        let k = a.geometry.k;
+        let mut out = Vec::new();
+        let shard = |index: usize, attempt| ShardRef {
+            file: id.0,
+            block: id.1,
+            index: index as u16,
+            attempt,
+        };
+        if with_sources {
+            out.extend((0..k).map(|i| shard(i, a.attempt)));
+            self.sources_planned += k as u64;
+        }
+        for _ in 0..recovery {
+            if a.next_repair < a.geometry.r {
+                out.push(shard(k + a.next_repair, a.attempt));
+                a.next_repair += 1;
+            } else {
+                out.push(shard(a.resend_cursor % k, a.attempt));
+                a.resend_cursor += 1;
+                self.exhausted += 1;
+            }
+        }
+        a.queued += out.len();
+        out
+    }
+
+    /// Plans a new block: its sources and up-front recovery shards.
+    pub fn add(&mut self, file: u32, block: u64, geometry: Geometry) -> Vec<ShardRef> {
+        let id = (file, block);
+        self.blocks.insert(
+            id,
+            Account {
+                geometry,
+                attempt: 0,
+                next_repair: 0,
+                resend_cursor: 0,
+                queued: 0,
+                last_sent: None,
+                listed: false,
+            },
+        );
+        let up = self.upfront(geometry.k).min(geometry.r);
+        self.upfront_planned += up as u64;
+        self.plan(id, up, true)
+    }
+
+    /// A planned shard went out now.
+    pub fn on_sent(&mut self, shard: &ShardRef, now: Instant) {
+        if let Some(a) = self.blocks.get_mut(&(shard.file, shard.block))
+            && a.attempt == shard.attempt
+        {
+            a.queued = a.queued.saturating_sub(1);
+            a.last_sent = Some(now);
+        }
+    }
+
+    /// The shards to answer `n` missing ones with, at the planned loss.
+    pub fn answer(&self, n: u32) -> usize {
+        let (n, p) = (f64::from(n), self.loss);
+        ((n + 1.5 * (n * p).sqrt()) / (1.0 - p)).ceil() as usize
+    }
+
+    /// Reads a FEC_STATUS (`needed`: file, block, shards still needed) at
+    /// `now`; returns the repair shards to send.
+    pub fn on_status(
+        &mut self,
+        now: Instant,
+        srtt: Duration,
+        needed: &[(u32, u64, u32)],
+    ) -> Vec<ShardRef> {
+        let settle = srtt + (srtt / 4).max(Duration::from_millis(5));
+        let listed: std::collections::HashSet<BlockId> =
+            needed.iter().map(|&(f, b, _)| (f, b)).collect();
+        // A full status (under the entry limit) lets silence mean "nothing arrived".
+        let complete_list = needed.len() < crate::wire::MAX_STATUS_ENTRIES;
+        let mut wanted: Vec<(BlockId, usize)> = Vec::new();
+        for &(f, b, n) in needed {
+            if let Some(a) = self.blocks.get_mut(&(f, b)) {
+                a.listed = true;
+                let settled = a.queued == 0 && a.last_sent.is_none_or(|t| now >= t + settle);
+                if n > 0 && settled {
+                    wanted.push(((f, b), n as usize));
+                }
+            }
+        }
+        if complete_list {
+            for (&id, a) in &self.blocks {
+                let silent = !listed.contains(&id)
+                    && a.queued == 0
+                    && a.last_sent.is_some_and(|t| now >= t + 2 * settle);
+                if silent {
+                    wanted.push((id, a.geometry.k));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (id, n) in wanted {
+            let count = self.answer(n as u32);
+            self.repairs_planned += count as u64;
+            // Hold further answers until these have had time to arrive.
+            if let Some(a) = self.blocks.get_mut(&id) {
+                a.last_sent = Some(now);
+            }
+            out.extend(self.plan(id, count, false));
+        }
+        out
+    }
+
+    /// The receiver verified and wrote the block.
+    pub fn on_acked(&mut self, file: u32, block: u64) -> bool {
+        self.blocks.remove(&(file, block)).is_some()
+    }
+
+    /// The receiver asks for the block again as `attempt` (its digest
+    /// failed): all sources and the up-front recovery shards, anew.
+    pub fn on_retry(&mut self, file: u32, block: u64, attempt: u8) -> Vec<ShardRef> {
+        let id = (file, block);
+        let up = match self.blocks.get(&id) {
+            Some(a) if attempt > a.attempt => self.upfront(a.geometry.k).min(a.geometry.r),
+            _ => return Vec::new(),
+        };
+        let a = self.blocks.get_mut(&id).expect("checked above");
+        a.attempt = attempt;
+        a.next_repair = 0;
+        a.resend_cursor = 0;
+        a.queued = 0;
+        a.last_sent = None;
+        self.plan(id, up, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fec::collector::{Accepted, ShardCollector};
+    use crate::wire::ShardHeader;
+    use proptest::prelude::*;
+
+    #[test]
+    fn redundancy_parses_and_sizes() {
+        assert_eq!(
+            "10+3".parse(),
+            Ok(Redundancy::Fixed {
+                data: 10,
+                parity: 3
+            })
+        );
+        assert_eq!("adaptive".parse(), Ok(Redundancy::Adaptive));
+        assert!(
+            "10".parse::<Redundancy>()
+                .unwrap_err()
+                .contains("DATA+PARITY")
+        );
+        assert!(
+            "0+3"
+                .parse::<Redundancy>()
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        let a = SendAccounts::new("10+3".parse().unwrap());
+        assert_eq!(a.upfront(749), 225);
+        let mut a = SendAccounts::new(Redundancy::Adaptive);
+        assert_eq!(a.upfront(749), 8);
+        a.set_loss(0.05);
+        let up = a.upfront(749);
+        assert!((40..=70).contains(&up), "{up}");
+    }
+
+    #[test]
+    fn deficits_get_fresh_shards_only_after_the_report_can_reflect_them() {
+        let g = Geometry::new(10_000, 1000).unwrap(); // k = 10, r = 10
+        let mut a = SendAccounts::new("10+3".parse().unwrap());
+        let plan = a.add(0, 0, g);
+        assert_eq!(plan.len(), 13);
+        let t0 = Instant::now();
+        for s in &plan {
+            a.on_sent(s, t0);
+        }
+        let srtt = Duration::from_millis(40);
+        // Too early: the report cannot have seen the last shards.
+        assert!(a.on_status(t0 + srtt, srtt, &[(0, 0, 2)]).is_empty());
+        let repairs = a.on_status(t0 + srtt * 2, srtt, &[(0, 0, 2)]);
+        let idx: Vec<u16> = repairs.iter().map(|s| s.index).collect();
+        assert_eq!(idx, vec![13, 14], "fresh recovery shards, never repeats");
+        // Until those were sent and had time, no second answer.
+        assert!(a.on_status(t0 + srtt * 3, srtt, &[(0, 0, 2)]).is_empty());
+        assert!(a.on_acked(0, 0));
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_silent_block_is_resent_with_recovery_and_a_retry_starts_over() {
+        let g = Geometry::new(4_000, 1000).unwrap(); // k = 4, r = 4
+        let mut a = SendAccounts::new("10+3".parse().unwrap());
+        let t0 = Instant::now();
+        for s in a.add(0, 7, g) {
+            a.on_sent(&s, t0);
+        }
+        let srtt = Duration::from_millis(10);
+        let r = a.on_status(t0 + Duration::from_millis(200), srtt, &[]);
+        // Recovery shards 6 and 7 are the last fresh ones (4 and 5 went up
+        // front); then sources are sent again, counted as exhausted.
+        let idx: Vec<u16> = r.iter().map(|s| s.index).collect();
+        assert_eq!(idx, vec![6, 7, 0, 1]);
+        assert_eq!(a.exhausted, 2);
+        let again = a.on_retry(0, 7, 1);
+        assert_eq!(again.len(), 4 + 2);
+        assert!(again.iter().all(|s| s.attempt == 1));
+        assert!(a.on_retry(0, 7, 1).is_empty(), "a stale retry is ignored");
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn chance(&mut self, p: f64) -> bool {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 11) as f64 / (1u64 << 53) as f64) < p
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Over a seeded lossy link (20 ms each way, status every 10 ms),
+        /// every block completes, and the recovery shards sent stay within
+        /// twice the shards lost plus two per block (the deficit answers'
+        /// margin).
+        #[test]
+        fn every_block_completes_with_bounded_repair(
+            loss in 0.0f64..0.3,
+            seed in 1u64..u64::MAX,
+            adaptive: bool,
+            blocks in 1u64..40,
+        ) {
+            let shard = 100usize;
+            let len = 20_000usize; // k = 200
+            let mut acc = SendAccounts::new(if adaptive { Redundancy::Adaptive } else { "10+3".parse().unwrap() });
+            acc.set_loss(loss);
+            let mut col = ShardCollector::new(shard, 64, &[blocks]);
+            let mut rng = Rng(seed | 1);
+            let t0 = Instant::now();
+            let owd = 20u64;
+            let srtt = Duration::from_millis(2 * owd);
+            let mut wire: std::collections::VecDeque<(u64, ShardRef)> = Default::default();
+            let mut reports: std::collections::VecDeque<(u64, Vec<(u32, u64, u32)>)> = Default::default();
+            let mut acks: std::collections::VecDeque<(u64, u64)> = Default::default();
+            let mut outbox: Vec<ShardRef> = Vec::new();
+            for b in 0..blocks {
+                outbox.extend(acc.add(0, b, Geometry::new(len, shard).unwrap()));
+            }
+            let (mut sent, mut lost, mut done) = (0u64, 0u64, 0u64);
+            let mut t = 0u64;
+            while done < blocks {
+                prop_assert!(t < 60_000, "stuck: {done} of {blocks} blocks after 60 s");
+                let now = t0 + Duration::from_millis(t);
+                for s in outbox.drain(..) {
+                    acc.on_sent(&s, now);
+                    sent += 1;
+                    if rng.chance(loss) { lost += 1 } else { wire.push_back((t + owd, s)) }
+                }
+                while wire.front().is_some_and(|w| w.0 <= t) {
+                    let (_, s) = wire.pop_front().unwrap();
+                    let h = ShardHeader { file: s.file, block: s.block, index: s.index, attempt: s.attempt };
+                    if let Accepted::Complete(c) = col.on_shard(h, bytes::Bytes::from(vec![0u8; shard]), len).unwrap() {
+                        col.finished(c.file, c.block);
+                        acks.push_back((t + owd, c.block));
+                    }
+                }
+                if t % 10 == 0 {
+                    reports.push_back((t + owd, col.status()));
+                }
+                while reports.front().is_some_and(|r| r.0 <= t) {
+                    let (_, st) = reports.pop_front().unwrap();
+                    outbox.extend(acc.on_status(now, srtt, &st));
+                }
+                while acks.front().is_some_and(|a| a.0 <= t) {
+                    let (_, b) = acks.pop_front().unwrap();
+                    if acc.on_acked(0, b) { done += 1 }
+                }
+                t += 1;
+            }
+            let recovery = acc.upfront_planned + acc.repairs_planned;
+            let upfront = acc.upfront_planned;
+            prop_assert!(
+                acc.repairs_planned <= 2 * lost + 2 * blocks + upfront / 2,
+                "repairs {} for {lost} lost shards of {sent} (up front {upfront})", acc.repairs_planned
+            );
+            prop_assert!(recovery as f64 <= upfront as f64 + 2.0 * lost as f64 + 2.0 * blocks as f64 + 0.5 * upfront as f64);
+            prop_assert_eq!(acc.exhausted, 0);
+        }
+    }
+}
