@@ -37,6 +37,9 @@ pub struct RecvArgs {
     /// Print one JSON object per line (the first has "event":"listening").
     #[arg(long)]
     pub json: bool,
+    /// Tests: accept no QUIC datagrams (as a peer without the FEC plane).
+    #[arg(long, hide = true)]
+    pub no_datagrams: bool,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -72,7 +75,14 @@ pub async fn run(args: RecvArgs) -> Result<()> {
         &args.out,
         token.clone(),
         &identity,
-        &Tuning::default(),
+        &Tuning {
+            datagram_receive_buffer: if args.no_datagrams {
+                None
+            } else {
+                Tuning::default().datagram_receive_buffer
+            },
+            ..Tuning::default()
+        },
     )?;
     let addrs = receiver.local_addrs();
     let fingerprint = receiver.fingerprint().to_string();

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use chunkstream_engine::manifest::collect_sources;
 use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
 use chunkstream_engine::source::ReaderKind;
+use chunkstream_engine::transport::Congestion;
 use chunkstream_engine::transport::identity::Fingerprint;
 use serde_json::json;
 
@@ -62,9 +63,34 @@ pub struct SendArgs {
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Data plane: `reliable` (one QUIC stream per block, QUIC retransmits)
+    /// or `fec` (Reed-Solomon-coded shards as QUIC datagrams, repaired on
+    /// the receiver's reports, paced by our own rate controller).
+    #[arg(long, value_enum, default_value = "reliable")]
+    pub plane: PlaneArg,
+    /// FEC plane: recovery shards sent up front, DATA+PARITY (10+3 = 30 %)
+    /// or `adaptive` (from the measured loss rate, with a safety margin).
+    #[arg(long, value_name = "RATIO", default_value = "10+3")]
+    pub fec: chunkstream_engine::fec::accounts::Redundancy,
+    /// Congestion control: `rate` (ours; default on the FEC plane), `cubic`
+    /// (quinn's; default on the reliable plane) or `bbr` (quinn's).
+    #[arg(long, value_name = "CC")]
+    pub cc: Option<chunkstream_engine::transport::Congestion>,
     /// Print the result as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Fault injection for tests: flip a byte in every N-th shard.
+    #[arg(long, value_name = "N", hide = true)]
+    pub corrupt_every: Option<u64>,
+}
+
+/// Data plane choices on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlaneArg {
+    /// One QUIC stream per block.
+    Reliable,
+    /// Coded shards in QUIC datagrams.
+    Fec,
 }
 
 fn resolve(to: &str) -> Result<SocketAddr> {
@@ -82,6 +108,17 @@ pub async fn run(args: SendArgs) -> Result<()> {
     cfg.reader = args.reader.into();
     cfg.max_rate = args.max_rate.map(|bits| bits / 8);
     cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
+    if args.plane == PlaneArg::Fec {
+        cfg.fec = Some(chunkstream_engine::session::fec_sender::FecConfig {
+            redundancy: args.fec,
+            corrupt_every: args.corrupt_every,
+            ..Default::default()
+        });
+    }
+    cfg.tuning.congestion = args.cc.unwrap_or(match args.plane {
+        PlaneArg::Fec => Congestion::Rate,
+        PlaneArg::Reliable => Congestion::Cubic,
+    });
     chunkstream_engine::manifest::block_size_log2(cfg.block_size)?;
 
     let json = args.json;
@@ -103,6 +140,9 @@ pub async fn run(args: SendArgs) -> Result<()> {
             }
         }
         SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
+        SendEvent::PlaneFallback { reason } => {
+            eprintln!("warning: FEC plane unavailable ({reason}); sending on the reliable plane");
+        }
     })
     .await;
     if let Some(b) = bar.take() {
@@ -134,6 +174,7 @@ fn print_report(r: &SendReport, json: bool) {
             "plane": r.plane,
             "wire_bytes": r.wire_bytes,
             "block_latency_ms": r.block_latency,
+            "fec": r.fec,
             "usage": chunkstream_bench_harness::usage::self_usage(),
         }));
         return;
@@ -144,11 +185,25 @@ fn print_report(r: &SendReport, json: bool) {
         }
     }
     line(&format!(
-        "sent {} file(s), {} bytes in {:.2} s: {} (verified by the receiver; reader {})",
+        "sent {} file(s), {} bytes in {:.2} s: {} (verified by the receiver; reader {}, {} plane)",
         r.files.len(),
         r.bytes,
         r.seconds,
         rate(r.goodput_bps),
-        r.reader
+        r.reader,
+        r.plane.name()
     ));
+    if let Some(f) = &r.fec {
+        line(&format!(
+            "fec {} with {} control: {} shards of {} bytes ({} source, {} recovery up front, {} repairs), random loss {:.1} %",
+            f.redundancy,
+            f.congestion,
+            f.shards_sent,
+            f.shard_bytes,
+            f.source_shards,
+            f.upfront_recovery,
+            f.repair_shards,
+            f.random_loss * 100.0
+        ));
+    }
 }

@@ -3,11 +3,11 @@
 //!
 //! [`prepare_block`] is one job on the Rayon pool. On the reliable plane it
 //! hashes the block ([`crate::hash::block_digest`]) and wraps it with its
-//! [`BlockHeader`]; the data stays the reader's pooled buffer. The FEC plane
-//! adds Reed-Solomon parity shards in this same job (a [`Plane`] variant and
-//! a field of [`PreparedBlock`]), so nothing upstream or downstream has to
-//! be re-plumbed for it. Parity is never computed for the reliable plane,
-//! where QUIC already retransmits.
+//! [`BlockHeader`]; the data stays the reader's pooled buffer. On the FEC
+//! plane the same job also computes the block's Reed-Solomon recovery shards
+//! ([`crate::fec::codec::encode_recovery`]) into
+//! [`PreparedBlock::recovery`]. Parity is never computed for the reliable
+//! plane, where QUIC already retransmits.
 //!
 //! [`start_pipeline`] wires reader → Rayon → an async channel that the
 //! session driver drains.
@@ -23,12 +23,32 @@ use crate::source::{BufferPool, ReaderKind, SourceBlock, SourceError, spawn_read
 use crate::wire::BlockHeader;
 
 /// How blocks travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plane {
     /// One QUIC stream per block; QUIC retransmits.
     #[default]
     Reliable,
+    /// Reed-Solomon-coded shards as QUIC datagrams ([`crate::fec`]).
+    Fec {
+        /// Payload bytes per shard.
+        shard_bytes: usize,
+    },
+}
+
+impl serde::Serialize for Plane {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl Plane {
+    /// `reliable` or `fec`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reliable => "reliable",
+            Self::Fec { .. } => "fec",
+        }
+    }
 }
 
 /// A block ready to send: header (with digest) and data.
@@ -40,12 +60,28 @@ pub struct PreparedBlock {
     pub offset: u64,
     /// The block's bytes: the reader's buffer, not a copy.
     pub data: Bytes,
+    /// FEC plane: the block's geometry and its recovery shards, concatenated.
+    pub recovery: Option<(crate::fec::codec::Geometry, Bytes)>,
 }
 
-/// Hashes one block (runs on a Rayon worker).
-pub fn prepare_block(block: SourceBlock, _plane: Plane) -> PreparedBlock {
+/// Hashes one block, and on the FEC plane encodes it (runs on a Rayon
+/// worker).
+pub fn prepare_block(block: SourceBlock, plane: Plane) -> Result<PreparedBlock, SourceError> {
     let digest = block_digest(&block.data, block.offset, block.file_len);
-    PreparedBlock {
+    let recovery = match plane {
+        Plane::Reliable => None,
+        Plane::Fec { shard_bytes } => {
+            let coding = |e: crate::fec::codec::CodecError| SourceError {
+                path: format!("file #{} block {}", block.file, block.block).into(),
+                message: format!("FEC encoding: {e}"),
+            };
+            let g =
+                crate::fec::codec::Geometry::new(block.data.len(), shard_bytes).map_err(coding)?;
+            let r = crate::fec::codec::encode_recovery(&g, &block.data).map_err(coding)?;
+            Some((g, Bytes::from(r)))
+        }
+    };
+    Ok(PreparedBlock {
         header: BlockHeader {
             file: block.file,
             block: block.block,
@@ -54,7 +90,8 @@ pub fn prepare_block(block: SourceBlock, _plane: Plane) -> PreparedBlock {
         },
         offset: block.offset,
         data: block.data,
-    }
+        recovery,
+    })
 }
 
 /// The running reader and hashing stage of a sender.
@@ -91,7 +128,7 @@ pub fn start_pipeline(
         let tx = tx.clone();
         match item {
             Ok(block) => rayon::spawn(move || {
-                let _ = tx.send(Ok(prepare_block(block, plane)));
+                let _ = tx.send(prepare_block(block, plane));
             }),
             Err(e) => {
                 let _ = tx.send(Err(e));

@@ -27,12 +27,17 @@ use tokio::sync::mpsc;
 use super::control::{self, ControlWriter, read_error};
 use super::error::SessionError;
 use super::tracker::ReceiveTracker;
+use crate::fec::codec::{Geometry, reconstruct};
+use crate::fec::collector::{Accepted, CompleteBlock, ShardCollector};
 use crate::hash::{BlockDigest, block_digest};
 use crate::manifest::Manifest;
 use crate::names::{OutputDir, OutputError, check_name};
 use crate::transport::identity::{Fingerprint, Identity};
 use crate::transport::{Tuning, server_endpoint};
-use crate::wire::{BLOCK_HEADER_LEN, BlockHeader, Frame, PROTOCOL_VERSION, close_code, error_code};
+use crate::wire::{
+    BLOCK_HEADER_LEN, BlockHeader, FecStatus, Frame, PROTOCOL_VERSION, ShardHeader, close_code,
+    error_code,
+};
 
 /// How long an unauthenticated connection may take to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -287,6 +292,11 @@ enum Done {
         block: u64,
         digest: BlockDigest,
     },
+    /// FEC plane: a decoded block did not match its digest.
+    Corrupt {
+        file: u32,
+        block: u64,
+    },
     Finalized {
         file: u32,
         hash: blake3::Hash,
@@ -450,9 +460,25 @@ async fn session_body(
     let mut tracker = ReceiveTracker::new((*manifest).clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
     let writes = spawn_writer(parts.clone(), done_tx.clone());
+    let mut fec: Option<FecReceive> = None;
+    let mut status_tick = tokio::time::interval(FEC_STATUS_INTERVAL);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<(), SessionError> = async {
         while !tracker.all_done() {
             let ready = tokio::select! {
+                datagram = conn.read_datagram(), if fec.is_some() => {
+                    let datagram = datagram.map_err(SessionError::from_connection)?;
+                    let state = fec.as_mut().expect("guarded");
+                    if let Some(complete) = state.on_datagram(&manifest, datagram)? {
+                        state.decode_when_ready(complete, &parts, &writes, &done_tx);
+                    }
+                    None
+                }
+                _ = status_tick.tick(), if fec.is_some() => {
+                    let state = fec.as_ref().expect("guarded");
+                    control.send(&Frame::FecStatus(state.status())).await?;
+                    None
+                }
                 stream = conn.accept_uni() => {
                     let mut stream = stream.map_err(SessionError::from_connection)?;
                     let header = read_block_header(&mut stream).await?;
@@ -468,6 +494,20 @@ async fn session_body(
                 }
                 frame = frames.recv() => match frame {
                     Some(Ok(Some(Frame::FileHash { file, hash }))) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
+                    Some(Ok(Some(Frame::FecSetup { shard_bytes, max_blocks }))) => {
+                        if fec.is_some() {
+                            return Err(SessionError::Protocol("FEC_SETUP sent twice".into()));
+                        }
+                        fec = Some(FecReceive::new(&manifest, shard_bytes, max_blocks)?);
+                        None
+                    }
+                    Some(Ok(Some(Frame::BlockDigest { file, block, digest }))) => {
+                        let state = fec.as_mut().ok_or_else(|| SessionError::Protocol("BLOCK_DIGEST before FEC_SETUP".into()))?;
+                        if let Some(complete) = state.on_digest(&manifest, file, block, digest)? {
+                            state.decode_when_ready(complete, &parts, &writes, &done_tx);
+                        }
+                        None
+                    }
                     Some(Ok(Some(Frame::Error { message, .. }))) => return Err(SessionError::PeerFailed(message)),
                     Some(Ok(Some(other))) => return Err(SessionError::Protocol(format!("unexpected {:?} from the sender", other.frame_type()))),
                     Some(Err(e)) => return Err(e),
@@ -478,8 +518,20 @@ async fn session_body(
                 },
                 done = done_rx.recv() => match done.expect("we hold a sender")? {
                     Done::Block { file, block, digest } => {
+                        if let Some(state) = fec.as_mut() {
+                            state.finished(file, block);
+                        }
                         control.send(&Frame::BlockAck { file, block }).await?;
                         tracker.block_written(file, block, digest)
+                    }
+                    Done::Corrupt { file, block } => {
+                        let state = fec.as_mut().expect("only the FEC plane decodes");
+                        let attempt = state.collector.retry(file, block).ok_or_else(|| {
+                            SessionError::HashMismatch(format!("block {block} of file {file} failed its digest 255 times"))
+                        })?;
+                        tracing::debug!(file, block, attempt, "decoded block failed its digest; asking again");
+                        control.send(&Frame::BlockRetry { file, block, attempt }).await?;
+                        None
                     }
                     Done::Finalized { file, hash } => {
                         tracker.file_done(file);
@@ -510,6 +562,168 @@ async fn session_body(
         bytes: manifest.total_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// How often the receiver reports on the FEC plane.
+const FEC_STATUS_INTERVAL: Duration = Duration::from_millis(10);
+/// Most blocks a sender may keep incomplete at once on the FEC plane.
+const FEC_MAX_BLOCKS: u16 = 1024;
+
+/// The receiving side of the FEC plane within a session: the sans-IO
+/// [`ShardCollector`], the digests the sender announced, and blocks whose
+/// shards are complete but whose digest has not arrived yet.
+struct FecReceive {
+    collector: ShardCollector,
+    digests: std::collections::HashMap<(u32, u64), BlockDigest>,
+    waiting: std::collections::HashMap<(u32, u64), CompleteBlock>,
+    started: Instant,
+    max_digests: usize,
+}
+
+impl FecReceive {
+    fn new(manifest: &Manifest, shard_bytes: u16, max_blocks: u16) -> Result<Self, SessionError> {
+        let sb = usize::from(shard_bytes);
+        if sb < 64 || sb % 2 == 1 {
+            return Err(SessionError::Protocol(format!(
+                "FEC_SETUP: shard size {sb} must be even and at least 64"
+            )));
+        }
+        if max_blocks == 0 || max_blocks > FEC_MAX_BLOCKS {
+            return Err(SessionError::Protocol(format!(
+                "FEC_SETUP: {max_blocks} blocks in flight, this receiver allows 1..={FEC_MAX_BLOCKS}"
+            )));
+        }
+        // Every block must be codable with this shard size.
+        let largest = manifest
+            .block_size()
+            .min(manifest.files().iter().map(|f| f.size).max().unwrap_or(0))
+            as usize;
+        if largest > 0 {
+            Geometry::new(largest, sb)
+                .map_err(|e| SessionError::Protocol(format!("FEC_SETUP: {e}")))?;
+        }
+        let counts: Vec<u64> = (0..manifest.files().len())
+            .map(|f| manifest.block_count(f))
+            .collect();
+        Ok(Self {
+            collector: ShardCollector::new(sb, usize::from(max_blocks), &counts),
+            digests: Default::default(),
+            waiting: Default::default(),
+            started: Instant::now(),
+            max_digests: 2 * usize::from(max_blocks) + 64,
+        })
+    }
+
+    fn check_block(manifest: &Manifest, file: u32, block: u64) -> Result<usize, SessionError> {
+        if (file as usize) >= manifest.files().len() || block >= manifest.block_count(file as usize)
+        {
+            return Err(SessionError::Protocol(format!(
+                "shard or digest for unknown block {block} of file {file}"
+            )));
+        }
+        Ok(manifest.block_span(file as usize, block).1 as usize)
+    }
+
+    fn on_datagram(
+        &mut self,
+        manifest: &Manifest,
+        datagram: bytes::Bytes,
+    ) -> Result<Option<CompleteBlock>, SessionError> {
+        let Some((header, payload)) = ShardHeader::decode(&datagram) else {
+            return Err(SessionError::Protocol(
+                "datagram shorter than a shard header".into(),
+            ));
+        };
+        let len = Self::check_block(manifest, header.file, header.block)?;
+        let payload = datagram.slice_ref(payload);
+        match self
+            .collector
+            .on_shard(header, payload, len)
+            .map_err(SessionError::Protocol)?
+        {
+            Accepted::Complete(c) => Ok(Some(c)),
+            _ => Ok(None),
+        }
+    }
+
+    fn on_digest(
+        &mut self,
+        manifest: &Manifest,
+        file: u32,
+        block: u64,
+        digest: BlockDigest,
+    ) -> Result<Option<CompleteBlock>, SessionError> {
+        Self::check_block(manifest, file, block)?;
+        if self.digests.len() >= self.max_digests {
+            return Err(SessionError::Protocol(format!(
+                "more than {} block digests outstanding",
+                self.max_digests
+            )));
+        }
+        self.digests.insert((file, block), digest);
+        Ok(self.waiting.remove(&(file, block)))
+    }
+
+    fn finished(&mut self, file: u32, block: u64) {
+        self.collector.finished(file, block);
+        self.digests.remove(&(file, block));
+    }
+
+    fn status(&self) -> FecStatus {
+        FecStatus {
+            micros: self.started.elapsed().as_micros() as u64,
+            delivered: self.collector.delivered,
+            shards: self.collector.shards,
+            needed: self.collector.status(),
+        }
+    }
+
+    /// Decodes and verifies on Rayon once the digest is known; a match goes
+    /// to the writer, a mismatch comes back as [`Done::Corrupt`].
+    fn decode_when_ready(
+        &mut self,
+        complete: CompleteBlock,
+        parts: &Arc<PartFiles>,
+        writes: &crossbeam_channel::Sender<WriteJob>,
+        done: &DoneSender,
+    ) {
+        let id = (complete.file, complete.block);
+        let Some(&want) = self.digests.get(&id) else {
+            self.waiting.insert(id, complete);
+            return;
+        };
+        let (parts, writes, done) = (parts.clone(), writes.clone(), done.clone());
+        rayon::spawn(move || {
+            let CompleteBlock {
+                file,
+                block,
+                geometry,
+                shards,
+                ..
+            } = complete;
+            let entry = &parts.manifest.files()[file as usize];
+            let (offset, _) = parts.manifest.block_span(file as usize, block);
+            let mut data = parts.buffers.take(0);
+            let decoded = reconstruct(&geometry, &shards, &mut data);
+            drop(shards);
+            let ok = decoded.is_ok() && block_digest(&data, offset, entry.size) == want;
+            if !ok {
+                parts.buffers.give(data);
+                let _ = done.send(Ok(Done::Corrupt { file, block }));
+                return;
+            }
+            let job = WriteJob {
+                file,
+                block,
+                offset,
+                digest: want,
+                data,
+            };
+            if writes.send(job).is_err() {
+                let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
+            }
+        });
+    }
 }
 
 /// Adds "kept N .part files" to a failure, so the user knows what is left.

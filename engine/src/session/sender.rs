@@ -48,6 +48,9 @@ pub struct SendConfig {
     pub memory_budget: usize,
     /// Transport knobs.
     pub tuning: Tuning,
+    /// `Some`: use the FEC plane (falls back to the reliable plane, with a
+    /// [`SendEvent::PlaneFallback`], if the receiver takes no datagrams).
+    pub fec: Option<super::fec_sender::FecConfig>,
 }
 
 impl SendConfig {
@@ -63,6 +66,7 @@ impl SendConfig {
             connect_timeout: Duration::from_secs(10),
             memory_budget: 64 << 20,
             tuning: Tuning::default(),
+            fec: None,
         }
     }
 }
@@ -92,6 +96,12 @@ pub enum SendEvent {
     FileDone {
         /// Its name at the receiver.
         name: String,
+    },
+    /// The FEC plane was asked for but cannot be used; the reliable plane
+    /// carries the transfer instead.
+    PlaneFallback {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -125,6 +135,8 @@ pub struct SendReport {
     pub wire_bytes: u64,
     /// Time from handing each block to QUIC to the receiver's BLOCK_ACK.
     pub block_latency: Option<crate::metrics::LatencySummary>,
+    /// What the FEC plane did (FEC plane only).
+    pub fec: Option<super::fec_sender::FecReport>,
 }
 
 /// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
@@ -147,9 +159,23 @@ pub async fn send_files(
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let (endpoint, verifier) = client_endpoint(local, None, cfg.peer, &cfg.tuning)?;
+    let mut tuning = cfg.tuning.clone();
+    if cfg.fec.is_some() {
+        // One shard size for the whole session.
+        tuning.pinned_mtu = Some(crate::transport::FEC_MTU);
+    }
+    let (endpoint, verifier) = client_endpoint(local, None, cfg.peer, &tuning)?;
     let conn = connect(&endpoint, cfg, &verifier).await?;
-    let result = run(&conn, sources, manifest, cfg, started, &mut on_event).await;
+    let result = run(
+        &conn,
+        sources,
+        manifest,
+        cfg,
+        &tuning,
+        started,
+        &mut on_event,
+    )
+    .await;
     match &result {
         Ok(_) => conn.close(close_code::DONE.into(), b"done"),
         Err(e) => conn.close(e.close_code().into(), e.to_string().as_bytes()),
@@ -209,7 +235,7 @@ async fn next_frame(
 }
 
 /// The peer's ERROR frame as a session error.
-fn peer_error(code: u16, message: String) -> SessionError {
+pub(crate) fn peer_error(code: u16, message: String) -> SessionError {
     match code {
         wire::error_code::BAD_TOKEN | wire::error_code::BAD_VERSION => {
             SessionError::Refused(message)
@@ -219,11 +245,13 @@ fn peer_error(code: u16, message: String) -> SessionError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     conn: &Connection,
     sources: Vec<SourceFile>,
     manifest: Manifest,
     cfg: &SendConfig,
+    tuning: &Tuning,
     started: Instant,
     on_event: &mut impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
@@ -269,11 +297,25 @@ async fn run(
     }
 
     let total_bytes = manifest.total_bytes();
+    // The FEC plane needs datagrams; the receiver says in its transport
+    // parameters whether it takes them.
+    let plane = match (&cfg.fec, conn.max_datagram_size()) {
+        (None, _) => Plane::Reliable,
+        (Some(_), None) => {
+            on_event(&SendEvent::PlaneFallback {
+                reason: "the receiver does not accept QUIC datagrams".into(),
+            });
+            Plane::Reliable
+        }
+        (Some(_), Some(max)) => Plane::Fec {
+            shard_bytes: (max.saturating_sub(crate::wire::SHARD_HEADER_LEN) & !1).max(2),
+        },
+    };
     let mut pipeline = start_pipeline(
         cfg.reader,
         sources,
         manifest.clone(),
-        Plane::Reliable,
+        plane,
         cfg.memory_budget,
     )
     .map_err(SessionError::Reader)?;
@@ -300,6 +342,43 @@ async fn run(
                 hash: *hash.as_bytes(),
             })
             .await?;
+    }
+
+    if let (Plane::Fec { shard_bytes }, Some(fec)) = (plane, &cfg.fec) {
+        let mut fh = super::fec_sender::FileHashes {
+            digests,
+            missing,
+            hashes,
+        };
+        let mut acked_bytes = 0u64;
+        let fec_report = super::fec_sender::run_fec(
+            conn,
+            &mut control,
+            &mut frames,
+            &mut pipeline,
+            &manifest,
+            shard_bytes,
+            fec,
+            tuning,
+            cfg.max_rate,
+            &mut fh,
+            |p, conn| match p {
+                super::fec_sender::Progress::Acked { bytes } => {
+                    acked_bytes += bytes;
+                    on_event(&SendEvent::Acked {
+                        acked_bytes,
+                        rtt: conn.rtt(),
+                    });
+                }
+                super::fec_sender::Progress::FileDone { file } => on_event(&SendEvent::FileDone {
+                    name: manifest.files()[file].name.clone(),
+                }),
+            },
+        )
+        .await?;
+        let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
+        report.fec = Some(fec_report);
+        return Ok(report);
     }
 
     let mut pacer = cfg.max_rate.map(Pacer::new);
@@ -378,27 +457,41 @@ async fn run(
             }
         }
     }
+    let mut report = finish_report(&manifest, &hashes, started, pipeline.reader, plane);
+    report.block_latency = latency.summary();
+    Ok(report)
+}
+
+fn finish_report(
+    manifest: &Manifest,
+    hashes: &[Option<blake3::Hash>],
+    started: Instant,
+    reader: ReaderKind,
+    plane: Plane,
+) -> SendReport {
     let seconds = started.elapsed().as_secs_f64();
+    let total_bytes = manifest.total_bytes();
     let files = manifest
         .files()
         .iter()
-        .zip(&hashes)
+        .zip(hashes)
         .map(|(e, h)| SentFile {
             name: e.name.clone(),
             bytes: e.size,
             blake3: h.expect("every file done").to_hex().to_string(),
         })
         .collect();
-    Ok(SendReport {
+    SendReport {
         files,
         bytes: total_bytes,
         seconds,
         goodput_bps: total_bytes as f64 * 8.0 / seconds.max(1e-9),
-        reader: pipeline.reader,
-        plane: Plane::Reliable,
+        reader,
+        plane,
         wire_bytes: 0,
-        block_latency: latency.summary(),
-    })
+        block_latency: None,
+        fec: None,
+    }
 }
 
 /// One block on its own stream: header, then the pooled buffer itself.

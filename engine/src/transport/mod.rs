@@ -31,6 +31,23 @@ pub enum Congestion {
     Cubic,
     /// quinn's experimental BBR: model-based, ignores loss.
     Bbr,
+    /// Ours ([`crate::fec::rate`]): the FEC plane sets the window through
+    /// [`Tuning::rate_window`]; loss events do not shrink it.
+    Rate,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(Self::Cubic),
+            "bbr" => Ok(Self::Bbr),
+            "rate" => Ok(Self::Rate),
+            other => Err(format!(
+                "unknown congestion controller {other:?} (cubic, bbr, rate)"
+            )),
+        }
+    }
 }
 
 /// Transport knobs. Defaults are tuned for ≥ 200 Mbit/s × 100 ms paths.
@@ -50,7 +67,20 @@ pub struct Tuning {
     pub idle_timeout: Duration,
     /// Keep-alive interval, well below the idle timeout.
     pub keep_alive: Duration,
+    /// The window [`Congestion::Rate`] controllers report.
+    pub rate_window: crate::fec::cc::WindowHandle,
+    /// Pin the UDP payload size (no MTU discovery, and black-hole detection
+    /// cannot shrink it): the FEC plane cuts shards to one size for the
+    /// whole session. `None` leaves quinn's discovery on.
+    pub pinned_mtu: Option<u16>,
+    /// Bytes of received DATAGRAM frames quinn buffers for the application;
+    /// `None` tells the peer we take no datagrams (FEC plane unavailable).
+    pub datagram_receive_buffer: Option<usize>,
 }
+
+/// The UDP payload the FEC plane pins: a 1500-byte Ethernet MTU minus IPv6
+/// and UDP headers (what quinn's MTU discovery would reach at most).
+pub const FEC_MTU: u16 = 1452;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -62,6 +92,9 @@ impl Default for Tuning {
             max_concurrent_blocks: 64,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
+            rate_window: crate::fec::cc::WindowHandle::default(),
+            pinned_mtu: None,
+            datagram_receive_buffer: Some(32 << 20),
         }
     }
 }
@@ -78,9 +111,22 @@ impl Tuning {
             .max_concurrent_bidi_streams(1u32.into())
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
-        if self.congestion == Congestion::Bbr {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        match self.congestion {
+            Congestion::Cubic => {}
+            Congestion::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+            }
+            Congestion::Rate => {
+                t.congestion_controller_factory(Arc::new(crate::fec::cc::RateWindowFactory(
+                    self.rate_window.clone(),
+                )));
+            }
         }
+        if let Some(mtu) = self.pinned_mtu {
+            t.initial_mtu(mtu).min_mtu(mtu).mtu_discovery_config(None);
+        }
+        t.datagram_receive_buffer_size(self.datagram_receive_buffer)
+            .datagram_send_buffer_size(4 << 20);
         t
     }
 }

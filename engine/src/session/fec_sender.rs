@@ -1,0 +1,308 @@
+//! The sender's FEC-plane driver: blocks become shards in QUIC datagrams,
+//! paced by our rate controller, repaired on the receiver's reports.
+//!
+//! After READY the sender announces FEC_SETUP, then loops over four
+//! sources of work:
+//!
+//! * **Prepared blocks** from the pipeline (hashed and encoded on Rayon),
+//!   admitted while fewer than `max_blocks` are unacknowledged: BLOCK_DIGEST
+//!   goes out on the control stream, the block's planned shards
+//!   ([`SendAccounts::add`]) join the queue of new shards.
+//! * **Control frames**: BLOCK_ACK frees a block (its pooled buffer goes
+//!   back to the reader), FILE_DONE counts files, FEC_STATUS feeds the rate
+//!   controller and yields repair shards ([`SendAccounts::on_status`]),
+//!   BLOCK_RETRY restarts a block. Repairs jump the queue.
+//! * **The pacer**, every millisecond: with `--cc rate` it sends as many
+//!   shards as the controlled rate allows since last time (bursts capped at
+//!   2 ms); with quinn's Cubic or BBR it leaves pacing to quinn. Either way
+//!   `send_datagram_wait` provides back-pressure when quinn's buffer is full.
+//! * **A 10 ms tick** reads quinn's path statistics (smoothed RTT, packets
+//!   sent and lost) into the controller and puts its window into quinn
+//!   ([`crate::fec::cc`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::Connection;
+
+use super::SessionError;
+use super::control::ControlWriter;
+use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
+use crate::fec::rate::{RateConfig, RateController};
+use crate::hash::{BlockDigest, file_hash};
+use crate::manifest::Manifest;
+use crate::transport::Congestion;
+use crate::transport::Tuning;
+use crate::wire::{Frame, ShardHeader};
+use crate::work::{Pipeline, PreparedBlock};
+
+/// FEC-plane settings of a send.
+#[derive(Debug, Clone)]
+pub struct FecConfig {
+    /// Up-front redundancy.
+    pub redundancy: Redundancy,
+    /// Most unacknowledged blocks.
+    pub max_blocks: usize,
+    /// Test hook: flip a byte in every n-th shard (fault tests only).
+    pub corrupt_every: Option<u64>,
+}
+
+impl Default for FecConfig {
+    fn default() -> Self {
+        Self {
+            redundancy: Redundancy::Fixed {
+                data: 10,
+                parity: 3,
+            },
+            max_blocks: 64,
+            corrupt_every: None,
+        }
+    }
+}
+
+/// What the FEC plane did, for reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FecReport {
+    /// `--fec` as used.
+    pub redundancy: String,
+    /// Congestion control as used (`rate`, `cubic`, `bbr`).
+    pub congestion: String,
+    /// Payload bytes per shard.
+    pub shard_bytes: usize,
+    /// Datagrams sent.
+    pub shards_sent: u64,
+    /// Source shards planned.
+    pub source_shards: u64,
+    /// Recovery shards sent up front.
+    pub upfront_recovery: u64,
+    /// Recovery shards sent in answer to deficits.
+    pub repair_shards: u64,
+    /// Source shards re-sent after a block ran out of recovery shards.
+    pub exhausted: u64,
+    /// Blocks the receiver asked for again (digest failed).
+    pub retried_blocks: u64,
+    /// Random-loss level the controller measured.
+    pub random_loss: f64,
+    /// The controller's last pacing rate (bits/s; `rate` only).
+    pub final_rate_bps: f64,
+}
+
+/// Progress the driver reports to the session.
+pub(crate) enum Progress {
+    Acked { bytes: u64 },
+    FileDone { file: usize },
+}
+
+/// Per-file hashing state shared with the reliable driver's logic.
+pub(crate) struct FileHashes {
+    pub digests: Vec<Vec<Option<BlockDigest>>>,
+    pub missing: Vec<u64>,
+    pub hashes: Vec<Option<blake3::Hash>>,
+}
+
+fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
+    let (g, recovery) = block
+        .recovery
+        .as_ref()
+        .expect("FEC blocks carry recovery shards");
+    let mut d = BytesMut::with_capacity(crate::wire::SHARD_HEADER_LEN + shard_bytes);
+    d.put_slice(
+        &ShardHeader {
+            file: shard.file,
+            block: shard.block,
+            index: shard.index,
+            attempt: shard.attempt,
+        }
+        .encode(),
+    );
+    let i = usize::from(shard.index);
+    if i < g.k {
+        d.put_slice(&g.source_shard(&block.data, i));
+    } else {
+        let j = i - g.k;
+        d.put_slice(&recovery[j * shard_bytes..(j + 1) * shard_bytes]);
+    }
+    if corrupt {
+        let last = d.len() - 1;
+        d[last] ^= 0x5a;
+    }
+    d.freeze()
+}
+
+/// Runs the FEC plane until every file is done. `frames` is the control
+/// stream's reader; `on_progress` reports acknowledged bytes and files.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_fec(
+    conn: &Connection,
+    control: &mut ControlWriter,
+    frames: &mut tokio::sync::mpsc::Receiver<Result<Option<Frame>, SessionError>>,
+    pipeline: &mut Pipeline,
+    manifest: &Manifest,
+    shard_bytes: usize,
+    fec: &FecConfig,
+    tuning: &Tuning,
+    max_rate: Option<u64>,
+    hashes: &mut FileHashes,
+    mut on_progress: impl FnMut(Progress, &Connection),
+) -> Result<FecReport, SessionError> {
+    let file_count = manifest.files().len();
+    let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers.max(1));
+    control
+        .send(&Frame::FecSetup {
+            shard_bytes: shard_bytes as u16,
+            max_blocks: max_blocks as u16,
+        })
+        .await?;
+    let paced = tuning.congestion == Congestion::Rate;
+    let mut rate = RateController::new(RateConfig {
+        max_rate: max_rate.map_or(RateConfig::default().max_rate, |r| r as f64),
+        ..RateConfig::default()
+    });
+    let mut accounts = SendAccounts::new(fec.redundancy);
+    let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
+    let mut fresh: VecDeque<ShardRef> = VecDeque::new();
+    let mut urgent: VecDeque<ShardRef> = VecDeque::new();
+    let mut reader_done = hashes.missing.iter().all(|&m| m == 0);
+    let mut files_done = 0usize;
+    let mut done = vec![false; file_count];
+    let mut report = FecReport {
+        redundancy: fec.redundancy.to_string(),
+        congestion: match tuning.congestion {
+            Congestion::Rate => "rate",
+            Congestion::Cubic => "cubic",
+            Congestion::Bbr => "bbr",
+        }
+        .into(),
+        shard_bytes,
+        ..FecReport::default()
+    };
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_pace = Instant::now();
+    let mut budget = 0.0f64;
+    let mut last_tick = Instant::now();
+    let wire_size = (shard_bytes + crate::wire::SHARD_HEADER_LEN + 40) as f64;
+
+    while files_done < file_count {
+        let admit = !reader_done && accounts.in_flight() < max_blocks && fresh.len() < 4 * 8192;
+        tokio::select! {
+            block = pipeline.blocks.recv(), if admit => {
+                let block = match block {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
+                };
+                let (file, index) = (block.header.file, block.header.block);
+                let (f, i) = (file as usize, index as usize);
+                hashes.digests[f][i] = Some(block.header.digest);
+                hashes.missing[f] -= 1;
+                control.send(&Frame::BlockDigest { file, block: index, digest: block.header.digest }).await?;
+                if hashes.missing[f] == 0 {
+                    let all: Vec<_> = hashes.digests[f].iter().map(|d| d.expect("every block hashed")).collect();
+                    let hash = file_hash(&all, manifest.files()[f].size, manifest.block_size());
+                    hashes.hashes[f] = Some(hash);
+                    control.send(&Frame::FileHash { file, hash: *hash.as_bytes() }).await?;
+                }
+                reader_done = hashes.missing.iter().all(|&m| m == 0);
+                let g = block.recovery.as_ref().expect("FEC pipeline").0;
+                fresh.extend(accounts.add(file, index, g));
+                blocks.insert((file, index), block);
+            }
+            frame = frames.recv() => {
+                let frame = match frame {
+                    Some(Ok(Some(f))) => f,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => return Err(match conn.close_reason() {
+                        Some(r) => SessionError::from_connection(r),
+                        None => SessionError::Protocol("the receiver closed the control stream".into()),
+                    }),
+                };
+                match frame {
+                    Frame::BlockAck { file, block } => {
+                        if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
+                            return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
+                        }
+                        if accounts.on_acked(file, block) {
+                            blocks.remove(&(file, block));
+                            on_progress(Progress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1) }, conn);
+                        }
+                    }
+                    Frame::FileDone { file } => {
+                        let f = file as usize;
+                        if f >= file_count || hashes.hashes[f].is_none() || std::mem::replace(&mut done[f], true) {
+                            return Err(SessionError::Protocol(format!("unexpected FILE_DONE for file {file}")));
+                        }
+                        files_done += 1;
+                        on_progress(Progress::FileDone { file: f }, conn);
+                    }
+                    Frame::FecStatus(st) => {
+                        rate.on_delivered(st.micros, st.delivered);
+                        let now = Instant::now();
+                        urgent.extend(accounts.on_status(now, conn.rtt(), &st.needed));
+                    }
+                    Frame::BlockRetry { file, block, attempt } => {
+                        report.retried_blocks += 1;
+                        // Shards of the old attempt still queued are useless now.
+                        fresh.retain(|s| (s.file, s.block) != (file, block));
+                        urgent.retain(|s| (s.file, s.block) != (file, block));
+                        urgent.extend(accounts.on_retry(file, block, attempt));
+                    }
+                    Frame::Error { code, message } => return Err(super::sender::peer_error(code, message)),
+                    other => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
+                }
+            }
+            _ = pace.tick(), if !urgent.is_empty() || !fresh.is_empty() || last_tick.elapsed() >= Duration::from_millis(10) => {
+                let now = Instant::now();
+                if now.duration_since(last_tick) >= Duration::from_millis(10) {
+                    last_tick = now;
+                    let stats = conn.stats();
+                    rate.on_rtt(now, conn.rtt());
+                    rate.on_packets(stats.path.sent_packets, stats.path.lost_packets);
+                    rate.tick(now);
+                    tuning.rate_window.set(rate.window());
+                    accounts.set_loss(rate.random_loss());
+                }
+                let mut allowance = if paced {
+                    let r = rate.rate();
+                    budget = (budget + r * now.duration_since(last_pace).as_secs_f64())
+                        .min((r * 0.002).max(4.0 * wire_size));
+                    (budget / wire_size) as usize
+                } else {
+                    256
+                };
+                last_pace = now;
+                while allowance > 0 {
+                    let Some(shard) = urgent.pop_front().or_else(|| fresh.pop_front()) else {
+                        break;
+                    };
+                    // Acknowledged blocks may still have queued repairs.
+                    let Some(block) = blocks.get(&(shard.file, shard.block)) else {
+                        continue;
+                    };
+                    report.shards_sent += 1;
+                    let corrupt = fec.corrupt_every.is_some_and(|n| report.shards_sent % n.max(1) == 0);
+                    let d = datagram(block, &shard, shard_bytes, corrupt);
+                    conn.send_datagram_wait(d).await.map_err(|e| {
+                        SessionError::ConnectionLost(format!("sending a shard: {e}"))
+                    })?;
+                    accounts.on_sent(&shard, Instant::now());
+                    allowance -= 1;
+                    if paced {
+                        budget -= wire_size;
+                    }
+                }
+                if urgent.is_empty() && fresh.is_empty() {
+                    budget = budget.min(4.0 * wire_size);
+                }
+            }
+        }
+    }
+    report.source_shards = accounts.sources_planned;
+    report.upfront_recovery = accounts.upfront_planned;
+    report.repair_shards = accounts.repairs_planned;
+    report.exhausted = accounts.exhausted;
+    report.random_loss = rate.random_loss();
+    report.final_rate_bps = if paced { rate.rate() * 8.0 } else { 0.0 };
+    Ok(report)
+}
