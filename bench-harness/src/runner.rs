@@ -281,7 +281,10 @@ fn receiver_args(
 ) -> Vec<String> {
     let s = |v: &str| v.to_owned();
     match contender {
-        Contender::Chunkstream => vec![
+        Contender::Chunkstream
+        | Contender::ChunkstreamFec
+        | Contender::ChunkstreamFecFixed
+        | Contender::ChunkstreamFecBbr => vec![
             s("recv"),
             s("--listen"),
             s(listen),
@@ -338,7 +341,8 @@ fn listen_addr(contender: Contender, tun: bool) -> String {
 fn cc_name(contender: Contender) -> &'static str {
     match contender {
         Contender::QuinnBbr => "bbr",
-        Contender::QuinnCubic | Contender::Chunkstream => "cubic",
+        Contender::QuinnCubic => "cubic",
+        c if c.is_chunkstream() => "cubic",
         tcp => tcp.tcp_congestion().unwrap_or("bbr"),
     }
 }
@@ -357,7 +361,10 @@ fn sender_args(
         .unwrap_or_default()
         .to_owned();
     match contender {
-        Contender::Chunkstream => vec![
+        c @ (Contender::Chunkstream
+        | Contender::ChunkstreamFec
+        | Contender::ChunkstreamFecFixed
+        | Contender::ChunkstreamFecBbr) => [
             s("send"),
             source,
             s("--to"),
@@ -367,7 +374,10 @@ fn sender_args(
             s("--token"),
             listening["token"].as_str().unwrap_or_default().to_owned(),
             s("--json"),
-        ],
+        ]
+        .into_iter()
+        .chain(c.send_flags().iter().map(|f| s(f)))
+        .collect(),
         Contender::QuinnCubic | Contender::QuinnBbr => vec![
             s("bench-peer"),
             s("quinn-send"),

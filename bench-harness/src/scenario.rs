@@ -39,6 +39,14 @@ use crate::units;
 pub enum Contender {
     /// `chunkstream-engine send`, reliable plane.
     Chunkstream,
+    /// `send --plane fec --fec adaptive` with our rate control.
+    ChunkstreamFec,
+    /// `send --plane fec --fec 10+3` with our rate control.
+    #[serde(rename = "chunkstream-fec-10+3")]
+    ChunkstreamFecFixed,
+    /// `send --plane fec --fec adaptive --cc bbr`: the FEC plane under
+    /// quinn's BBR instead of our controller.
+    ChunkstreamFecBbr,
     /// Plain quinn, one stream, Cubic.
     QuinnCubic,
     /// Plain quinn, one stream, BBR (quinn's experimental controller).
@@ -81,6 +89,9 @@ impl Contender {
     pub fn name(self) -> &'static str {
         match self {
             Self::Chunkstream => "chunkstream",
+            Self::ChunkstreamFec => "chunkstream-fec",
+            Self::ChunkstreamFecFixed => "chunkstream-fec-10+3",
+            Self::ChunkstreamFecBbr => "chunkstream-fec-bbr",
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
             Self::TcpCubic => "tcp-cubic",
@@ -108,7 +119,28 @@ impl Contender {
     /// Whether the contender writes the received file into the run's
     /// output folder (the runner then hashes it).
     pub fn writes_file(self) -> bool {
-        matches!(self, Self::Chunkstream | Self::RsyncSsh)
+        self.is_chunkstream() || self == Self::RsyncSsh
+    }
+
+    /// One of `chunkstream-engine send`'s modes.
+    pub fn is_chunkstream(self) -> bool {
+        matches!(
+            self,
+            Self::Chunkstream
+                | Self::ChunkstreamFec
+                | Self::ChunkstreamFecFixed
+                | Self::ChunkstreamFecBbr
+        )
+    }
+
+    /// Extra `send` arguments of a chunkstream mode.
+    pub fn send_flags(self) -> &'static [&'static str] {
+        match self {
+            Self::ChunkstreamFec => &["--plane", "fec", "--fec", "adaptive"],
+            Self::ChunkstreamFecFixed => &["--plane", "fec", "--fec", "10+3"],
+            Self::ChunkstreamFecBbr => &["--plane", "fec", "--fec", "adaptive", "--cc", "bbr"],
+            _ => &[],
+        }
     }
 
     /// The TCP congestion controller a TCP contender asks for.

@@ -389,7 +389,8 @@ mod tests {
             let owd = 20u64;
             let srtt = Duration::from_millis(2 * owd);
             let mut wire: std::collections::VecDeque<(u64, ShardRef)> = Default::default();
-            let mut reports: std::collections::VecDeque<(u64, Vec<(u32, u64, u32)>)> = Default::default();
+            type Status = Vec<(u32, u64, u32)>;
+            let mut reports: std::collections::VecDeque<(u64, Status)> = Default::default();
             let mut acks: std::collections::VecDeque<(u64, u64)> = Default::default();
             let mut outbox: Vec<ShardRef> = Vec::new();
             for b in 0..blocks {

@@ -110,6 +110,7 @@ pub struct RateController {
     cycle: usize,
     queue_rounds: u32,
     rounds: u64,
+    app_limited: bool,
 }
 
 impl RateController {
@@ -133,6 +134,7 @@ impl RateController {
             cycle: 0,
             queue_rounds: 0,
             rounds: 0,
+            app_limited: false,
         }
     }
 
@@ -176,6 +178,13 @@ impl RateController {
             self.micros = micros;
             self.delivered = delivered;
         }
+    }
+
+    /// Whether the sender had nothing to send during this round: a low
+    /// delivered rate then says nothing about the path, so such rounds
+    /// never lower the bottleneck estimate (as in BBR).
+    pub fn set_app_limited(&mut self, limited: bool) {
+        self.app_limited |= limited;
     }
 
     /// Cumulative packets sent and declared lost on the path.
@@ -227,6 +236,18 @@ impl RateController {
         }
         let p0 = self.random_loss();
         let cap = d / (1.0 - p0);
+        let app_limited = std::mem::take(&mut self.app_limited);
+        let btl_before = self.caps.iter().copied().fold(0.0, f64::max);
+        if app_limited && cap < btl_before {
+            // Idle time measures the sender, not the path.
+            return Some(RoundSummary {
+                delivered_rate: d,
+                loss,
+                queue_delay: q,
+                rate: self.rate,
+                congested: false,
+            });
+        }
         self.caps.push_back(cap);
         if self.caps.len() > FILTER_ROUNDS {
             self.caps.pop_front();
@@ -536,6 +557,28 @@ mod tests {
                 c.random_loss()
             );
         }
+    }
+
+    #[test]
+    fn idle_rounds_do_not_lower_the_estimate() {
+        let mut sim = Sim::new(100.0, 20, 0.0, 5);
+        let mut c = RateController::new(RateConfig::default());
+        let base = Instant::now();
+        sim.run(&mut c, base, 3_000);
+        let before = c.rate();
+        // The sender goes quiet (nothing to send) for 2 s.
+        let t0 = base + Duration::from_millis(3_000);
+        for i in 0..200u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            c.on_delivered((3_000 + 10 * i) * 1000, sim.delivered);
+            c.set_app_limited(true);
+            c.tick(now);
+        }
+        assert!(
+            c.rate() >= 0.7 * before,
+            "rate fell from {before} to {} while idle",
+            c.rate()
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ pub(crate) async fn run_fec(
                     let stats = conn.stats();
                     rate.on_rtt(now, conn.rtt());
                     rate.on_packets(stats.path.sent_packets, stats.path.lost_packets);
+                    rate.set_app_limited(urgent.is_empty() && fresh.is_empty());
                     rate.tick(now);
                     tuning.rate_window.set(rate.window());
                     accounts.set_loss(rate.random_loss());
