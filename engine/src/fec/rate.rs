@@ -19,8 +19,9 @@
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
 //!   threshold of `max(5 ms, min_rtt / 4)`.
 //!
-//! Phases: **startup** doubles the rate each round until the bottleneck
-//! estimate stops growing by 25 % for three rounds or a queue stands;
+//! Phases: **startup** doubles the rate each round (at most 2.5× the
+//! estimate, which lags a round behind) until the bottleneck estimate stops
+//! growing by 25 % for three rounds or a queue stands;
 //! **steady** paces at the estimate times a gain cycling through
 //! 1.25 (probe), 0.85 (drain the probe's queue) and six rounds of 1.0.
 //! **Back-off**: a queue standing for two rounds outside a probe, or a
@@ -264,12 +265,14 @@ impl RateController {
                 } else {
                     self.full_rounds += 1;
                 }
-                if self.full_rounds >= 3 || (queued && self.rounds > 2) || congestive_loss {
+                if self.full_rounds >= 3 || (queued && self.rounds > 1) || congestive_loss {
                     self.phase = Phase::Steady;
                     self.cycle = 1; // drain what startup queued
                     self.rate = btl * GAINS[1];
                 } else {
-                    self.rate = (self.rate * 2.0).min(btl.max(self.cfg.initial_rate) * 4.0);
+                    // The delivered rate lags a round behind: 2.5× the
+                    // estimate allows one doubling ahead of it, no more.
+                    self.rate = (self.rate * 2.0).min(btl.max(self.cfg.initial_rate) * 2.5);
                 }
             }
             Phase::Steady => {

@@ -260,7 +260,9 @@ pub(crate) async fn run_fec(
                     rate.on_rtt(now, conn.rtt());
                     rate.on_packets(stats.path.sent_packets, stats.path.lost_packets);
                     rate.set_app_limited(urgent.is_empty() && fresh.is_empty());
-                    rate.tick(now);
+                    if let Some(round) = rate.tick(now) {
+                        tracing::debug!(?round, random_loss = rate.random_loss(), startup = rate.in_startup(), "rate round");
+                    }
                     tuning.rate_window.set(rate.window());
                     accounts.set_loss(rate.random_loss());
                 }

@@ -125,8 +125,10 @@ impl Tuning {
         if let Some(mtu) = self.pinned_mtu {
             t.initial_mtu(mtu).min_mtu(mtu).mtu_discovery_config(None);
         }
+        // A small send buffer keeps "handed to quinn" close to "on the
+        // wire": the FEC plane times its repair answers from the former.
         t.datagram_receive_buffer_size(self.datagram_receive_buffer)
-            .datagram_send_buffer_size(4 << 20);
+            .datagram_send_buffer_size(512 << 10);
         t
     }
 }
