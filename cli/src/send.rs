@@ -63,14 +63,16 @@ pub struct SendArgs {
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
-    /// Data plane: `reliable` (one QUIC stream per block, QUIC retransmits)
-    /// or `fec` (Reed-Solomon-coded shards as QUIC datagrams, repaired on
-    /// the receiver's reports, paced by our own rate controller).
+    /// Data plane: `reliable` (one QUIC stream per block, QUIC retransmits;
+    /// fastest on clean paths) or `fec` (Reed-Solomon-coded shards as QUIC
+    /// datagrams, repaired on the receiver's reports, paced by our own rate
+    /// controller; use it on lossy paths, where the reliable plane collapses).
     #[arg(long, value_enum, default_value = "reliable")]
     pub plane: PlaneArg,
-    /// FEC plane: recovery shards sent up front, DATA+PARITY (10+3 = 30 %)
-    /// or `adaptive` (from the measured loss rate, with a safety margin).
-    #[arg(long, value_name = "RATIO", default_value = "10+3")]
+    /// FEC plane: recovery shards sent up front, `adaptive` (from the
+    /// measured loss rate plus two standard deviations; measured best up to
+    /// 5 % loss, equal at 10-20 %) or DATA+PARITY, e.g. 10+3 (30 %).
+    #[arg(long, value_name = "RATIO", default_value = "adaptive")]
     pub fec: chunkstream_engine::fec::accounts::Redundancy,
     /// Congestion control: `rate` (ours; default on the FEC plane), `cubic`
     /// (quinn's; default on the reliable plane) or `bbr` (quinn's).

@@ -9,7 +9,8 @@
 //! ```text
 //! files ─► source: reader thread (io_uring, QUEUE_DEPTH reads in flight; pread fallback)
 //!            filling pooled buffers (bounded memory, LIFO reuse)
-//!       ─► work: Rayon job per block: BLAKE3 block digest (FEC parity joins here later)
+//!       ─► work: Rayon job per block: BLAKE3 block digest (+ Reed-Solomon recovery
+//!            shards on the FEC plane)
 //!       ─► session::sender: one QUIC uni stream per block, header + the pooled buffer
 //!            itself (no copy before quinn packetizes it); FILE_HASH once a file is hashed
 //!       ═══ quinn connection (TLS 1.3, pinned fingerprint, token) ═══
@@ -18,6 +19,12 @@
 //!       ─► session::tracker: when every block and the FILE_HASH are in, merge digests,
 //!            compare, (fsync), rename NAME.part → NAME, FILE_DONE to the sender
 //! ```
+//!
+//! On the FEC plane (`--plane fec`) the sender's driver is
+//! `session::fec_sender`: shards go out as QUIC datagrams paced by
+//! [`fec::rate`], the receiver files them in a [`fec::collector`], decodes a
+//! block from any `k` shards on Rayon, and reports deficits that
+//! [`fec::accounts`] answers with fresh recovery shards.
 //!
 //! ## Module map
 //!
@@ -31,6 +38,7 @@
 //! | [`names`] | which received names are safe; creating `.part` files inside `--out` |
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
 //! | [`work`] | the Rayon stage between reader and network |
+//! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, rate controller, quinn window adapter |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
 //! | [`session`] | sender and receiver drivers; `tracker` * and `pacer` * are sans-IO |
@@ -44,6 +52,10 @@
 //! * **fingerprint**: BLAKE3 of the receiver's certificate; the sender pins it.
 //! * **token**: the shared secret the sender proves it knows in HELLO.
 //! * **reliable plane**: blocks on QUIC streams, QUIC retransmits.
+//! * **FEC plane**: blocks as Reed-Solomon-coded shards in QUIC datagrams;
+//!   loss is repaired with fresh recovery shards, pacing is ours.
+//! * **shard**: one datagram's worth of a block: source (`index < k`) or
+//!   recovery.
 
 pub mod fec;
 pub mod hash;

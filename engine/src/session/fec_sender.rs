@@ -51,10 +51,7 @@ pub struct FecConfig {
 impl Default for FecConfig {
     fn default() -> Self {
         Self {
-            redundancy: Redundancy::Fixed {
-                data: 10,
-                parity: 3,
-            },
+            redundancy: Redundancy::Adaptive,
             max_blocks: 64,
             corrupt_every: None,
         }
