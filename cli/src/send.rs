@@ -78,12 +78,34 @@ pub struct SendArgs {
     /// (quinn's; default on the reliable plane) or `bbr` (quinn's).
     #[arg(long, value_name = "CC")]
     pub cc: Option<chunkstream_engine::transport::Congestion>,
+    /// FEC plane: the UDP payload size to pin, 1200..=65527 (1452 fits a
+    /// 1500-byte Ethernet MTU; use 1200 through tunnels), or `auto` to leave
+    /// quinn's MTU discovery on (shards are then cut to the size at the
+    /// session's start, and a black-hole guess can shrink the path below them).
+    #[arg(long, value_name = "BYTES", default_value = "1452", value_parser = parse_mtu)]
+    pub mtu: MtuArg,
     /// Print the result as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
     /// Fault injection for tests: flip a byte in every N-th shard.
     #[arg(long, value_name = "N", hide = true)]
     pub corrupt_every: Option<u64>,
+}
+
+/// `--mtu`: pinned bytes or discovery.
+#[derive(Debug, Clone, Copy)]
+pub struct MtuArg(pub Option<u16>);
+
+fn parse_mtu(s: &str) -> Result<MtuArg, String> {
+    if s == "auto" {
+        return Ok(MtuArg(None));
+    }
+    match s.parse::<u16>() {
+        Ok(v) if (1200..=65527).contains(&v) => Ok(MtuArg(Some(v))),
+        _ => Err(format!(
+            "{s:?}: expected auto or a size from 1200 to 65527 bytes"
+        )),
+    }
 }
 
 /// Data plane choices on the command line.
@@ -114,6 +136,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
         cfg.fec = Some(chunkstream_engine::session::fec_sender::FecConfig {
             redundancy: args.fec,
             corrupt_every: args.corrupt_every,
+            mtu: args.mtu.0,
             ..Default::default()
         });
     }

@@ -166,6 +166,11 @@ fn bad_fec_and_cc_settings_are_refused_with_the_reason() {
         ("--fec", "10", "expected DATA+PARITY"),
         ("--fec", "0+3", "DATA must be at least 1"),
         ("--cc", "reno", "unknown congestion controller \"reno\""),
+        (
+            "--mtu",
+            "1000",
+            "expected auto or a size from 1200 to 65527 bytes",
+        ),
     ] {
         let out = std::process::Command::new(BIN)
             .args(["send", "x", "--to", "127.0.0.1:1", "--peer"])

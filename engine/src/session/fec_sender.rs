@@ -46,6 +46,9 @@ pub struct FecConfig {
     pub max_blocks: usize,
     /// Test hook: flip a byte in every n-th shard (fault tests only).
     pub corrupt_every: Option<u64>,
+    /// UDP payload size to pin (`None`: leave quinn's MTU discovery on; the
+    /// shard size is then fixed by the MTU at the session's start).
+    pub mtu: Option<u16>,
 }
 
 impl Default for FecConfig {
@@ -54,6 +57,7 @@ impl Default for FecConfig {
             redundancy: Redundancy::Adaptive,
             max_blocks: 64,
             corrupt_every: None,
+            mtu: Some(crate::transport::FEC_MTU),
         }
     }
 }

@@ -160,9 +160,9 @@ pub async fn send_files(
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let mut tuning = cfg.tuning.clone();
-    if cfg.fec.is_some() {
+    if let Some(fec) = &cfg.fec {
         // One shard size for the whole session.
-        tuning.pinned_mtu = Some(crate::transport::FEC_MTU);
+        tuning.pinned_mtu = fec.mtu;
     }
     let (endpoint, verifier) = client_endpoint(local, None, cfg.peer, &tuning)?;
     let conn = connect(&endpoint, cfg, &verifier).await?;
