@@ -284,7 +284,8 @@ fn receiver_args(
         Contender::Chunkstream
         | Contender::ChunkstreamFec
         | Contender::ChunkstreamFecFixed
-        | Contender::ChunkstreamFecBbr => vec![
+        | Contender::ChunkstreamFecBbr
+        | Contender::ChunkstreamFecMtuAuto => vec![
             s("recv"),
             s("--listen"),
             s(listen),
@@ -364,7 +365,8 @@ fn sender_args(
         c @ (Contender::Chunkstream
         | Contender::ChunkstreamFec
         | Contender::ChunkstreamFecFixed
-        | Contender::ChunkstreamFecBbr) => [
+        | Contender::ChunkstreamFecBbr
+        | Contender::ChunkstreamFecMtuAuto) => [
             s("send"),
             source,
             s("--to"),

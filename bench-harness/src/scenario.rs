@@ -47,6 +47,9 @@ pub enum Contender {
     /// `send --plane fec --fec adaptive --cc bbr`: the FEC plane under
     /// quinn's BBR instead of our controller.
     ChunkstreamFecBbr,
+    /// `send --plane fec --mtu auto`: MTU discovery left on, to measure
+    /// what pinning the MTU is worth.
+    ChunkstreamFecMtuAuto,
     /// Plain quinn, one stream, Cubic.
     QuinnCubic,
     /// Plain quinn, one stream, BBR (quinn's experimental controller).
@@ -92,6 +95,7 @@ impl Contender {
             Self::ChunkstreamFec => "chunkstream-fec",
             Self::ChunkstreamFecFixed => "chunkstream-fec-10+3",
             Self::ChunkstreamFecBbr => "chunkstream-fec-bbr",
+            Self::ChunkstreamFecMtuAuto => "chunkstream-fec-mtu-auto",
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
             Self::TcpCubic => "tcp-cubic",
@@ -130,6 +134,7 @@ impl Contender {
                 | Self::ChunkstreamFec
                 | Self::ChunkstreamFecFixed
                 | Self::ChunkstreamFecBbr
+                | Self::ChunkstreamFecMtuAuto
         )
     }
 
@@ -139,6 +144,7 @@ impl Contender {
             Self::ChunkstreamFec => &["--plane", "fec", "--fec", "adaptive"],
             Self::ChunkstreamFecFixed => &["--plane", "fec", "--fec", "10+3"],
             Self::ChunkstreamFecBbr => &["--plane", "fec", "--fec", "adaptive", "--cc", "bbr"],
+            Self::ChunkstreamFecMtuAuto => &["--plane", "fec", "--mtu", "auto"],
             _ => &[],
         }
     }

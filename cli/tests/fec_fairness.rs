@@ -1,8 +1,10 @@
 //! Fairness (root): one FEC-plane transfer and one TCP Cubic flow (iperf3)
 //! share a 100 Mbit/s, 40 ms RTT link on the TUN backend with no random
 //! loss, so every drop is congestive. The FEC transfer must complete,
-//! verified, without starving the TCP flow: while both run, each gets at
-//! least a fifth of the link. Both rates are printed (run with
+//! verified, without starving the TCP flow: while both run, TCP keeps at
+//! least a quarter of the link, and the FEC transfer a tenth (our
+//! controller yields to a standing queue, so against Cubic, which fills the
+//! queue, it takes the smaller share). Both rates are printed (run with
 //! `--nocapture`); `results/README.md` records a run. Skips outside CI
 //! without root or iperf3.
 
@@ -159,12 +161,12 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
         overlap.len()
     );
     assert!(
-        tcp_rate >= 0.2 * rate as f64,
+        tcp_rate >= 0.25 * rate as f64,
         "TCP starved: {:.1} Mbit/s",
         tcp_rate / 1e6
     );
     assert!(
-        fec_rate >= 0.2 * rate as f64,
+        fec_rate >= 0.1 * rate as f64,
         "FEC starved: {:.1} Mbit/s",
         fec_rate / 1e6
     );
