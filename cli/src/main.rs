@@ -5,6 +5,7 @@ mod bench;
 mod bench_peer;
 mod demo;
 mod output;
+mod paths;
 mod recv;
 mod relay;
 mod send;
@@ -37,6 +38,8 @@ enum Command {
     Send(send::SendArgs),
     /// Run a real, verified transfer on loopback with built-in defaults.
     Demo(demo::DemoArgs),
+    /// List local interfaces (name, state, MTU, addresses) for --path.
+    Paths(paths::PathsArgs),
     /// Relay UDP through an emulated link (rate, delay, jitter, loss).
     Relay(relay::RelayArgs),
     /// Run a scenario over emulated links; write a JSON report to results/.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
                 Command::BenchPeer(cmd) => bench_peer::run(cmd).await,
                 Command::Bench(args) => bench::run(args).await,
                 Command::Compare(args) => bench::compare(args),
+                Command::Paths(args) => paths::run(args),
                 // The relay stops on Ctrl-C / SIGTERM itself and then reports.
                 Command::Relay(args) => return relay::run(args).await.map(|()| ExitCode::SUCCESS),
             }

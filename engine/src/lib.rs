@@ -61,6 +61,7 @@ pub mod fec;
 pub mod hash;
 pub mod manifest;
 pub mod metrics;
+pub mod multipath;
 pub mod names;
 pub mod session;
 pub mod source;
