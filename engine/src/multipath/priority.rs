@@ -169,9 +169,7 @@ mod tests {
         for i in 0..10 {
             d.push(Class::Normal, i, 1000);
         }
-        let order: Vec<_> = std::iter::from_fn(|| d.pop())
-            .map(|(c, i)| (c, i))
-            .collect();
+        let order: Vec<_> = std::iter::from_fn(|| d.pop()).collect();
         assert_eq!(order.len(), 10);
         assert!(order.iter().all(|(c, _)| *c == Class::Normal));
         // Critical arriving later does not get a burst from credit earned while idle.
