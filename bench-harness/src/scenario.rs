@@ -481,7 +481,16 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["loss-sweep", "loss-sweep-tun", "multipath", "quick"]
+            [
+                "fec-mtu",
+                "fec-vs-tcp-tun",
+                "loss-sweep",
+                "loss-sweep-fec",
+                "loss-sweep-tcp",
+                "loss-sweep-tun",
+                "multipath",
+                "quick"
+            ]
         );
     }
 }

@@ -153,6 +153,13 @@ fn print_event(json: bool, event: RecvEvent) {
                 ));
             }
         }
+        RecvEvent::PathJoined { peer } => {
+            if json {
+                json_line(&json!({"event": "path_joined", "peer": peer.to_string()}));
+            } else {
+                line(&format!("path joined from {peer}"));
+            }
+        }
         RecvEvent::FileDone {
             name,
             blake3,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chunkstream_engine::manifest::collect_sources;
+use chunkstream_engine::session::multipath_sender::PathSpec;
 use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
 use chunkstream_engine::source::ReaderKind;
 use chunkstream_engine::transport::Congestion;
@@ -42,9 +43,17 @@ pub struct SendArgs {
     /// Files or folders to send.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The receiver's address, HOST:PORT.
-    #[arg(long, value_name = "ADDR")]
-    pub to: String,
+    /// The receiver's address, HOST:PORT (one path; shorthand for a single
+    /// --path HOST:PORT).
+    #[arg(long, value_name = "ADDR", required_unless_present = "path")]
+    pub to: Option<String>,
+    /// A path: LOCAL=REMOTE, where LOCAL is an interface name (bound with
+    /// SO_BINDTODEVICE) or a local IP address, and REMOTE the receiver's
+    /// HOST:PORT on that network; repeat for several paths (see `paths`).
+    /// Blocks go to the path that would finish them first; a path that dies
+    /// has its blocks re-sent on the others and is re-dialled.
+    #[arg(long, value_name = "LOCAL=REMOTE", value_parser = PathSpec::parse)]
+    pub path: Vec<PathSpec>,
     /// The receiver's certificate fingerprint, as `recv` printed it.
     #[arg(long, value_name = "FINGERPRINT")]
     pub peer: Fingerprint,
@@ -125,9 +134,21 @@ fn resolve(to: &str) -> Result<SocketAddr> {
 }
 
 pub async fn run(args: SendArgs) -> Result<()> {
-    let to = resolve(&args.to)?;
+    let mut paths = args.path.clone();
+    if let Some(to) = &args.to {
+        paths.insert(
+            0,
+            PathSpec {
+                local: chunkstream_engine::session::multipath_sender::LocalBind::Any,
+                remote: resolve(to)?,
+            },
+        );
+    }
+    let first = paths.remove(0);
     let sources = collect_sources(&args.paths)?;
-    let mut cfg = SendConfig::new(to, args.peer, args.token.clone());
+    let mut cfg = SendConfig::new(first.remote, args.peer, args.token.clone());
+    cfg.local = first.local;
+    cfg.extra_paths = paths;
     cfg.block_size = args.block_size;
     cfg.reader = args.reader.into();
     cfg.max_rate = args.max_rate.map(|bits| bits / 8);
@@ -165,6 +186,15 @@ pub async fn run(args: SendArgs) -> Result<()> {
             }
         }
         SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
+        SendEvent::Path(change) => {
+            if json {
+                json_line(&json!({"event": "path", "path": change.path, "name": change.name, "state": change.state, "at": change.at}));
+            } else if let Some(b) = &bar {
+                b.println(format!("path {} ({}) {:?} at {:.1} s", change.path, change.name, change.state, change.at));
+            } else {
+                eprintln!("path {} ({}) {:?} at {:.1} s", change.path, change.name, change.state, change.at);
+            }
+        }
         SendEvent::PlaneFallback { reason } => {
             eprintln!("warning: FEC plane unavailable ({reason}); sending on the reliable plane");
         }
@@ -200,6 +230,7 @@ fn print_report(r: &SendReport, json: bool) {
             "wire_bytes": r.wire_bytes,
             "block_latency_ms": r.block_latency,
             "fec": r.fec,
+            "paths": r.paths,
             "usage": chunkstream_bench_harness::usage::self_usage(),
         }));
         return;
@@ -218,6 +249,16 @@ fn print_report(r: &SendReport, json: bool) {
         r.reader,
         r.plane.name()
     ));
+    for p in &r.paths {
+        line(&format!(
+            "path {}: {} bytes ({:.0} %), rtt {:.1} ms, {:?}",
+            p.name,
+            p.bytes,
+            p.bytes as f64 * 100.0 / r.bytes.max(1) as f64,
+            p.rtt_ms,
+            p.state
+        ));
+    }
     if let Some(f) = &r.fec {
         line(&format!(
             "fec {} with {} control: {} shards of {} bytes ({} source, {} recovery up front, {} repairs), random loss {:.1} %",

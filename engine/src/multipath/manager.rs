@@ -122,6 +122,11 @@ impl PathManager {
         self.paths[i].rate
     }
 
+    /// Bytes assigned to path `i` and not yet acknowledged.
+    pub fn in_flight(&self, i: usize) -> u64 {
+        self.paths[i].in_flight
+    }
+
     /// Paths carrying blocks.
     pub fn live(&self) -> usize {
         self.paths
@@ -135,6 +140,8 @@ impl PathManager {
         let p = &mut self.paths[i];
         p.state = PathState::Up;
         p.last_rx = now;
+        // A new connection counts its received bytes from zero.
+        p.rx_bytes = 0;
         p.redial_at = None;
         p.backoff = FIRST_BACKOFF;
     }
@@ -157,8 +164,17 @@ impl PathManager {
             .max(1.0)
     }
 
-    /// The live path that would finish `bytes` first, if any.
+    /// The live path that would finish `bytes` first, if any. A live path
+    /// that has no measured rate yet and nothing in flight goes first: one
+    /// block measures it (an idle connection's window says nothing).
     pub fn pick(&self, bytes: u64) -> Option<usize> {
+        if let Some(i) = self
+            .paths
+            .iter()
+            .position(|p| p.state == PathState::Up && p.rate.is_none() && p.in_flight == 0)
+        {
+            return Some(i);
+        }
         self.paths
             .iter()
             .enumerate()
@@ -355,6 +371,22 @@ mod tests {
         );
         m.on_up(1, t1 + Duration::from_millis(1100));
         assert_eq!(m.live(), 2);
+        // The re-dialled connection counts from zero and is not taken for silent.
+        m.on_stats(
+            1,
+            t1 + Duration::from_millis(2000),
+            Duration::from_millis(10),
+            100_000,
+            300,
+        );
+        m.on_stats(
+            0,
+            t1 + Duration::from_millis(2000),
+            Duration::from_millis(10),
+            100_000,
+            9000,
+        );
+        assert!(m.check(t1 + Duration::from_millis(3000)).is_empty());
         // A failed connection is dead at once.
         m.on_assigned(0, (0, 4), MB);
         let back = m.on_failed(0, t1 + Duration::from_millis(1200));

@@ -69,6 +69,9 @@ pub enum SessionError {
     /// Starting the reader failed.
     #[error("cannot start the reader: {0}")]
     Reader(std::io::Error),
+    /// The options asked for something this build cannot do.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl SessionError {

@@ -4,6 +4,7 @@
 pub mod control;
 pub mod error;
 pub mod fec_sender;
+pub mod multipath_sender;
 pub mod pacer;
 pub mod receiver;
 pub mod sender;

@@ -61,6 +61,11 @@ pub enum RecvEvent {
         /// Total bytes.
         bytes: u64,
     },
+    /// Another path (connection) joined a running session.
+    PathJoined {
+        /// Who, from where.
+        peer: SocketAddr,
+    },
     /// A file was verified and renamed into place.
     FileDone {
         /// Its name.
@@ -177,13 +182,14 @@ impl Receiver {
         }
         drop(incoming_tx);
         let (result_tx, mut result_rx) = mpsc::channel(16);
+        let sessions: Sessions = Arc::default();
         loop {
             tokio::select! {
                 incoming = incoming_rx.recv() => {
                     let Some(incoming) = incoming else {
                         return Err(SessionError::ConnectionLost("all endpoints closed".into()));
                     };
-                    let ctx = SessionContext { out: self.out.clone(), token: self.token.clone(), fsync: self.fsync };
+                    let ctx = SessionContext { out: self.out.clone(), token: self.token.clone(), fsync: self.fsync, sessions: sessions.clone() };
                     let (on_event, result_tx) = (on_event.clone(), result_tx.clone());
                     tokio::spawn(async move {
                         let outcome = handle_connection(incoming, ctx, &*on_event).await;
@@ -192,6 +198,7 @@ impl Receiver {
                 }
                 Some(outcome) = result_rx.recv() => match outcome {
                     Outcome::NotASession { peer, reason } => on_event(RecvEvent::Refused { peer, reason }),
+                    Outcome::Joined { peer } => on_event(RecvEvent::PathJoined { peer }),
                     Outcome::Session(result) => {
                         if let Err(e) = &result {
                             tracing::warn!("session failed: {e}");
@@ -214,10 +221,23 @@ struct SessionContext {
     out: OutputDir,
     token: String,
     fsync: bool,
+    sessions: Sessions,
+}
+
+/// Running sessions by id: a connection whose HELLO names one of them is
+/// another path of that session, not a new session.
+type Sessions = Arc<Mutex<std::collections::HashMap<[u8; 16], mpsc::UnboundedSender<JoinedPath>>>>;
+
+/// A connection that joined a running session, its control stream open.
+struct JoinedPath {
+    conn: Connection,
+    control: ControlWriter,
+    recv: RecvStream,
 }
 
 enum Outcome {
     NotASession { peer: SocketAddr, reason: String },
+    Joined { peer: SocketAddr },
     Session(Result<SessionSummary, SessionError>),
 }
 
@@ -251,14 +271,14 @@ async fn handle_connection(
         Ok(Ok(x)) => x,
     };
     let mut control = ControlWriter(send);
-    let why = match frame {
-        Some(Frame::Hello { version, .. }) if version != PROTOCOL_VERSION => Some((
+    let why = match &frame {
+        Some(Frame::Hello { version, .. }) if *version != PROTOCOL_VERSION => Some((
             error_code::BAD_VERSION,
             format!(
                 "unsupported protocol version {version} (this receiver speaks {PROTOCOL_VERSION})"
             ),
         )),
-        Some(Frame::Hello { token, .. }) if !constant_time_eq(&token, ctx.token.as_bytes()) => {
+        Some(Frame::Hello { token, .. }) if !constant_time_eq(token, ctx.token.as_bytes()) => {
             Some((error_code::BAD_TOKEN, "wrong token".to_owned()))
         }
         Some(Frame::Hello { .. }) => None,
@@ -269,7 +289,46 @@ async fn handle_connection(
         conn.close(close_code::REFUSED.into(), reason.as_bytes());
         return refused(reason);
     }
-    let result = run_session(&conn, control, recv, &ctx, on_event).await;
+    let Some(Frame::Hello { session_id, .. }) = frame else {
+        unreachable!("checked above")
+    };
+    let joining = ctx
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&session_id)
+        .cloned();
+    if let Some(session) = joining {
+        if control
+            .send(&Frame::Welcome {
+                version: PROTOCOL_VERSION,
+            })
+            .await
+            .is_err()
+        {
+            return refused("path closed while joining".into());
+        }
+        let path = JoinedPath {
+            conn: conn.clone(),
+            control,
+            recv,
+        };
+        if session.send(path).is_err() {
+            conn.close(close_code::REFUSED.into(), b"session already finished");
+            return refused("joined a session that had just finished".into());
+        }
+        return Outcome::Joined { peer };
+    }
+    let (join_tx, join_rx) = mpsc::unbounded_channel();
+    ctx.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(session_id, join_tx);
+    let result = run_session(&conn, control, recv, &ctx, on_event, join_rx).await;
+    ctx.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&session_id);
     match &result {
         Ok(_) => {
             // The sender closes once it has every FILE_DONE; wait for that so
@@ -291,7 +350,11 @@ enum Done {
         file: u32,
         block: u64,
         digest: BlockDigest,
+        /// The path it arrived on (its acknowledgement goes back there).
+        path: usize,
     },
+    /// A block stream failed before its block was written.
+    StreamFailed(SessionError),
     /// FEC plane: a decoded block did not match its digest.
     Corrupt {
         file: u32,
@@ -339,6 +402,9 @@ struct PartFiles {
     out: OutputDir,
     manifest: Arc<Manifest>,
     open: Mutex<Vec<Option<Arc<File>>>>,
+    /// Files renamed into place: a late second copy of one of their blocks
+    /// (multi-path re-send) must not create a new `.part`.
+    finished: Mutex<Vec<bool>>,
     buffers: BlockBuffers,
     fsync: bool,
 }
@@ -389,30 +455,173 @@ fn io_storage_error(out: &OutputDir, name: &str, e: &std::io::Error) -> SessionE
 /// why with an ERROR frame before the connection is closed.
 async fn run_session(
     conn: &Connection,
-    mut control: ControlWriter,
+    control: ControlWriter,
     recv: RecvStream,
     ctx: &SessionContext,
     on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+    joins: mpsc::UnboundedReceiver<JoinedPath>,
 ) -> Result<SessionSummary, SessionError> {
-    let result = session_body(conn, &mut control, recv, ctx, on_event).await;
+    let mut paths = PathSet::new(conn.clone(), control);
+    let result = session_body(conn, &mut paths, recv, ctx, on_event, joins).await;
     if let Err(e) = &result
         && let Some(code) = e.error_code()
     {
-        control.send_error_and_finish(code, &e.to_string()).await;
+        paths.send_error(code, &e.to_string()).await;
     }
+    paths.close_extras();
     result
+}
+
+/// The paths (connections) of one receiving session. Path 0 is the one that
+/// said HELLO first and carried the manifest; others joined with the same
+/// session id. Block streams and control frames of every path are merged
+/// into two channels; acknowledgements go back on the path a block came
+/// on, or any live path if that one is gone. A path whose control stream
+/// ends is dead; the session fails only when no path is left.
+struct PathSet {
+    io: Vec<PathIo>,
+    streams_tx: mpsc::Sender<(usize, quinn::RecvStream)>,
+    streams_rx: mpsc::Receiver<(usize, quinn::RecvStream)>,
+    frames_tx: mpsc::Sender<(usize, Result<Option<Frame>, SessionError>)>,
+    frames_rx: mpsc::Receiver<(usize, Result<Option<Frame>, SessionError>)>,
+}
+
+struct PathIo {
+    conn: Connection,
+    control: ControlWriter,
+    alive: bool,
+}
+
+impl PathSet {
+    fn new(conn: Connection, control: ControlWriter) -> Self {
+        let (streams_tx, streams_rx) = mpsc::channel(256);
+        let (frames_tx, frames_rx) = mpsc::channel(256);
+        Self {
+            io: vec![PathIo {
+                conn,
+                control,
+                alive: true,
+            }],
+            streams_tx,
+            streams_rx,
+            frames_tx,
+            frames_rx,
+        }
+    }
+
+    fn primary(&mut self) -> &mut ControlWriter {
+        &mut self.io[0].control
+    }
+
+    /// Starts merging path `i`'s block streams and control frames.
+    fn start(&self, i: usize, mut frames: mpsc::Receiver<Result<Option<Frame>, SessionError>>) {
+        let (conn, streams) = (self.io[i].conn.clone(), self.streams_tx.clone());
+        tokio::spawn(async move {
+            while let Ok(stream) = conn.accept_uni().await {
+                if streams.send((i, stream)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let merged = self.frames_tx.clone();
+        tokio::spawn(async move {
+            while let Some(item) = frames.recv().await {
+                let last = !matches!(item, Ok(Some(_)));
+                if merged.send((i, item)).await.is_err() || last {
+                    return;
+                }
+            }
+            let _ = merged.send((i, Ok(None))).await;
+        });
+    }
+
+    /// Adds a joined path and starts merging it.
+    fn join(&mut self, path: JoinedPath) -> usize {
+        let frames = control::spawn_reader(path.recv);
+        self.io.push(PathIo {
+            conn: path.conn,
+            control: path.control,
+            alive: true,
+        });
+        let i = self.io.len() - 1;
+        self.start(i, frames);
+        i
+    }
+
+    fn alive(&self) -> usize {
+        self.io.iter().filter(|p| p.alive).count()
+    }
+
+    /// Sends on path `i`, or on any live path if that one fails.
+    async fn send_on(&mut self, i: usize, frame: &Frame) -> Result<(), SessionError> {
+        let mut last = None;
+        let order = std::iter::once(i).chain(0..self.io.len());
+        for j in order {
+            if j >= self.io.len() || !self.io[j].alive {
+                continue;
+            }
+            match self.io[j].control.send(frame).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.io[j].alive = false;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
+    }
+
+    /// Sends on every live path; fails only if none took it.
+    async fn send_all(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let mut sent = false;
+        let mut last = None;
+        for p in self.io.iter_mut().filter(|p| p.alive) {
+            match p.control.send(frame).await {
+                Ok(()) => sent = true,
+                Err(e) => {
+                    p.alive = false;
+                    last = Some(e);
+                }
+            }
+        }
+        if sent {
+            Ok(())
+        } else {
+            Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
+        }
+    }
+
+    async fn send_error(&mut self, code: u16, message: &str) {
+        for p in self.io.iter_mut().filter(|p| p.alive) {
+            p.control.send_error_and_finish(code, message).await;
+        }
+    }
+
+    /// Extra paths are closed by the sender once it has every FILE_DONE;
+    /// if it does not within 5 s, they are closed here.
+    fn close_extras(&self) {
+        for p in self.io.iter().skip(1) {
+            let conn = p.conn.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+                conn.close(close_code::DONE.into(), b"session over");
+            });
+        }
+    }
 }
 
 async fn session_body(
     conn: &Connection,
-    control: &mut ControlWriter,
+    paths: &mut PathSet,
     recv: RecvStream,
     ctx: &SessionContext,
     on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+    mut joins: mpsc::UnboundedReceiver<JoinedPath>,
 ) -> Result<SessionSummary, SessionError> {
     let started = Instant::now();
     let peer = conn.remote_address();
-    control
+    paths
+        .primary()
         .send(&Frame::Welcome {
             version: PROTOCOL_VERSION,
         })
@@ -447,6 +656,7 @@ async fn session_body(
         out: ctx.out.clone(),
         manifest: manifest.clone(),
         open: Mutex::new(vec![None; manifest.files().len()]),
+        finished: Mutex::new(vec![false; manifest.files().len()]),
         buffers: BlockBuffers::default(),
         fsync: ctx.fsync,
     });
@@ -455,7 +665,12 @@ async fn session_body(
         files: manifest.files().len(),
         bytes: manifest.total_bytes(),
     });
-    control.send(&Frame::Ready).await?;
+    paths.primary().send(&Frame::Ready).await?;
+    paths.start(0, frames);
+    // Set once a second path joins: from then on a block may legitimately
+    // arrive twice (re-sent after its path died), and losing one path is
+    // not the end of the session.
+    let mut multipath = false;
 
     let mut tracker = ReceiveTracker::new((*manifest).clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
@@ -476,53 +691,97 @@ async fn session_body(
                 }
                 _ = status_tick.tick(), if fec.is_some() => {
                     let state = fec.as_ref().expect("guarded");
-                    control.send(&Frame::FecStatus(state.status())).await?;
+                    paths.send_on(0, &Frame::FecStatus(state.status())).await?;
                     None
                 }
-                stream = conn.accept_uni() => {
-                    let mut stream = stream.map_err(SessionError::from_connection)?;
-                    let header = read_block_header(&mut stream).await?;
+                Some(path) = joins.recv() => {
+                    let i = paths.join(path);
+                    multipath = true;
+                    tracing::debug!(path = i, "a path joined the session");
+                    None
+                }
+                Some((path, mut stream)) = paths.streams_rx.recv() => {
+                    let header = match read_block_header(&mut stream).await {
+                        Ok(h) => h,
+                        // A stream cut by its path's death is re-sent elsewhere.
+                        Err(SessionError::ConnectionLost(_)) if multipath => continue,
+                        Err(e) => return Err(e),
+                    };
                     let offset = manifest.check_block(&header).map_err(SessionError::Protocol)?;
-                    tracker.block_arrived(header.file, header.block).map_err(SessionError::Protocol)?;
+                    if multipath && tracker.is_written(header.file, header.block) {
+                        // Re-sent after its path was declared dead, but
+                        // the first copy made it: acknowledge it again.
+                        let _ = stream.stop(0u32.into());
+                        paths.send_on(path, &Frame::BlockAck { file: header.file, block: header.block }).await?;
+                        continue;
+                    }
+                    // With several paths, a re-sent copy is taken even while
+                    // the first is still arriving (it may be stuck on a dead
+                    // path); whichever is verified first is written, and a
+                    // second write of the same verified bytes is harmless.
+                    if !(multipath && tracker.has_arrived(header.file, header.block)) {
+                        tracker.block_arrived(header.file, header.block).map_err(SessionError::Protocol)?;
+                    }
                     let (parts, tx, writes) = (parts.clone(), done_tx.clone(), writes.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = receive_block(stream, header, offset, parts, writes, tx.clone()).await {
-                            let _ = tx.send(Err(e));
+                        if let Err(e) = receive_block(stream, header, offset, path, parts, writes, tx.clone()).await {
+                            let _ = tx.send(Ok(Done::StreamFailed(e)));
                         }
                     });
                     None
                 }
-                frame = frames.recv() => match frame {
-                    Some(Ok(Some(Frame::FileHash { file, hash }))) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
-                    Some(Ok(Some(Frame::FecSetup { shard_bytes, max_blocks }))) => {
+                Some((path, frame)) = paths.frames_rx.recv() => match frame {
+                    Ok(Some(Frame::FileHash { file, hash })) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
+                    Ok(Some(Frame::FecSetup { shard_bytes, max_blocks })) => {
                         if fec.is_some() {
                             return Err(SessionError::Protocol("FEC_SETUP sent twice".into()));
                         }
                         fec = Some(FecReceive::new(&manifest, shard_bytes, max_blocks)?);
                         None
                     }
-                    Some(Ok(Some(Frame::BlockDigest { file, block, digest }))) => {
+                    Ok(Some(Frame::BlockDigest { file, block, digest })) => {
                         let state = fec.as_mut().ok_or_else(|| SessionError::Protocol("BLOCK_DIGEST before FEC_SETUP".into()))?;
                         if let Some(complete) = state.on_digest(&manifest, file, block, digest)? {
                             state.decode_when_ready(complete, &parts, &writes, &done_tx);
                         }
                         None
                     }
-                    Some(Ok(Some(Frame::Error { message, .. }))) => return Err(SessionError::PeerFailed(message)),
-                    Some(Ok(Some(other))) => return Err(SessionError::Protocol(format!("unexpected {:?} from the sender", other.frame_type()))),
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(None)) | None => return Err(match conn.close_reason() {
+                    Ok(Some(Frame::Error { message, .. })) => return Err(SessionError::PeerFailed(message)),
+                    Ok(Some(other)) => return Err(SessionError::Protocol(format!("unexpected {:?} from the sender", other.frame_type()))),
+                    Err(e) if !multipath => return Err(e),
+                    Ok(None) if !multipath => return Err(match conn.close_reason() {
                         Some(r) => SessionError::from_connection(r),
                         None => SessionError::Protocol("the sender closed the control stream".into()),
                     }),
+                    Err(_) | Ok(None) => {
+                        paths.io[path].alive = false;
+                        tracing::debug!(path, left = paths.alive(), "a path's control stream ended");
+                        if paths.alive() == 0 {
+                            return Err(SessionError::ConnectionLost("every path of the session is gone".into()));
+                        }
+                        None
+                    }
                 },
                 done = done_rx.recv() => match done.expect("we hold a sender")? {
-                    Done::Block { file, block, digest } => {
+                    Done::Block { file, block, digest, path } => {
                         if let Some(state) = fec.as_mut() {
                             state.finished(file, block);
                         }
-                        control.send(&Frame::BlockAck { file, block }).await?;
+                        if multipath && tracker.is_written(file, block) {
+                            // A second copy finished too: acknowledged already.
+                            continue;
+                        }
+                        paths.send_on(path, &Frame::BlockAck { file, block }).await?;
                         tracker.block_written(file, block, digest)
+                    }
+                    Done::StreamFailed(e) => {
+                        // On one path this ends the session; with several,
+                        // a stream cut by a dying path is re-sent elsewhere.
+                        if !multipath || matches!(e, SessionError::HashMismatch(_) | SessionError::Storage(_)) {
+                            return Err(e);
+                        }
+                        tracing::debug!(error = %e, "a block stream failed; the sender re-sends it");
+                        None
                     }
                     Done::Corrupt { file, block } => {
                         let state = fec.as_mut().expect("only the FEC plane decodes");
@@ -530,12 +789,12 @@ async fn session_body(
                             SessionError::HashMismatch(format!("block {block} of file {file} failed its digest 255 times"))
                         })?;
                         tracing::debug!(file, block, attempt, "decoded block failed its digest; asking again");
-                        control.send(&Frame::BlockRetry { file, block, attempt }).await?;
+                        paths.send_on(0, &Frame::BlockRetry { file, block, attempt }).await?;
                         None
                     }
                     Done::Finalized { file, hash } => {
                         tracker.file_done(file);
-                        control.send(&Frame::FileDone { file }).await?;
+                        paths.send_all(&Frame::FileDone { file }).await?;
                         let entry = &manifest.files()[file as usize];
                         on_event(RecvEvent::FileDone { name: entry.name.clone(), blake3: hash.to_hex().to_string(), bytes: entry.size });
                         None
@@ -718,6 +977,7 @@ impl FecReceive {
                 offset,
                 digest: want,
                 data,
+                path: 0,
             };
             if writes.send(job).is_err() {
                 let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
@@ -763,10 +1023,12 @@ type DoneSender = mpsc::UnboundedSender<Result<Done, SessionError>>;
 
 /// Reads a block's data and hands it to a Rayon job that verifies it and
 /// queues it for the writer. Failures are reported on `done`.
+#[allow(clippy::too_many_arguments)]
 async fn receive_block(
     mut stream: RecvStream,
     header: BlockHeader,
     offset: u64,
+    path: usize,
     parts: Arc<PartFiles>,
     writes: crossbeam_channel::Sender<WriteJob>,
     done: DoneSender,
@@ -808,6 +1070,7 @@ async fn receive_block(
             offset,
             digest,
             data,
+            path,
         };
         if writes.send(job).is_err() {
             let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
@@ -823,6 +1086,7 @@ struct WriteJob {
     offset: u64,
     digest: BlockDigest,
     data: Vec<u8>,
+    path: usize,
 }
 
 /// The session's writer: one thread doing every `pwrite`, so that blocks of
@@ -834,6 +1098,10 @@ fn spawn_writer(parts: Arc<PartFiles>, done: DoneSender) -> crossbeam_channel::S
         .name("chunkstream-writer".into())
         .spawn(move || {
             for job in rx {
+                if parts.finished.lock().unwrap_or_else(|p| p.into_inner())[job.file as usize] {
+                    parts.buffers.give(job.data);
+                    continue;
+                }
                 let name = &parts.manifest.files()[job.file as usize].name;
                 let result = parts.get(job.file).and_then(|f| {
                     f.write_all_at(&job.data, job.offset)
@@ -845,6 +1113,7 @@ fn spawn_writer(parts: Arc<PartFiles>, done: DoneSender) -> crossbeam_channel::S
                     file: job.file,
                     block: job.block,
                     digest: job.digest,
+                    path: job.path,
                 }));
                 if failed {
                     break;
@@ -858,6 +1127,7 @@ fn spawn_writer(parts: Arc<PartFiles>, done: DoneSender) -> crossbeam_channel::S
 /// Syncs a verified `.part` (with `--fsync`) and renames it into place.
 fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError> {
     let name = &parts.manifest.files()[file as usize].name;
+    parts.finished.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = true;
     // Empty files never had a block: create them now.
     let handle = match parts.close(file) {
         Some(f) => f,

@@ -9,7 +9,7 @@
 //! handed to the socket. The session succeeds when the receiver reported
 //! FILE_DONE for every file.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
@@ -21,8 +21,8 @@ use super::pacer::Pacer;
 use crate::hash::{BlockDigest, file_hash};
 use crate::manifest::{Manifest, SourceFile};
 use crate::source::ReaderKind;
+use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
-use crate::transport::{Tuning, client_endpoint};
 use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
 use crate::work::{Plane, PreparedBlock, start_pipeline};
 
@@ -51,6 +51,10 @@ pub struct SendConfig {
     /// `Some`: use the FEC plane (falls back to the reliable plane, with a
     /// [`SendEvent::PlaneFallback`], if the receiver takes no datagrams).
     pub fec: Option<super::fec_sender::FecConfig>,
+    /// Where the first path (to `to`) leaves from.
+    pub local: super::multipath_sender::LocalBind,
+    /// More paths to the same receiver (multi-path; reliable plane only).
+    pub extra_paths: Vec<super::multipath_sender::PathSpec>,
 }
 
 impl SendConfig {
@@ -67,6 +71,8 @@ impl SendConfig {
             memory_budget: 64 << 20,
             tuning: Tuning::default(),
             fec: None,
+            local: super::multipath_sender::LocalBind::Any,
+            extra_paths: Vec::new(),
         }
     }
 }
@@ -97,6 +103,8 @@ pub enum SendEvent {
         /// Its name at the receiver.
         name: String,
     },
+    /// A path came up, went down, or is being re-dialled (multi-path).
+    Path(super::multipath_sender::PathChange),
     /// The FEC plane was asked for but cannot be used; the reliable plane
     /// carries the transfer instead.
     PlaneFallback {
@@ -137,6 +145,8 @@ pub struct SendReport {
     pub block_latency: Option<crate::metrics::LatencySummary>,
     /// What the FEC plane did (FEC plane only).
     pub fec: Option<super::fec_sender::FecReport>,
+    /// Per path (multi-path only): bytes, wire bytes, RTT, final state.
+    pub paths: Vec<super::multipath_sender::PathReport>,
 }
 
 /// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
@@ -154,19 +164,29 @@ pub async fn send_files(
         })
         .collect();
     let manifest = Manifest::new(cfg.block_size, entries)?;
-    let local: SocketAddr = if cfg.to.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
     let mut tuning = cfg.tuning.clone();
     if let Some(fec) = &cfg.fec {
+        if !cfg.extra_paths.is_empty() {
+            return Err(SessionError::Usage(
+                "the FEC plane runs over one path for now; drop --plane fec or the extra --path"
+                    .into(),
+            ));
+        }
         // One shard size for the whole session.
         tuning.pinned_mtu = fec.mtu;
     }
-    let (endpoint, verifier) = client_endpoint(local, None, cfg.peer, &tuning)?;
+    if !cfg.extra_paths.is_empty() {
+        // Notice a dead path within a few keep-alives.
+        tuning.keep_alive = tuning.keep_alive.min(Duration::from_millis(500));
+    }
+    let primary = super::multipath_sender::PathSpec {
+        local: cfg.local.clone(),
+        remote: cfg.to,
+    };
+    let (endpoint, verifier) = primary.endpoint(cfg.peer, &tuning)?;
     let conn = connect(&endpoint, cfg, &verifier).await?;
     let result = run(
+        &endpoint,
         &conn,
         sources,
         manifest,
@@ -247,6 +267,7 @@ pub(crate) fn peer_error(code: u16, message: String) -> SessionError {
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
+    endpoint: &Endpoint,
     conn: &Connection,
     sources: Vec<SourceFile>,
     manifest: Manifest,
@@ -381,6 +402,54 @@ async fn run(
         return Ok(report);
     }
 
+    if !cfg.extra_paths.is_empty() {
+        let mut fh = super::fec_sender::FileHashes {
+            digests,
+            missing,
+            hashes,
+        };
+        let mut acked_bytes = 0u64;
+        let reports = super::multipath_sender::run_multipath(
+            super::multipath_sender::Primary {
+                conn: conn.clone(),
+                control,
+                frames,
+                spec: super::multipath_sender::PathSpec {
+                    local: cfg.local.clone(),
+                    remote: cfg.to,
+                },
+                endpoint,
+            },
+            &cfg.extra_paths,
+            session_id,
+            &cfg.token,
+            cfg.peer,
+            tuning,
+            &mut pipeline,
+            &manifest,
+            &mut fh,
+            started,
+            |p| match p {
+                super::multipath_sender::MpProgress::Acked { bytes, rtt } => {
+                    acked_bytes += bytes;
+                    on_event(&SendEvent::Acked { acked_bytes, rtt });
+                }
+                super::multipath_sender::MpProgress::FileDone { file } => {
+                    on_event(&SendEvent::FileDone {
+                        name: manifest.files()[file].name.clone(),
+                    })
+                }
+                super::multipath_sender::MpProgress::Path(change) => {
+                    on_event(&SendEvent::Path(change))
+                }
+            },
+        )
+        .await?;
+        let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
+        report.paths = reports;
+        return Ok(report);
+    }
+
     let mut pacer = cfg.max_rate.map(Pacer::new);
     let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
     let mut reader_done = (0..file_count).all(|f| missing[f] == 0);
@@ -491,11 +560,12 @@ fn finish_report(
         wire_bytes: 0,
         block_latency: None,
         fec: None,
+        paths: Vec::new(),
     }
 }
 
 /// One block on its own stream: header, then the pooled buffer itself.
-async fn send_block(
+pub(crate) async fn send_block(
     conn: &Connection,
     block: PreparedBlock,
     priority: i32,

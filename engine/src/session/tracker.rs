@@ -68,6 +68,16 @@ impl ReceiveTracker {
         Ok(())
     }
 
+    /// Whether a stream for (file, block) was already seen.
+    pub fn has_arrived(&self, file: u32, block: u64) -> bool {
+        self.files[file as usize].arrived[block as usize]
+    }
+
+    /// Whether (file, block) is verified and written.
+    pub fn is_written(&self, file: u32, block: u64) -> bool {
+        self.files[file as usize].digests[block as usize].is_some()
+    }
+
     /// A block was verified and written. Returns the file if it is now ready.
     pub fn block_written(&mut self, file: u32, block: u64, digest: BlockDigest) -> Option<u32> {
         let f = &mut self.files[file as usize];

@@ -1,0 +1,548 @@
+//! The sender's multi-path driver (reliable plane): one QUIC connection per
+//! path, blocks spread by the path manager, failover and re-dial.
+//!
+//! The first path is dialled and negotiated as in a single-path session
+//! (HELLO, MANIFEST, READY). Every other path dials with the same session id
+//! and token; the receiver joins it to the session (WELCOME) and from then
+//! on it carries block streams and its own control stream. A block goes to
+//! the live path that would finish it first ([`PathManager::pick`]), while
+//! that path has room (about two bandwidth-delay products of blocks in
+//! flight, at least two blocks). The receiver acknowledges a block on the
+//! path it came on; BLOCK_ACK and FILE_DONE are accepted from any path.
+//!
+//! Every 100 ms the driver feeds quinn's per-path statistics to the manager
+//! and lets it judge liveness. A dead path's connection is closed, its
+//! unacknowledged blocks are queued again at the front, and it is re-dialled
+//! with back-off; the transfer goes on while one path lives, and fails if
+//! none has been up for [`ALL_DOWN_LIMIT`]. Blocks are kept (a reference to
+//! the pooled buffer) until acknowledged, so a re-send costs no re-read.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::SessionError;
+use super::control::{self, ControlWriter};
+use crate::hash::{BlockDigest, file_hash};
+use crate::manifest::Manifest;
+use crate::multipath::manager::{BlockId, PathEvent, PathManager, PathState};
+use crate::transport::identity::{Fingerprint, PinnedCertVerifier};
+use crate::transport::{Tuning, client_endpoint};
+use crate::wire::{Frame, PROTOCOL_VERSION, close_code};
+use crate::work::{Pipeline, PreparedBlock};
+
+/// How long the transfer survives with no path up at all.
+pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Which local interface a path leaves from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalBind {
+    /// Whatever the routing table picks.
+    Any,
+    /// A local address.
+    Addr(IpAddr),
+    /// An interface name, bound with `SO_BINDTODEVICE`.
+    Device(String),
+}
+
+impl std::str::FromStr for LocalBind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty local side".into());
+        }
+        if let Ok(ip) = s.parse() {
+            return Ok(Self::Addr(ip));
+        }
+        if s.len() > 15 || s.contains(['/', ' ']) {
+            return Err(format!(
+                "{s:?} is neither an IP address nor an interface name"
+            ));
+        }
+        Ok(Self::Device(s.to_owned()))
+    }
+}
+
+/// One path: where it leaves from, and the receiver's address on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSpec {
+    /// Local side.
+    pub local: LocalBind,
+    /// The receiver's address on this network.
+    pub remote: SocketAddr,
+}
+
+impl PathSpec {
+    /// A name for displays: `LOCAL=REMOTE`.
+    pub fn name(&self) -> String {
+        match &self.local {
+            LocalBind::Any => self.remote.to_string(),
+            LocalBind::Addr(ip) => format!("{ip}={}", self.remote),
+            LocalBind::Device(d) => format!("{d}={}", self.remote),
+        }
+    }
+
+    /// Parses `LOCAL=REMOTE` (`REMOTE` alone leaves from anywhere).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (local, remote) = match s.split_once('=') {
+            Some((l, r)) => (l.parse()?, r),
+            None => (LocalBind::Any, s),
+        };
+        let remote = std::net::ToSocketAddrs::to_socket_addrs(remote)
+            .map_err(|e| format!("--path {s:?}: cannot resolve {remote:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--path {s:?}: {remote:?} resolves to nothing"))?;
+        Ok(Self { local, remote })
+    }
+
+    /// The endpoint for this path.
+    pub fn endpoint(
+        &self,
+        peer: Fingerprint,
+        tuning: &Tuning,
+    ) -> Result<(Endpoint, std::sync::Arc<PinnedCertVerifier>), SessionError> {
+        let any: IpAddr = if self.remote.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let (addr, device) = match &self.local {
+            LocalBind::Any => (any, None),
+            LocalBind::Addr(ip) => (*ip, None),
+            LocalBind::Device(d) => (any, Some(d.as_str())),
+        };
+        Ok(client_endpoint(
+            SocketAddr::new(addr, 0),
+            device,
+            peer,
+            tuning,
+        )?)
+    }
+}
+
+/// A path's state changed (for progress and `--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathChange {
+    /// Path index (order of `--path`).
+    pub path: usize,
+    /// `LOCAL=REMOTE`.
+    pub name: String,
+    /// New state.
+    pub state: PathState,
+    /// Seconds since the transfer started.
+    pub at: f64,
+}
+
+/// Per-path totals of a finished transfer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathReport {
+    /// `LOCAL=REMOTE`.
+    pub name: String,
+    /// File bytes acknowledged on this path.
+    pub bytes: u64,
+    /// Bytes quinn put on the wire on this path (all its connections).
+    pub wire_bytes: u64,
+    /// Last smoothed RTT seen (ms).
+    pub rtt_ms: f64,
+    /// Final state.
+    pub state: PathState,
+}
+
+/// What the multi-path driver reports as it goes.
+pub(crate) enum MpProgress {
+    Acked { bytes: u64, rtt: Duration },
+    FileDone { file: usize },
+    Path(PathChange),
+}
+
+type Frames = mpsc::Receiver<Result<Option<Frame>, SessionError>>;
+
+struct LivePath {
+    conn: Connection,
+    control: ControlWriter,
+}
+
+/// Dials `spec` on `endpoint` and joins session `session_id`.
+async fn join(
+    endpoint: Endpoint,
+    remote: SocketAddr,
+    session_id: [u8; 16],
+    token: Vec<u8>,
+    limit: Duration,
+) -> Result<(Connection, ControlWriter, Frames), SessionError> {
+    let attempt = async {
+        let conn = endpoint
+            .connect(remote, "chunkstream")
+            .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {remote}: {e}")))?
+            .await
+            .map_err(SessionError::from_connection)?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        let mut control = ControlWriter(send);
+        let mut frames = control::spawn_reader(recv);
+        control
+            .send(&Frame::Hello {
+                version: PROTOCOL_VERSION,
+                session_id,
+                token,
+            })
+            .await?;
+        match frames.recv().await {
+            Some(Ok(Some(Frame::Welcome { .. }))) => Ok((conn, control, frames)),
+            Some(Ok(Some(Frame::Error { code, message }))) => {
+                Err(super::sender::peer_error(code, message))
+            }
+            Some(Err(e)) => Err(e),
+            _ => Err(SessionError::Protocol(
+                "expected WELCOME on a joining path".into(),
+            )),
+        }
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .map_err(|_| SessionError::Unreachable {
+            addr: remote,
+            secs: limit.as_secs().max(1),
+        })?
+}
+
+/// Everything the driver needs from the session that set up path 0.
+pub(crate) struct Primary<'a> {
+    pub conn: Connection,
+    pub control: ControlWriter,
+    pub frames: Frames,
+    pub spec: PathSpec,
+    pub endpoint: &'a Endpoint,
+}
+
+/// Runs the reliable plane over every path until each file is done.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_multipath(
+    primary: Primary<'_>,
+    extra: &[PathSpec],
+    session_id: [u8; 16],
+    token: &str,
+    peer: Fingerprint,
+    tuning: &Tuning,
+    pipeline: &mut Pipeline,
+    manifest: &Manifest,
+    hashes: &mut super::fec_sender::FileHashes,
+    started: Instant,
+    mut on_progress: impl FnMut(MpProgress),
+) -> Result<Vec<PathReport>, SessionError> {
+    let file_count = manifest.files().len();
+    let specs: Vec<PathSpec> = std::iter::once(primary.spec.clone())
+        .chain(extra.iter().cloned())
+        .collect();
+    let n = specs.len();
+    let now = Instant::now();
+    let dead_after = (tuning.keep_alive * 3).max(Duration::from_millis(1500));
+    let mut manager = PathManager::new(n, dead_after, now);
+    let mut endpoints: Vec<Option<Endpoint>> = vec![None; n];
+    endpoints[0] = Some(primary.endpoint.clone());
+    let mut live: Vec<Option<LivePath>> = (0..n).map(|_| None).collect();
+    let mut wire_done = vec![0u64; n];
+    let mut last_rtt = vec![Duration::ZERO; n];
+    let (frames_tx, mut frames_rx) =
+        mpsc::channel::<(usize, u64, Result<Option<Frame>, SessionError>)>(256);
+    // Generation per path, so frames of a closed connection are not taken
+    // for the re-dialled one's.
+    let mut generation = vec![0u64; n];
+    let forward =
+        |i: usize,
+         gen_: u64,
+         mut frames: Frames,
+         tx: mpsc::Sender<(usize, u64, Result<Option<Frame>, SessionError>)>| {
+            tokio::spawn(async move {
+                while let Some(item) = frames.recv().await {
+                    let last = !matches!(item, Ok(Some(_)));
+                    if tx.send((i, gen_, item)).await.is_err() || last {
+                        return;
+                    }
+                }
+                let _ = tx.send((i, gen_, Ok(None))).await;
+            });
+        };
+    let change = |path: usize, state: PathState| {
+        MpProgress::Path(PathChange {
+            path,
+            name: specs[path].name(),
+            state,
+            at: started.elapsed().as_secs_f64(),
+        })
+    };
+
+    live[0] = Some(LivePath {
+        conn: primary.conn,
+        control: primary.control,
+    });
+    forward(0, 0, primary.frames, frames_tx.clone());
+    manager.on_up(0, now);
+    on_progress(change(0, PathState::Up));
+
+    type Dialed = (
+        usize,
+        Result<(Connection, ControlWriter, Frames), SessionError>,
+    );
+    let mut dials: JoinSet<Dialed> = JoinSet::new();
+    let dial_limit = Duration::from_secs(5);
+    for i in 1..n {
+        let (endpoint, _) = specs[i].endpoint(peer, tuning)?;
+        endpoints[i] = Some(endpoint.clone());
+        let (remote, token) = (specs[i].remote, token.as_bytes().to_vec());
+        dials.spawn(async move {
+            (
+                i,
+                join(endpoint, remote, session_id, token, dial_limit).await,
+            )
+        });
+    }
+
+    let mut pending: BTreeMap<BlockId, (PreparedBlock, Instant)> = BTreeMap::new();
+    let mut queue: VecDeque<BlockId> = VecDeque::new();
+    let mut writers: JoinSet<(usize, BlockId, Result<(), SessionError>)> = JoinSet::new();
+    let mut reader_done = hashes.missing.iter().all(|&m| m == 0);
+    let mut unsent_hashes: Vec<u32> = Vec::new();
+    let mut done = vec![false; file_count];
+    let mut files_done = 0usize;
+    let mut sent_blocks = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut all_down_since: Option<Instant> = None;
+    let block_size = manifest.block_size();
+
+    while files_done < file_count {
+        // Dispatch what the paths have room for.
+        while let Some(&id) = queue.front() {
+            let Some((block, _)) = pending.get(&id) else {
+                queue.pop_front();
+                continue;
+            };
+            let bytes = u64::from(block.header.len);
+            let Some(i) = manager.pick(bytes) else { break };
+            let room = manager
+                .rate(i)
+                .map_or(4 * block_size, |r| {
+                    (r * last_rtt[i].as_secs_f64() * 2.5) as u64
+                })
+                .max(2 * block_size);
+            if manager.in_flight(i) + bytes > room {
+                break;
+            }
+            let Some(path) = &live[i] else { break };
+            queue.pop_front();
+            let block = block.clone();
+            let conn = path.conn.clone();
+            let priority = i32::MAX - (sent_blocks.min(i32::MAX as u64) as i32);
+            sent_blocks += 1;
+            manager.on_assigned(i, id, bytes);
+            if let Some(p) = pending.get_mut(&id) {
+                p.1 = Instant::now();
+            }
+            writers.spawn(async move {
+                (
+                    i,
+                    id,
+                    super::sender::send_block(&conn, block, priority).await,
+                )
+            });
+        }
+        // FILE_HASH frames go out on any live path.
+        while let Some(&file) = unsent_hashes.first() {
+            let hash = *hashes.hashes[file as usize].expect("hashed").as_bytes();
+            let mut sent = false;
+            for path in live.iter_mut().flatten() {
+                if path
+                    .control
+                    .send(&Frame::FileHash { file, hash })
+                    .await
+                    .is_ok()
+                {
+                    sent = true;
+                    break;
+                }
+            }
+            if !sent {
+                break;
+            }
+            unsent_hashes.remove(0);
+        }
+        let admit = !reader_done && pending.len() < pipeline.buffers;
+        tokio::select! {
+            block = pipeline.blocks.recv(), if admit => {
+                let block = match block {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
+                };
+                let (f, b) = (block.header.file, block.header.block);
+                hashes.digests[f as usize][b as usize] = Some(block.header.digest);
+                hashes.missing[f as usize] -= 1;
+                if hashes.missing[f as usize] == 0 {
+                    let all: Vec<BlockDigest> = hashes.digests[f as usize].iter().map(|d| d.expect("every block hashed")).collect();
+                    hashes.hashes[f as usize] = Some(file_hash(&all, manifest.files()[f as usize].size, block_size));
+                    unsent_hashes.push(f);
+                }
+                reader_done = hashes.missing.iter().all(|&m| m == 0);
+                pending.insert((f, b), (block, Instant::now()));
+                queue.push_back((f, b));
+            }
+            Some(joined) = writers.join_next(), if !writers.is_empty() => {
+                let (i, id, result) = joined.map_err(|e| SessionError::ConnectionLost(format!("block writer failed: {e}")))?;
+                if let Err(e) = result {
+                    // The path broke under this block: the manager re-queues
+                    // everything it carried.
+                    tracing::debug!(path = i, error = %e, "block write failed");
+                    if manager.state(i) == PathState::Up {
+                        for b in manager.on_failed(i, Instant::now()) {
+                            queue.push_front(b);
+                        }
+                        if let Some(p) = live[i].take() {
+                            wire_done[i] += p.conn.stats().udp_tx.bytes;
+                            p.conn.close(close_code::DONE.into(), b"path failed");
+                        }
+                        generation[i] += 1;
+                        on_progress(change(i, PathState::Down));
+                    } else if pending.contains_key(&id) && !queue.contains(&id) && !manager.unacked().contains(&id) {
+                        queue.push_front(id);
+                    }
+                }
+            }
+            Some(dialed) = dials.join_next(), if !dials.is_empty() => {
+                let (i, result) = dialed.map_err(|e| SessionError::ConnectionLost(format!("dialling failed: {e}")))?;
+                match result {
+                    Ok((conn, control, frames)) => {
+                        generation[i] += 1;
+                        forward(i, generation[i], frames, frames_tx.clone());
+                        live[i] = Some(LivePath { conn, control });
+                        manager.on_up(i, Instant::now());
+                        on_progress(change(i, PathState::Up));
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = i, error = %e, "dialling a path failed");
+                        manager.on_redial_failed(i, Instant::now());
+                        on_progress(change(i, PathState::Down));
+                    }
+                }
+            }
+            Some((i, gen_, item)) = frames_rx.recv() => {
+                if gen_ != generation[i] {
+                    continue;
+                }
+                match item {
+                    Ok(Some(Frame::BlockAck { file, block })) => {
+                        if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
+                            return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
+                        }
+                        if let Some((_, sent_at)) = pending.remove(&(file, block)) {
+                            manager.on_acked((file, block), sent_at, Instant::now());
+                            let rtt = live[i].as_ref().map_or(Duration::ZERO, |p| p.conn.rtt());
+                            on_progress(MpProgress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), rtt });
+                        }
+                    }
+                    Ok(Some(Frame::FileDone { file })) => {
+                        let f = file as usize;
+                        if f >= file_count || hashes.hashes[f].is_none() {
+                            return Err(SessionError::Protocol(format!("unexpected FILE_DONE for file {file}")));
+                        }
+                        // Sent on every live path: count it once.
+                        if !std::mem::replace(&mut done[f], true) {
+                            files_done += 1;
+                            on_progress(MpProgress::FileDone { file: f });
+                        }
+                    }
+                    Ok(Some(Frame::Error { code, message })) => return Err(super::sender::peer_error(code, message)),
+                    Ok(Some(other)) => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
+                    Ok(None) | Err(_) => {
+                        if manager.state(i) == PathState::Up {
+                            for b in manager.on_failed(i, Instant::now()) {
+                                queue.push_front(b);
+                            }
+                            if let Some(p) = live[i].take() {
+                                wire_done[i] += p.conn.stats().udp_tx.bytes;
+                                p.conn.close(close_code::DONE.into(), b"path failed");
+                            }
+                            generation[i] += 1;
+                            on_progress(change(i, PathState::Down));
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (i, path) in live.iter().enumerate() {
+                    if let Some(p) = path {
+                        let stats = p.conn.stats();
+                        last_rtt[i] = p.conn.rtt();
+                        manager.on_stats(i, now, p.conn.rtt(), stats.path.cwnd, stats.udp_rx.bytes);
+                    }
+                }
+                for event in manager.check(now) {
+                    match event {
+                        PathEvent::Died { path, requeue } => {
+                            for b in requeue {
+                                queue.push_front(b);
+                            }
+                            if let Some(p) = live[path].take() {
+                                wire_done[path] += p.conn.stats().udp_tx.bytes;
+                                p.conn.close(close_code::DONE.into(), b"path silent");
+                            }
+                            generation[path] += 1;
+                            on_progress(change(path, PathState::Down));
+                        }
+                        PathEvent::Redial { path } => {
+                            on_progress(change(path, PathState::Connecting));
+                            let endpoint = match &endpoints[path] {
+                                Some(e) => e.clone(),
+                                None => specs[path].endpoint(peer, tuning)?.0,
+                            };
+                            let (remote, token) = (specs[path].remote, token.as_bytes().to_vec());
+                            dials.spawn(async move { (path, join(endpoint, remote, session_id, token, dial_limit).await) });
+                        }
+                    }
+                }
+                if manager.live() == 0 {
+                    let since = *all_down_since.get_or_insert(now);
+                    if now.duration_since(since) > ALL_DOWN_LIMIT {
+                        return Err(SessionError::ConnectionLost(format!(
+                            "no path has been up for {} s", ALL_DOWN_LIMIT.as_secs()
+                        )));
+                    }
+                } else {
+                    all_down_since = None;
+                }
+            }
+        }
+    }
+    // FILE_DONE may overtake the last BLOCK_ACKs on a slower path: every
+    // block is acknowledged by then.
+    let now = Instant::now();
+    for (id, (_, sent_at)) in std::mem::take(&mut pending) {
+        manager.on_acked(id, sent_at, now);
+    }
+    let reports = (0..n)
+        .map(|i| {
+            let wire = wire_done[i] + live[i].as_ref().map_or(0, |p| p.conn.stats().udp_tx.bytes);
+            PathReport {
+                name: specs[i].name(),
+                bytes: manager.acked_bytes(i),
+                wire_bytes: wire,
+                rtt_ms: last_rtt[i].as_secs_f64() * 1e3,
+                state: manager.state(i),
+            }
+        })
+        .collect();
+    for path in live.iter().flatten() {
+        path.conn.close(close_code::DONE.into(), b"done");
+    }
+    for endpoint in endpoints.iter().flatten().skip(1) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+    Ok(reports)
+}
