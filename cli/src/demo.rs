@@ -1,8 +1,9 @@
-//! `chunkstream-engine demo`: a real transfer on loopback with nothing to
-//! set up. Starts a receiver in this process (fresh identity, random token,
-//! temporary folder), puts the bench's UDP relay in front of it as an
-//! emulated link (rate, delay, loss), generates a file, sends it over QUIC
-//! through the relay, and checks the received copy by hashing it again.
+//! `chunkstream-engine demo`: a real multi-path transfer on loopback with
+//! nothing to set up. Starts a receiver in this process (fresh identity,
+//! random token, temporary folder), puts one of the bench's UDP relays in
+//! front of it per emulated path (rate, delay, loss; 40, 80 and 120 Mbit/s
+//! by default), generates a file, sends it over one QUIC connection per path,
+//! and checks the received copy by hashing it again.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use chunkstream_engine::manifest::collect_sources;
+use chunkstream_engine::session::multipath_sender::{LocalBind, PathSpec};
 use chunkstream_engine::session::{Receiver, SendConfig, send_files};
 use chunkstream_engine::transport::Tuning;
 use chunkstream_engine::transport::identity::Identity;
@@ -27,13 +29,14 @@ pub struct DemoArgs {
     /// Size of the generated file.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size)]
     pub size: u64,
-    /// Rate of the emulated link.
-    #[arg(long, value_name = "RATE", default_value = "200mbit", value_parser = rate_bits)]
-    pub rate: u64,
-    /// One-way delay of the emulated link.
+    /// Rate of an emulated path; repeat for several paths (one QUIC
+    /// connection each).
+    #[arg(long, value_name = "RATE", default_values = ["40mbit", "80mbit", "120mbit"], value_parser = rate_bits)]
+    pub rate: Vec<u64>,
+    /// One-way delay of every emulated path.
     #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = duration)]
     pub delay: Duration,
-    /// Random loss on the emulated link (data direction).
+    /// Random loss on every emulated path (data direction).
     #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub loss: f64,
     /// Print the result as one JSON object.
@@ -60,45 +63,68 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     )?;
     let server = receiver.local_addrs()[0];
     let recv_task = tokio::spawn(async move { receiver.serve(true, |_| {}).await });
-    let rate_bps = args.rate;
-    let forward = LinkConfig {
-        rate_bps: Some(rate_bps),
-        queue_bytes: LinkConfig::default_queue_bytes(rate_bps, args.delay),
-        delay: args.delay,
-        loss: LossModel::Bernoulli { p: args.loss },
-        ..LinkConfig::default()
-    };
-    let reverse = LinkConfig {
-        loss: LossModel::NONE,
-        ..forward.clone()
-    };
-    let relay = Relay::start(RelayConfig {
-        listen,
-        to: server,
-        forward,
-        reverse,
-        seed: 1,
-    })
-    .await?;
-    let to = relay.local_addr();
+    ensure!(!args.rate.is_empty(), "at least one --rate");
+    let mut relays = Vec::new();
+    for (i, &rate_bps) in args.rate.iter().enumerate() {
+        let forward = LinkConfig {
+            rate_bps: Some(rate_bps),
+            queue_bytes: LinkConfig::default_queue_bytes(rate_bps, args.delay),
+            delay: args.delay,
+            loss: LossModel::Bernoulli { p: args.loss },
+            ..LinkConfig::default()
+        };
+        let reverse = LinkConfig {
+            loss: LossModel::NONE,
+            ..forward.clone()
+        };
+        relays.push(
+            Relay::start(RelayConfig {
+                listen,
+                to: server,
+                forward,
+                reverse,
+                seed: 1 + i as u64,
+            })
+            .await?,
+        );
+    }
+    let rates: Vec<String> = args
+        .rate
+        .iter()
+        .map(|r| format!("{}", r / 1_000_000))
+        .collect();
     let link = format!(
-        "{} Mbit/s, {} ms RTT, {}% loss",
-        rate_bps / 1_000_000,
+        "{} path(s) of {} Mbit/s, {} ms RTT, {}% loss",
+        rates.len(),
+        rates.join(" + "),
         args.delay.as_millis() * 2,
         args.loss * 100.0
     );
     if !args.json {
         line(&format!(
-            "demo: sending a {} byte file over QUIC through an emulated link ({link}) on loopback",
+            "demo: sending a {} byte file over QUIC through emulated links ({link}) on loopback",
             args.size
         ));
     }
-    let cfg = SendConfig::new(to, identity.fingerprint(), token);
+    let mut cfg = SendConfig::new(relays[0].local_addr(), identity.fingerprint(), token);
+    cfg.local = LocalBind::Addr(listen.ip());
+    cfg.extra_paths = relays
+        .iter()
+        .skip(1)
+        .map(|r| PathSpec {
+            local: LocalBind::Addr(listen.ip()),
+            remote: r.local_addr(),
+        })
+        .collect();
     let report = send_files(collect_sources(&[source])?, &cfg, |_| {}).await?;
     tokio::time::timeout(Duration::from_secs(10), recv_task)
         .await
         .context("receiver did not finish")???;
-    let stats = relay.stop().await;
+    let mut dropped = 0;
+    for r in relays {
+        let stats = r.stop().await;
+        dropped += stats.forward.dropped_random + stats.forward.dropped_queue;
+    }
 
     let received_hash = hash_file(&out.join("demo.bin"))?;
     ensure!(
@@ -120,7 +146,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "goodput_bps": report.goodput_bps,
             "reader": report.reader,
             "link": link,
-            "link_dropped": stats.forward.dropped_random + stats.forward.dropped_queue,
+            "link_dropped": dropped,
+            "paths": report.paths,
         }));
     } else {
         line(&format!(
@@ -133,8 +160,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             report.bytes,
             report.seconds,
             report.reader,
-            stats.forward.dropped_random + stats.forward.dropped_queue
+            dropped
         ));
+        for p in &report.paths {
+            line(&format!(
+                "path     {}: {} bytes ({:.0} %), rtt {:.1} ms",
+                p.name,
+                p.bytes,
+                p.bytes as f64 * 100.0 / report.bytes.max(1) as f64,
+                p.rtt_ms
+            ));
+        }
     }
     Ok(())
 }

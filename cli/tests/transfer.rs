@@ -169,7 +169,14 @@ fn the_demo_runs_a_verified_transfer_through_an_emulated_link() {
     let v: serde_json::Value = serde_json::from_slice(last).unwrap();
     assert_eq!(v["verified"], true);
     assert_eq!(v["bytes"], 8 << 20);
-    assert_eq!(v["link"], "200 Mbit/s, 4 ms RTT, 1% loss");
+    assert_eq!(
+        v["link"],
+        "3 path(s) of 40 + 80 + 120 Mbit/s, 4 ms RTT, 1% loss"
+    );
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 3, "{v}");
+    let total: u64 = paths.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(total, 8 << 20, "{v}");
     assert!(
         v["link_dropped"].as_u64().unwrap() > 0,
         "the emulated link lost nothing: {v}"
