@@ -47,7 +47,8 @@ struct Path {
     rx_bytes: u64,
     last_rx: Instant,
     rate: Option<f64>,
-    assigned: BTreeMap<BlockId, u64>,
+    /// Unacknowledged blocks: (bytes, bytes that were ahead of it then).
+    assigned: BTreeMap<BlockId, (u64, u64)>,
     in_flight: u64,
     acked_bytes: u64,
     backoff: Duration,
@@ -192,12 +193,12 @@ impl PathManager {
     pub fn on_assigned(&mut self, i: usize, block: BlockId, bytes: u64) {
         if let Some(old) = self.owner.insert(block, i) {
             let p = &mut self.paths[old];
-            if let Some(b) = p.assigned.remove(&block) {
+            if let Some((b, _)) = p.assigned.remove(&block) {
                 p.in_flight -= b;
             }
         }
         let p = &mut self.paths[i];
-        p.assigned.insert(block, bytes);
+        p.assigned.insert(block, (bytes, p.in_flight));
         p.in_flight += bytes;
     }
 
@@ -206,13 +207,14 @@ impl PathManager {
     pub fn on_acked(&mut self, block: BlockId, sent_at: Instant, now: Instant) -> Option<usize> {
         let i = self.owner.remove(&block)?;
         let p = &mut self.paths[i];
-        let bytes = p.assigned.remove(&block)?;
+        let (bytes, ahead) = p.assigned.remove(&block)?;
         p.in_flight -= bytes;
         p.acked_bytes += bytes;
-        // Bytes in flight ahead of it plus itself, over the time it took:
-        // a delivery-rate sample that counts the pipe, not one block.
+        // The path delivered what was ahead of this block plus the block
+        // itself in the time it took (blocks leave a path in order): a
+        // delivery-rate sample of the whole pipe, not of one block.
         let took = now.duration_since(sent_at).as_secs_f64().max(1e-4);
-        let sample = (bytes + p.in_flight.min(bytes * 8)) as f64 / took;
+        let sample = (bytes + ahead) as f64 / took;
         p.rate = Some(match p.rate {
             Some(r) => 0.8 * r + 0.2 * sample,
             None => sample,

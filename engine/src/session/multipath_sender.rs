@@ -331,7 +331,7 @@ pub(crate) async fn run_multipath(
                 .map_or(4 * block_size, |r| {
                     (r * last_rtt[i].as_secs_f64() * 2.5) as u64
                 })
-                .max(2 * block_size);
+                .max(4 * block_size);
             if manager.in_flight(i) + bytes > room {
                 break;
             }
