@@ -238,24 +238,30 @@ async fn run_once(
     run
 }
 
-/// The emulated link of one run.
+/// The emulated link of one run: one relay per path used, or the TUN pair.
 enum Link {
-    Relay(Relay),
+    Relays(Vec<Relay>),
     Tun(TunLink),
 }
 
 impl Link {
-    fn stats(&self) -> crate::link::relay::RelayStats {
+    fn stats(&self) -> Vec<crate::link::relay::RelayStats> {
         match self {
-            Self::Relay(r) => r.stats(),
-            Self::Tun(t) => t.stats(),
+            Self::Relays(r) => r.iter().map(Relay::stats).collect(),
+            Self::Tun(t) => vec![t.stats()],
         }
     }
 
-    async fn stop(self) -> crate::link::relay::RelayStats {
+    async fn stop(self) -> Vec<crate::link::relay::RelayStats> {
         match self {
-            Self::Relay(r) => r.stop().await,
-            Self::Tun(t) => t.stop().await,
+            Self::Relays(relays) => {
+                let mut out = Vec::new();
+                for r in relays {
+                    out.push(r.stop().await);
+                }
+                out
+            }
+            Self::Tun(t) => vec![t.stop().await],
         }
     }
 }
@@ -444,6 +450,9 @@ async fn attempt(
     let out_dir = cfg.work_dir.join("received");
     let _ = std::fs::remove_dir_all(&out_dir);
     let path = &point.paths[0];
+    if scenario.backend == Backend::Tun && point.paths.len() > 1 {
+        anyhow::bail!("multi-path scenarios run on the relay backend for now");
+    }
     // The TUN link exists before the receiver, which listens inside it; the
     // relay is put in front of a receiver that already listens.
     let tun = match scenario.backend {
@@ -471,41 +480,64 @@ async fn attempt(
         .as_str()
         .context("no address")?
         .parse()?;
-    let (link, to) = match tun {
-        Some(t) => (Link::Tun(t), server),
+    // The reliable plane stripes over every path of the scenario; every
+    // other contender uses the first path.
+    let used = if contender == Contender::Chunkstream && tun.is_none() {
+        point.paths.len()
+    } else {
+        1
+    };
+    let (link, to, extra) = match tun {
+        Some(t) => (Link::Tun(t), server, Vec::new()),
         None => {
-            let relay = Relay::start(RelayConfig {
-                listen: "127.0.0.1:0".parse()?,
-                to: server,
-                forward: path.clone(),
-                reverse: reverse_of(path),
-                seed,
-            })
-            .await?;
-            let to = relay.local_addr();
-            (Link::Relay(relay), to)
+            let mut relays = Vec::new();
+            for (i, p) in point.paths.iter().take(used).enumerate() {
+                relays.push(
+                    Relay::start(RelayConfig {
+                        listen: "127.0.0.1:0".parse()?,
+                        to: server,
+                        forward: p.clone(),
+                        reverse: reverse_of(p),
+                        seed: seed + 7919 * i as u64,
+                    })
+                    .await?,
+                );
+            }
+            let to = relays[0].local_addr();
+            let extra: Vec<String> = relays[1..]
+                .iter()
+                .flat_map(|r| ["--path".to_owned(), format!("127.0.0.1={}", r.local_addr())])
+                .collect();
+            (Link::Relays(relays), to, extra)
         }
     };
+    run.paths_used = used;
     let tun_ref = match &link {
         Link::Tun(t) => Some(t),
-        Link::Relay(_) => None,
+        Link::Relays(_) => None,
     };
     let started = Instant::now();
     let mut sender = Peer::spawn(exe_command(
         &cfg.exe,
         tun_ref,
         true,
-        &sender_args(contender, source, &to.to_string(), &listening, &out_dir),
+        &[
+            sender_args(contender, source, &to.to_string(), &listening, &out_dir),
+            extra,
+        ]
+        .concat(),
     ))?;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.tick().await;
-    let mut last_bytes = 0u64;
+    let mut last_bytes = vec![0u64; used];
     let finished = loop {
         tokio::select! {
             status = sender.child.wait() => break status.is_ok(),
             _ = ticker.tick() => {
-                let now = link.stats().forward.forwarded_bytes;
-                run.series.samples.push(vec![(now - last_bytes) as f64 * 8.0 / 0.25]);
+                let now: Vec<u64> = link.stats().iter().map(|s| s.forward.forwarded_bytes).collect();
+                run.series.samples.push(
+                    now.iter().zip(&last_bytes).map(|(n, l)| (n - l) as f64 * 8.0 / 0.25).collect(),
+                );
                 last_bytes = now;
                 if started.elapsed() > scenario.timeout {
                     break false;
@@ -525,10 +557,10 @@ async fn attempt(
     };
     let receiver_result = receiver.finish(receiver_limit).await;
     let stats = link.stop().await;
-    run.wire_bytes = vec![stats.forward.offered_bytes];
-    run.delivered_bytes = vec![stats.forward.forwarded_bytes];
-    run.dropped_random = vec![stats.forward.dropped_random];
-    run.dropped_queue = vec![stats.forward.dropped_queue];
+    run.wire_bytes = stats.iter().map(|s| s.forward.offered_bytes).collect();
+    run.delivered_bytes = stats.iter().map(|s| s.forward.forwarded_bytes).collect();
+    run.dropped_random = stats.iter().map(|s| s.forward.dropped_random).collect();
+    run.dropped_queue = stats.iter().map(|s| s.forward.dropped_queue).collect();
     run.sender = sender_result.as_ref().and_then(usage_of);
     run.block_latency_ms = sender_result
         .as_ref()
