@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chunkstream_engine::manifest::collect_sources;
+use chunkstream_engine::multipath::priority::Class;
 use chunkstream_engine::session::multipath_sender::PathSpec;
 use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
 use chunkstream_engine::source::ReaderKind;
@@ -40,9 +41,15 @@ impl From<ReaderArg> for ReaderKind {
 /// Send files and folders (recursively) to `chunkstream-engine recv`.
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
-    /// Files or folders to send.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files or folders to send (priority class Normal).
+    #[arg(value_name = "PATH", required_unless_present = "priority")]
     pub paths: Vec<PathBuf>,
+    /// A file or folder with a priority class: critical=PATH, high=PATH or
+    /// normal=PATH (repeatable). While several classes have data they share
+    /// the bandwidth 50/30/20 (critical/high/normal); an idle class's share
+    /// goes to the others. Reliable plane.
+    #[arg(long, value_name = "CLASS=PATH", value_parser = parse_priority)]
+    pub priority: Vec<(Class, PathBuf)>,
     /// The receiver's address, HOST:PORT (one path; shorthand for a single
     /// --path HOST:PORT).
     #[arg(long, value_name = "ADDR", required_unless_present = "path")]
@@ -101,6 +108,13 @@ pub struct SendArgs {
     pub corrupt_every: Option<u64>,
 }
 
+fn parse_priority(s: &str) -> Result<(Class, PathBuf), String> {
+    let (class, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected CLASS=PATH, e.g. critical=./db.dump"))?;
+    Ok((class.parse()?, PathBuf::from(path)))
+}
+
 /// `--mtu`: pinned bytes or discovery.
 #[derive(Debug, Clone, Copy)]
 pub struct MtuArg(pub Option<u16>);
@@ -145,10 +159,28 @@ pub async fn run(args: SendArgs) -> Result<()> {
         );
     }
     let first = paths.remove(0);
-    let sources = collect_sources(&args.paths)?;
+    // Positional inputs are Normal; each --priority input keeps its class.
+    let mut sources = Vec::new();
+    let mut classes = Vec::new();
+    if !args.paths.is_empty() {
+        let s = collect_sources(&args.paths)?;
+        classes.extend(std::iter::repeat_n(Class::Normal, s.len()));
+        sources.extend(s);
+    }
+    for (class, path) in &args.priority {
+        let s = collect_sources(std::slice::from_ref(path))?;
+        classes.extend(std::iter::repeat_n(*class, s.len()));
+        sources.extend(s);
+    }
     let mut cfg = SendConfig::new(first.remote, args.peer, args.token.clone());
     cfg.local = first.local;
     cfg.extra_paths = paths;
+    cfg.classes = classes;
+    if args.plane == PlaneArg::Fec && cfg.classes.iter().any(|c| *c != Class::Normal) {
+        anyhow::bail!(
+            "--priority classes share bandwidth on the reliable plane only; drop --plane fec"
+        );
+    }
     cfg.block_size = args.block_size;
     cfg.reader = args.reader.into();
     cfg.max_rate = args.max_rate.map(|bits| bits / 8);
@@ -169,6 +201,8 @@ pub async fn run(args: SendArgs) -> Result<()> {
 
     let json = args.json;
     let mut bar = None;
+    let mut last_progress: Option<std::time::Instant> = None;
+    let started = std::time::Instant::now();
     let result = send_files(sources, &cfg, |event| match event {
         SendEvent::Started {
             total_bytes,
@@ -179,10 +213,22 @@ pub async fn run(args: SendArgs) -> Result<()> {
             tracing::info!(%remote, %reader, files, total_bytes, "transfer started");
             bar = progress_bar(*total_bytes, json);
         }
-        SendEvent::Acked { acked_bytes, rtt } => {
+        SendEvent::Acked {
+            acked_bytes,
+            by_class,
+            rtt,
+        } => {
             if let Some(b) = &bar {
                 b.set_position(*acked_bytes);
                 b.set_message(format!("rtt {:.1} ms", rtt.as_secs_f64() * 1e3));
+            }
+            // At most every 200 ms: acknowledged bytes in all and per class.
+            if json && last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                last_progress = Some(std::time::Instant::now());
+                json_line(&json!({"event": "progress", "at": started.elapsed().as_secs_f64(),
+                    "acked_bytes": acked_bytes,
+                    "by_class": {"critical": by_class[0], "high": by_class[1], "normal": by_class[2]},
+                    "rtt_ms": rtt.as_secs_f64() * 1e3}));
             }
         }
         SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),

@@ -54,9 +54,15 @@ fn readers(c: &mut Criterion) {
                         r.unwrap();
                         true
                     });
-                    let (used, thread) =
-                        spawn_reader(kind, files.clone(), manifest(&files, block), pool, emit)
-                            .unwrap();
+                    let (used, thread) = spawn_reader(
+                        kind,
+                        files.clone(),
+                        manifest(&files, block),
+                        None,
+                        pool,
+                        emit,
+                    )
+                    .unwrap();
                     assert_eq!(used, kind);
                     thread.join().unwrap();
                 })

@@ -117,6 +117,19 @@ pub fn start_pipeline(
     plane: Plane,
     memory_budget: usize,
 ) -> std::io::Result<Pipeline> {
+    start_pipeline_for(kind, files, manifest, plane, memory_budget, None)
+}
+
+/// [`start_pipeline`] for the files marked `true` in `only` (one pipeline
+/// per priority class); block and file indices stay the manifest's.
+pub fn start_pipeline_for(
+    kind: ReaderKind,
+    files: Vec<SourceFile>,
+    manifest: Manifest,
+    plane: Plane,
+    memory_budget: usize,
+    only: Option<Vec<bool>>,
+) -> std::io::Result<Pipeline> {
     let block_size = manifest.block_size() as usize;
     let buffers = (memory_budget / block_size).max(4);
     let pool = BufferPool::split(buffers, block_size);
@@ -136,7 +149,7 @@ pub fn start_pipeline(
         }
         true
     });
-    let (reader, _thread) = spawn_reader(kind, files, manifest, pool, emit)?;
+    let (reader, _thread) = spawn_reader(kind, files, manifest, only, pool, emit)?;
     Ok(Pipeline {
         reader,
         blocks: rx,

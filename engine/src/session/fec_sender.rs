@@ -35,7 +35,7 @@ use crate::manifest::Manifest;
 use crate::transport::Congestion;
 use crate::transport::Tuning;
 use crate::wire::{Frame, ShardHeader};
-use crate::work::{Pipeline, PreparedBlock};
+use crate::work::PreparedBlock;
 
 /// FEC-plane settings of a send.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ pub struct FecReport {
 
 /// Progress the driver reports to the session.
 pub(crate) enum Progress {
-    Acked { bytes: u64 },
+    Acked { bytes: u64, file: usize },
     FileDone { file: usize },
 }
 
@@ -138,7 +138,7 @@ pub(crate) async fn run_fec(
     conn: &Connection,
     control: &mut ControlWriter,
     frames: &mut tokio::sync::mpsc::Receiver<Result<Option<Frame>, SessionError>>,
-    pipeline: &mut Pipeline,
+    pipeline: &mut super::classes::BlockSource,
     manifest: &Manifest,
     shard_bytes: usize,
     fec: &FecConfig,
@@ -188,7 +188,7 @@ pub(crate) async fn run_fec(
     while files_done < file_count {
         let admit = !reader_done && accounts.in_flight() < max_blocks && fresh.len() < 4 * 8192;
         tokio::select! {
-            block = pipeline.blocks.recv(), if admit => {
+            block = pipeline.recv(), if admit => {
                 let block = match block {
                     Some(Ok(b)) => b,
                     Some(Err(e)) => return Err(e.into()),
@@ -226,7 +226,7 @@ pub(crate) async fn run_fec(
                         }
                         if accounts.on_acked(file, block) {
                             blocks.remove(&(file, block));
-                            on_progress(Progress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1) }, conn);
+                            on_progress(Progress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), file: file as usize }, conn);
                         }
                     }
                     Frame::FileDone { file } => {

@@ -33,7 +33,7 @@ use crate::multipath::manager::{BlockId, PathEvent, PathManager, PathState};
 use crate::transport::identity::{Fingerprint, PinnedCertVerifier};
 use crate::transport::{Tuning, client_endpoint};
 use crate::wire::{Frame, PROTOCOL_VERSION, close_code};
-use crate::work::{Pipeline, PreparedBlock};
+use crate::work::PreparedBlock;
 
 /// How long the transfer survives with no path up at all.
 pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
@@ -154,8 +154,14 @@ pub struct PathReport {
 
 /// What the multi-path driver reports as it goes.
 pub(crate) enum MpProgress {
-    Acked { bytes: u64, rtt: Duration },
-    FileDone { file: usize },
+    Acked {
+        bytes: u64,
+        rtt: Duration,
+        file: usize,
+    },
+    FileDone {
+        file: usize,
+    },
     Path(PathChange),
 }
 
@@ -230,7 +236,7 @@ pub(crate) async fn run_multipath(
     token: &str,
     peer: Fingerprint,
     tuning: &Tuning,
-    pipeline: &mut Pipeline,
+    pipeline: &mut super::classes::BlockSource,
     manifest: &Manifest,
     hashes: &mut super::fec_sender::FileHashes,
     started: Instant,
@@ -375,7 +381,7 @@ pub(crate) async fn run_multipath(
         }
         let admit = !reader_done && pending.len() < pipeline.buffers;
         tokio::select! {
-            block = pipeline.blocks.recv(), if admit => {
+            block = pipeline.recv(), if admit => {
                 let block = match block {
                     Some(Ok(b)) => b,
                     Some(Err(e)) => return Err(e.into()),
@@ -443,7 +449,7 @@ pub(crate) async fn run_multipath(
                         if let Some((_, sent_at)) = pending.remove(&(file, block)) {
                             manager.on_acked((file, block), sent_at, Instant::now());
                             let rtt = live[i].as_ref().map_or(Duration::ZERO, |p| p.conn.rtt());
-                            on_progress(MpProgress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), rtt });
+                            on_progress(MpProgress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), rtt, file: file as usize });
                         }
                     }
                     Ok(Some(Frame::FileDone { file })) => {

@@ -15,16 +15,18 @@ use std::time::{Duration, Instant};
 use quinn::{Connection, Endpoint};
 use tokio::task::JoinSet;
 
+use super::classes::BlockSource;
 use super::control::{self, ControlWriter, write_error};
 use super::error::SessionError;
 use super::pacer::Pacer;
 use crate::hash::{BlockDigest, file_hash};
 use crate::manifest::{Manifest, SourceFile};
+use crate::multipath::priority::Class;
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
 use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
-use crate::work::{Plane, PreparedBlock, start_pipeline};
+use crate::work::{Plane, PreparedBlock, start_pipeline_for};
 
 /// How to send. `Default` gives 1 MiB blocks, the automatic reader, no rate
 /// cap and a 10 s connect timeout.
@@ -55,6 +57,9 @@ pub struct SendConfig {
     pub local: super::multipath_sender::LocalBind,
     /// More paths to the same receiver (multi-path; reliable plane only).
     pub extra_paths: Vec<super::multipath_sender::PathSpec>,
+    /// Priority class of each source file, in order (empty: all Normal).
+    /// Classes share the bandwidth 50/30/20 (reliable plane only).
+    pub classes: Vec<Class>,
 }
 
 impl SendConfig {
@@ -73,6 +78,7 @@ impl SendConfig {
             fec: None,
             local: super::multipath_sender::LocalBind::Any,
             extra_paths: Vec::new(),
+            classes: Vec::new(),
         }
     }
 }
@@ -95,6 +101,8 @@ pub enum SendEvent {
     Acked {
         /// Bytes acknowledged so far.
         acked_bytes: u64,
+        /// Of which, per priority class (Critical, High, Normal).
+        by_class: [u64; 3],
         /// Current smoothed RTT of the path.
         rtt: Duration,
     },
@@ -239,6 +247,58 @@ async fn connect(
     }
 }
 
+/// The reader pipelines: one, or one per priority class present (the
+/// memory budget split between them).
+fn block_source(
+    cfg: &SendConfig,
+    sources: Vec<SourceFile>,
+    manifest: &Manifest,
+    plane: Plane,
+) -> Result<BlockSource, SessionError> {
+    let files = sources.len();
+    let class_of_file: Vec<Class> = (0..files)
+        .map(|i| cfg.classes.get(i).copied().unwrap_or(Class::Normal))
+        .collect();
+    let present: Vec<Class> = Class::ALL
+        .into_iter()
+        .filter(|c| class_of_file.contains(c))
+        .collect();
+    if present.len() <= 1 || plane != Plane::Reliable {
+        let p = start_pipeline_for(
+            cfg.reader,
+            sources,
+            manifest.clone(),
+            plane,
+            cfg.memory_budget,
+            None,
+        )
+        .map_err(SessionError::Reader)?;
+        let mut source = BlockSource::single(p, files);
+        source.class_of_file = class_of_file;
+        return Ok(source);
+    }
+    let budget = cfg.memory_budget / present.len();
+    let mut pipelines = Vec::new();
+    for class in present {
+        let only = class_of_file.iter().map(|c| *c == class).collect();
+        let p = start_pipeline_for(
+            cfg.reader,
+            sources.clone(),
+            manifest.clone(),
+            plane,
+            budget,
+            Some(only),
+        )
+        .map_err(SessionError::Reader)?;
+        pipelines.push((class, p));
+    }
+    Ok(BlockSource::classed(
+        pipelines,
+        class_of_file,
+        manifest.block_size(),
+    ))
+}
+
 /// Waits for the next control frame, mapping end-of-stream to an error.
 async fn next_frame(
     frames: &mut tokio::sync::mpsc::Receiver<Result<Option<Frame>, SessionError>>,
@@ -332,14 +392,9 @@ async fn run(
             shard_bytes: (max.saturating_sub(crate::wire::SHARD_HEADER_LEN) & !1).max(2),
         },
     };
-    let mut pipeline = start_pipeline(
-        cfg.reader,
-        sources,
-        manifest.clone(),
-        plane,
-        cfg.memory_budget,
-    )
-    .map_err(SessionError::Reader)?;
+    let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
+    let pipeline_classes = pipeline.class_of_file.clone();
+    let mut by_class = [0u64; 3];
     on_event(&SendEvent::Started {
         remote: cfg.to,
         reader: pipeline.reader,
@@ -384,10 +439,12 @@ async fn run(
             cfg.max_rate,
             &mut fh,
             |p, conn| match p {
-                super::fec_sender::Progress::Acked { bytes } => {
+                super::fec_sender::Progress::Acked { bytes, file } => {
                     acked_bytes += bytes;
+                    by_class[pipeline_classes[file] as usize] += bytes;
                     on_event(&SendEvent::Acked {
                         acked_bytes,
+                        by_class,
                         rtt: conn.rtt(),
                     });
                 }
@@ -430,9 +487,14 @@ async fn run(
             &mut fh,
             started,
             |p| match p {
-                super::multipath_sender::MpProgress::Acked { bytes, rtt } => {
+                super::multipath_sender::MpProgress::Acked { bytes, rtt, file } => {
                     acked_bytes += bytes;
-                    on_event(&SendEvent::Acked { acked_bytes, rtt });
+                    by_class[pipeline_classes[file] as usize] += bytes;
+                    on_event(&SendEvent::Acked {
+                        acked_bytes,
+                        by_class,
+                        rtt,
+                    });
                 }
                 super::multipath_sender::MpProgress::FileDone { file } => {
                     on_event(&SendEvent::FileDone {
@@ -461,9 +523,19 @@ async fn run(
     let mut files_done = 0usize;
     let mut done = vec![false; file_count];
 
+    // With priority classes, blocks are handed to quinn only a little ahead
+    // of the wire (two bandwidth-delay products, at least four blocks), so
+    // that the scheduler's order, not a deep queue, decides what is sent.
+    let prioritised = pipeline.classes().len() > 1;
+    let block_bytes = manifest.block_size() as f64;
     while files_done < file_count {
+        let room = !prioritised || {
+            let secs = started.elapsed().as_secs_f64().max(0.05);
+            let bdp = acked_bytes as f64 / secs * conn.rtt().as_secs_f64();
+            (sent_at.len() as f64) < (2.0 * bdp / block_bytes).max(4.0)
+        };
         tokio::select! {
-            block = pipeline.blocks.recv(), if !reader_done => {
+            block = pipeline.recv(), if !reader_done && room => {
                 let block: PreparedBlock = match block {
                     Some(Ok(b)) => b,
                     Some(Err(e)) => return Err(e.into()),
@@ -506,11 +578,13 @@ async fn run(
                         if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
                         }
-                        acked_bytes += u64::from(manifest.block_span(file as usize, block).1);
+                        let bytes = u64::from(manifest.block_span(file as usize, block).1);
+                        acked_bytes += bytes;
+                        by_class[pipeline.class_of_file[file as usize] as usize] += bytes;
                         if let Some(at) = sent_at.remove(&(file, block)) {
                             latency.record(at.elapsed());
                         }
-                        on_event(&SendEvent::Acked { acked_bytes, rtt: conn.rtt() });
+                        on_event(&SendEvent::Acked { acked_bytes, by_class, rtt: conn.rtt() });
                     }
                     Frame::FileDone { file } => {
                         let f = file as usize;

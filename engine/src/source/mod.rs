@@ -103,9 +103,19 @@ pub type Emit = Arc<dyn Fn(Result<SourceBlock, SourceError>) -> bool + Send + Sy
 pub(crate) struct ReadPlan {
     pub files: Vec<SourceFile>,
     pub manifest: Manifest,
+    /// `Some`: read only the files marked `true` (one reader per priority
+    /// class); indices stay those of the manifest.
+    pub only: Option<Vec<bool>>,
 }
 
 impl ReadPlan {
+    /// Whether this plan reads file `index`.
+    pub fn includes(&self, index: usize) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.get(index).copied().unwrap_or(false))
+    }
+
     /// Every (file index, block, offset, len) in order.
     pub fn blocks(&self, file: usize) -> impl Iterator<Item = (u64, u64, usize)> + '_ {
         (0..self.manifest.block_count(file)).map(move |b| {
@@ -121,12 +131,17 @@ pub fn spawn_reader(
     kind: ReaderKind,
     files: Vec<SourceFile>,
     manifest: Manifest,
+    only: Option<Vec<bool>>,
     pool: BufferSource,
     emit: Emit,
 ) -> std::io::Result<(ReaderKind, std::thread::JoinHandle<()>)> {
     spawn_reader_with(
         kind,
-        ReadPlan { files, manifest },
+        ReadPlan {
+            files,
+            manifest,
+            only,
+        },
         pool,
         emit,
         uring::runtime,
@@ -210,7 +225,11 @@ mod tests {
             }],
         )
         .unwrap();
-        ReadPlan { files, manifest }
+        ReadPlan {
+            files,
+            manifest,
+            only: None,
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) fn read_all(plan: ReadPlan, pool: BufferSource, emit: Emit) {
 
 async fn read_files(plan: ReadPlan, mut pool: BufferSource, emit: Emit) {
     for (index, source) in plan.files.iter().enumerate() {
-        if plan.manifest.block_count(index) == 0 {
+        if plan.manifest.block_count(index) == 0 || !plan.includes(index) {
             continue;
         }
         let file = match std::fs::File::open(&source.path) {

@@ -21,7 +21,7 @@ pub(super) fn read_all(
         let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(QUEUE_DEPTH));
         let stopped = Rc::new(std::cell::Cell::new(false));
         'files: for (index, source) in plan.files.iter().enumerate() {
-            if plan.manifest.block_count(index) == 0 {
+            if plan.manifest.block_count(index) == 0 || !plan.includes(index) {
                 continue;
             }
             let file = match tokio_uring::fs::File::open(&source.path).await {
