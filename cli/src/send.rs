@@ -202,6 +202,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
     let json = args.json;
     let mut bar = None;
     let mut last_progress: Option<std::time::Instant> = None;
+    let mut path_rates: Vec<chunkstream_engine::session::multipath_sender::PathRate> = Vec::new();
     let started = std::time::Instant::now();
     let result = send_files(sources, &cfg, |event| match event {
         SendEvent::Started {
@@ -220,7 +221,16 @@ pub async fn run(args: SendArgs) -> Result<()> {
         } => {
             if let Some(b) = &bar {
                 b.set_position(*acked_bytes);
-                b.set_message(format!("rtt {:.1} ms", rtt.as_secs_f64() * 1e3));
+                let paths: Vec<String> = path_rates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("p{i} {:.0} Mbit/s {:?}", p.rate_bps / 1e6, p.state).to_lowercase())
+                    .collect();
+                b.set_message(if paths.is_empty() {
+                    format!("rtt {:.1} ms", rtt.as_secs_f64() * 1e3)
+                } else {
+                    paths.join(" | ")
+                });
             }
             // At most every 200 ms: acknowledged bytes in all and per class.
             if json && last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
@@ -228,7 +238,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
                 json_line(&json!({"event": "progress", "at": started.elapsed().as_secs_f64(),
                     "acked_bytes": acked_bytes,
                     "by_class": {"critical": by_class[0], "high": by_class[1], "normal": by_class[2]},
-                    "rtt_ms": rtt.as_secs_f64() * 1e3}));
+                    "rtt_ms": rtt.as_secs_f64() * 1e3, "paths": path_rates}));
             }
         }
         SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
@@ -241,6 +251,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
                 eprintln!("path {} ({}) {:?} at {:.1} s", change.path, change.name, change.state, change.at);
             }
         }
+        SendEvent::PathRates(rates) => path_rates.clone_from(rates),
         SendEvent::PlaneFallback { reason } => {
             eprintln!("warning: FEC plane unavailable ({reason}); sending on the reliable plane");
         }

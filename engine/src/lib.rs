@@ -39,6 +39,7 @@
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
 //! | [`work`] | the Rayon stage between reader and network |
 //! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, rate controller, quinn window adapter |
+//! | [`multipath`] * | path manager (ECF, liveness, re-dial) and the DRR priority scheduler |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
 //! | [`session`] | sender and receiver drivers; `tracker` * and `pacer` * are sans-IO |

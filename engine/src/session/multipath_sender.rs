@@ -152,8 +152,20 @@ pub struct PathReport {
     pub state: PathState,
 }
 
+/// One path's measured delivery rate and state, for progress displays.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathRate {
+    /// `LOCAL=REMOTE`.
+    pub name: String,
+    /// Delivery rate measured from acknowledgements (bits/s; 0 before any).
+    pub rate_bps: f64,
+    /// Current state.
+    pub state: PathState,
+}
+
 /// What the multi-path driver reports as it goes.
 pub(crate) enum MpProgress {
+    Rates(Vec<PathRate>),
     Acked {
         bytes: u64,
         rtt: Duration,
@@ -489,6 +501,15 @@ pub(crate) async fn run_multipath(
                         manager.on_stats(i, now, p.conn.rtt(), stats.path.cwnd, stats.udp_rx.bytes);
                     }
                 }
+                on_progress(MpProgress::Rates(
+                    (0..n)
+                        .map(|i| PathRate {
+                            name: specs[i].name(),
+                            rate_bps: manager.rate(i).unwrap_or(0.0) * 8.0,
+                            state: manager.state(i),
+                        })
+                        .collect(),
+                ));
                 for event in manager.check(now) {
                     match event {
                         PathEvent::Died { path, requeue } => {

@@ -113,6 +113,8 @@ pub enum SendEvent {
     },
     /// A path came up, went down, or is being re-dialled (multi-path).
     Path(super::multipath_sender::PathChange),
+    /// Every path's delivery rate and state, every 100 ms (multi-path).
+    PathRates(Vec<super::multipath_sender::PathRate>),
     /// The FEC plane was asked for but cannot be used; the reliable plane
     /// carries the transfer instead.
     PlaneFallback {
@@ -503,6 +505,9 @@ async fn run(
                 }
                 super::multipath_sender::MpProgress::Path(change) => {
                     on_event(&SendEvent::Path(change))
+                }
+                super::multipath_sender::MpProgress::Rates(rates) => {
+                    on_event(&SendEvent::PathRates(rates))
                 }
             },
         )
