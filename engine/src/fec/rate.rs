@@ -19,8 +19,8 @@
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
 //!   threshold of `max(5 ms, min_rtt / 4)`.
 //!
-//! Phases: **startup** doubles the rate each round (at most 2.5× the
-//! estimate, which lags a round behind) until the bottleneck estimate stops
+//! Phases: **startup** multiplies the rate by 2.5 each round (at most 3×
+//! the estimate, which lags a round behind), from 10 Mbit/s, until the bottleneck estimate stops
 //! growing by 25 % for three rounds or a queue stands;
 //! **steady** paces at the estimate times a gain cycling through
 //! 1.25 (probe), 0.85 (drain the probe's queue) and six rounds of 1.0.
@@ -47,7 +47,7 @@ pub struct RateConfig {
 impl Default for RateConfig {
     fn default() -> Self {
         Self {
-            initial_rate: 250_000.0,
+            initial_rate: 1_250_000.0,
             min_rate: 8_000.0,
             max_rate: 12.5e9,
         }
@@ -270,9 +270,9 @@ impl RateController {
                     self.cycle = 1; // drain what startup queued
                     self.rate = btl * GAINS[1];
                 } else {
-                    // The delivered rate lags a round behind: 2.5× the
-                    // estimate allows one doubling ahead of it, no more.
-                    self.rate = (self.rate * 2.0).min(btl.max(self.cfg.initial_rate) * 2.5);
+                    // The delivered rate lags a round behind: 3× the
+                    // estimate allows one step ahead of it, no more.
+                    self.rate = (self.rate * 2.5).min(btl.max(self.cfg.initial_rate) * 3.0);
                 }
             }
             Phase::Steady => {
