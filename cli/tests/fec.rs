@@ -171,6 +171,11 @@ fn bad_fec_and_cc_settings_are_refused_with_the_reason() {
             "1000",
             "expected auto or a size from 1200 to 65527 bytes",
         ),
+        (
+            "--priority",
+            "urgent=x",
+            "unknown priority \"urgent\" (critical, high, normal)",
+        ),
     ] {
         let out = std::process::Command::new(BIN)
             .args(["send", "x", "--to", "127.0.0.1:1", "--peer"])

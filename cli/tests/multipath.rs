@@ -186,3 +186,28 @@ async fn a_path_that_dies_and_comes_back_rejoins_and_nothing_is_lost() {
         r.stop().await;
     }
 }
+
+#[test]
+fn options_that_do_not_combine_with_several_paths_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("x.bin");
+    write_file(&src, 1000, 1);
+    for extra in [["--max-rate", "10mbit"], ["--plane", "fec"]] {
+        let out = Command::new(BIN)
+            .arg("send")
+            .arg(&src)
+            .args(["--peer", &"0".repeat(64), "--token", "t"])
+            .args([
+                "--path",
+                "127.0.0.1=127.0.0.1:9",
+                "--path",
+                "127.0.0.1=127.0.0.1:10",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("one path for now"), "{extra:?}: {err}");
+    }
+}

@@ -185,6 +185,11 @@ pub async fn send_files(
         // One shard size for the whole session.
         tuning.pinned_mtu = fec.mtu;
     }
+    if !cfg.extra_paths.is_empty() && cfg.max_rate.is_some() {
+        return Err(SessionError::Usage(
+            "--max-rate applies to one path for now; drop it or the extra --path".into(),
+        ));
+    }
     if !cfg.extra_paths.is_empty() {
         // Notice a dead path within a few keep-alives.
         tuning.keep_alive = tuning.keep_alive.min(Duration::from_millis(500));
