@@ -102,6 +102,35 @@ pub(crate) struct FileHashes {
     pub hashes: Vec<Option<blake3::Hash>>,
 }
 
+impl FileHashes {
+    /// Records a hashed block; returns the file and its whole-file hash
+    /// when this was the file's last block.
+    pub fn record(
+        &mut self,
+        header: &crate::wire::BlockHeader,
+        manifest: &Manifest,
+    ) -> Option<(u32, blake3::Hash)> {
+        let (f, b) = (header.file as usize, header.block as usize);
+        self.digests[f][b] = Some(header.digest);
+        self.missing[f] -= 1;
+        if self.missing[f] != 0 {
+            return None;
+        }
+        let all: Vec<BlockDigest> = self.digests[f]
+            .iter()
+            .map(|d| d.expect("every block hashed"))
+            .collect();
+        let hash = file_hash(&all, manifest.files()[f].size, manifest.block_size());
+        self.hashes[f] = Some(hash);
+        Some((header.file, hash))
+    }
+
+    /// Whether every block of every file has been hashed.
+    pub fn all_read(&self) -> bool {
+        self.missing.iter().all(|&m| m == 0)
+    }
+}
+
 fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
     let (g, recovery) = block
         .recovery
@@ -164,7 +193,7 @@ pub(crate) async fn run_fec(
     let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
     let mut fresh: VecDeque<ShardRef> = VecDeque::new();
     let mut urgent: VecDeque<ShardRef> = VecDeque::new();
-    let mut reader_done = hashes.missing.iter().all(|&m| m == 0);
+    let mut reader_done = hashes.all_read();
     let mut files_done = 0usize;
     let mut done = vec![false; file_count];
     let mut report = FecReport {
@@ -195,17 +224,12 @@ pub(crate) async fn run_fec(
                     None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
                 };
                 let (file, index) = (block.header.file, block.header.block);
-                let (f, i) = (file as usize, index as usize);
-                hashes.digests[f][i] = Some(block.header.digest);
-                hashes.missing[f] -= 1;
+                let completed = hashes.record(&block.header, manifest);
                 control.send(&Frame::BlockDigest { file, block: index, digest: block.header.digest }).await?;
-                if hashes.missing[f] == 0 {
-                    let all: Vec<_> = hashes.digests[f].iter().map(|d| d.expect("every block hashed")).collect();
-                    let hash = file_hash(&all, manifest.files()[f].size, manifest.block_size());
-                    hashes.hashes[f] = Some(hash);
+                if let Some((file, hash)) = completed {
                     control.send(&Frame::FileHash { file, hash: *hash.as_bytes() }).await?;
                 }
-                reader_done = hashes.missing.iter().all(|&m| m == 0);
+                reader_done = hashes.all_read();
                 let g = block.recovery.as_ref().expect("FEC pipeline").0;
                 fresh.extend(accounts.add(file, index, g));
                 blocks.insert((file, index), block);

@@ -27,7 +27,6 @@ use tokio::task::JoinSet;
 
 use super::SessionError;
 use super::control::{self, ControlWriter};
-use crate::hash::{BlockDigest, file_hash};
 use crate::manifest::Manifest;
 use crate::multipath::manager::{BlockId, PathEvent, PathManager, PathState};
 use crate::transport::identity::{Fingerprint, PinnedCertVerifier};
@@ -184,6 +183,36 @@ struct LivePath {
     control: ControlWriter,
 }
 
+/// The connections of all paths: the live one per path (if any), the wire
+/// bytes of connections already closed, and a generation counter so that
+/// frames of a closed connection are not taken for its successor's.
+struct Conns {
+    live: Vec<Option<LivePath>>,
+    wire_done: Vec<u64>,
+    generation: Vec<u64>,
+}
+
+impl Conns {
+    /// Closes path `i`'s connection (if open) and puts `requeue` back at
+    /// the front of `queue`.
+    fn retire(
+        &mut self,
+        i: usize,
+        requeue: Vec<BlockId>,
+        queue: &mut VecDeque<BlockId>,
+        why: &[u8],
+    ) {
+        for b in requeue {
+            queue.push_front(b);
+        }
+        if let Some(p) = self.live[i].take() {
+            self.wire_done[i] += p.conn.stats().udp_tx.bytes;
+            p.conn.close(close_code::DONE.into(), why);
+        }
+        self.generation[i] += 1;
+    }
+}
+
 /// Dials `spec` on `endpoint` and joins session `session_id`.
 async fn join(
     endpoint: Endpoint,
@@ -264,14 +293,14 @@ pub(crate) async fn run_multipath(
     let mut manager = PathManager::new(n, dead_after, now);
     let mut endpoints: Vec<Option<Endpoint>> = vec![None; n];
     endpoints[0] = Some(primary.endpoint.clone());
-    let mut live: Vec<Option<LivePath>> = (0..n).map(|_| None).collect();
-    let mut wire_done = vec![0u64; n];
+    let mut conns = Conns {
+        live: (0..n).map(|_| None).collect(),
+        wire_done: vec![0u64; n],
+        generation: vec![0u64; n],
+    };
     let mut last_rtt = vec![Duration::ZERO; n];
     let (frames_tx, mut frames_rx) =
         mpsc::channel::<(usize, u64, Result<Option<Frame>, SessionError>)>(256);
-    // Generation per path, so frames of a closed connection are not taken
-    // for the re-dialled one's.
-    let mut generation = vec![0u64; n];
     let forward =
         |i: usize,
          gen_: u64,
@@ -296,7 +325,7 @@ pub(crate) async fn run_multipath(
         })
     };
 
-    live[0] = Some(LivePath {
+    conns.live[0] = Some(LivePath {
         conn: primary.conn,
         control: primary.control,
     });
@@ -325,7 +354,7 @@ pub(crate) async fn run_multipath(
     let mut pending: BTreeMap<BlockId, (PreparedBlock, Instant)> = BTreeMap::new();
     let mut queue: VecDeque<BlockId> = VecDeque::new();
     let mut writers: JoinSet<(usize, BlockId, Result<(), SessionError>)> = JoinSet::new();
-    let mut reader_done = hashes.missing.iter().all(|&m| m == 0);
+    let mut reader_done = hashes.all_read();
     let mut unsent_hashes: Vec<u32> = Vec::new();
     let mut done = vec![false; file_count];
     let mut files_done = 0usize;
@@ -353,7 +382,7 @@ pub(crate) async fn run_multipath(
             if manager.in_flight(i) + bytes > room {
                 break;
             }
-            let Some(path) = &live[i] else { break };
+            let Some(path) = &conns.live[i] else { break };
             queue.pop_front();
             let block = block.clone();
             let conn = path.conn.clone();
@@ -375,7 +404,7 @@ pub(crate) async fn run_multipath(
         while let Some(&file) = unsent_hashes.first() {
             let hash = *hashes.hashes[file as usize].expect("hashed").as_bytes();
             let mut sent = false;
-            for path in live.iter_mut().flatten() {
+            for path in conns.live.iter_mut().flatten() {
                 if path
                     .control
                     .send(&Frame::FileHash { file, hash })
@@ -400,14 +429,10 @@ pub(crate) async fn run_multipath(
                     None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
                 };
                 let (f, b) = (block.header.file, block.header.block);
-                hashes.digests[f as usize][b as usize] = Some(block.header.digest);
-                hashes.missing[f as usize] -= 1;
-                if hashes.missing[f as usize] == 0 {
-                    let all: Vec<BlockDigest> = hashes.digests[f as usize].iter().map(|d| d.expect("every block hashed")).collect();
-                    hashes.hashes[f as usize] = Some(file_hash(&all, manifest.files()[f as usize].size, block_size));
-                    unsent_hashes.push(f);
+                if let Some((file, _)) = hashes.record(&block.header, manifest) {
+                    unsent_hashes.push(file);
                 }
-                reader_done = hashes.missing.iter().all(|&m| m == 0);
+                reader_done = hashes.all_read();
                 pending.insert((f, b), (block, Instant::now()));
                 queue.push_back((f, b));
             }
@@ -418,14 +443,7 @@ pub(crate) async fn run_multipath(
                     // everything it carried.
                     tracing::debug!(path = i, error = %e, "block write failed");
                     if manager.state(i) == PathState::Up {
-                        for b in manager.on_failed(i, Instant::now()) {
-                            queue.push_front(b);
-                        }
-                        if let Some(p) = live[i].take() {
-                            wire_done[i] += p.conn.stats().udp_tx.bytes;
-                            p.conn.close(close_code::DONE.into(), b"path failed");
-                        }
-                        generation[i] += 1;
+                        conns.retire(i, manager.on_failed(i, Instant::now()), &mut queue, b"path failed");
                         on_progress(change(i, PathState::Down));
                     } else if pending.contains_key(&id) && !queue.contains(&id) && !manager.unacked().contains(&id) {
                         queue.push_front(id);
@@ -436,9 +454,9 @@ pub(crate) async fn run_multipath(
                 let (i, result) = dialed.map_err(|e| SessionError::ConnectionLost(format!("dialling failed: {e}")))?;
                 match result {
                     Ok((conn, control, frames)) => {
-                        generation[i] += 1;
-                        forward(i, generation[i], frames, frames_tx.clone());
-                        live[i] = Some(LivePath { conn, control });
+                        conns.generation[i] += 1;
+                        forward(i, conns.generation[i], frames, frames_tx.clone());
+                        conns.live[i] = Some(LivePath { conn, control });
                         manager.on_up(i, Instant::now());
                         on_progress(change(i, PathState::Up));
                     }
@@ -450,7 +468,7 @@ pub(crate) async fn run_multipath(
                 }
             }
             Some((i, gen_, item)) = frames_rx.recv() => {
-                if gen_ != generation[i] {
+                if gen_ != conns.generation[i] {
                     continue;
                 }
                 match item {
@@ -460,7 +478,7 @@ pub(crate) async fn run_multipath(
                         }
                         if let Some((_, sent_at)) = pending.remove(&(file, block)) {
                             manager.on_acked((file, block), sent_at, Instant::now());
-                            let rtt = live[i].as_ref().map_or(Duration::ZERO, |p| p.conn.rtt());
+                            let rtt = conns.live[i].as_ref().map_or(Duration::ZERO, |p| p.conn.rtt());
                             on_progress(MpProgress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), rtt, file: file as usize });
                         }
                     }
@@ -479,14 +497,7 @@ pub(crate) async fn run_multipath(
                     Ok(Some(other)) => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
                     Ok(None) | Err(_) => {
                         if manager.state(i) == PathState::Up {
-                            for b in manager.on_failed(i, Instant::now()) {
-                                queue.push_front(b);
-                            }
-                            if let Some(p) = live[i].take() {
-                                wire_done[i] += p.conn.stats().udp_tx.bytes;
-                                p.conn.close(close_code::DONE.into(), b"path failed");
-                            }
-                            generation[i] += 1;
+                            conns.retire(i, manager.on_failed(i, Instant::now()), &mut queue, b"path failed");
                             on_progress(change(i, PathState::Down));
                         }
                     }
@@ -494,7 +505,7 @@ pub(crate) async fn run_multipath(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                for (i, path) in live.iter().enumerate() {
+                for (i, path) in conns.live.iter().enumerate() {
                     if let Some(p) = path {
                         let stats = p.conn.stats();
                         last_rtt[i] = p.conn.rtt();
@@ -513,14 +524,7 @@ pub(crate) async fn run_multipath(
                 for event in manager.check(now) {
                     match event {
                         PathEvent::Died { path, requeue } => {
-                            for b in requeue {
-                                queue.push_front(b);
-                            }
-                            if let Some(p) = live[path].take() {
-                                wire_done[path] += p.conn.stats().udp_tx.bytes;
-                                p.conn.close(close_code::DONE.into(), b"path silent");
-                            }
-                            generation[path] += 1;
+                            conns.retire(path, requeue, &mut queue, b"path silent");
                             on_progress(change(path, PathState::Down));
                         }
                         PathEvent::Redial { path } => {
@@ -555,7 +559,10 @@ pub(crate) async fn run_multipath(
     }
     let reports = (0..n)
         .map(|i| {
-            let wire = wire_done[i] + live[i].as_ref().map_or(0, |p| p.conn.stats().udp_tx.bytes);
+            let wire = conns.wire_done[i]
+                + conns.live[i]
+                    .as_ref()
+                    .map_or(0, |p| p.conn.stats().udp_tx.bytes);
             PathReport {
                 name: specs[i].name(),
                 bytes: manager.acked_bytes(i),
@@ -565,7 +572,7 @@ pub(crate) async fn run_multipath(
             }
         })
         .collect();
-    for path in live.iter().flatten() {
+    for path in conns.live.iter().flatten() {
         path.conn.close(close_code::DONE.into(), b"done");
     }
     for endpoint in endpoints.iter().flatten().skip(1) {
