@@ -12,29 +12,42 @@ pub struct ProcessUsage {
     pub peak_rss_bytes: u64,
 }
 
+/// Which CPU times of `/proc/PID/stat` to add up.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuOf {
+    /// The process itself: utime + stime.
+    Itself,
+    /// Its children it has waited for: cutime + cstime.
+    WaitedChildren,
+}
+
+/// CPU seconds of process `pid` (`"self"` or a number) from its stat line.
+pub fn cpu_seconds(pid: &str, of: CpuOf) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: utime, stime, cutime and
+    // cstime are fields 14 to 17 of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let first = match of {
+        CpuOf::Itself => 11,
+        CpuOf::WaitedChildren => 13,
+    };
+    let ticks: u64 = f.get(first)?.parse::<u64>().ok()? + f.get(first + 1)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Peak resident set size of process `pid` (`VmHWM`), in bytes.
+pub fn peak_rss(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// Reads the current process's usage; zeros where `/proc` is unavailable.
 pub fn self_usage() -> ProcessUsage {
-    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the parenthesised command name; utime and stime
-            // are fields 14 and 15 of the whole line.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        })
-        .unwrap_or(0.0);
-    let peak_rss_bytes = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-        })
-        .unwrap_or(0);
     ProcessUsage {
-        cpu_seconds,
-        peak_rss_bytes,
+        cpu_seconds: cpu_seconds("self", CpuOf::Itself).unwrap_or(0.0),
+        peak_rss_bytes: peak_rss("self").unwrap_or(0),
     }
 }
 

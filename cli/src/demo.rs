@@ -20,7 +20,7 @@ use serde_json::json;
 use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
 use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 
-use crate::output::{json_line, line, rate};
+use crate::output::{json_line, line, path_share, rate};
 use chunkstream_bench_harness::units::{duration, percent, rate_bits, size};
 
 /// Run a verified transfer over an emulated link on loopback.
@@ -163,13 +163,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             dropped
         ));
         for p in &report.paths {
-            line(&format!(
-                "path     {}: {} bytes ({:.0} %), rtt {:.1} ms",
-                p.name,
-                p.bytes,
-                p.bytes as f64 * 100.0 / report.bytes.max(1) as f64,
-                p.rtt_ms
-            ));
+            line(&format!("path     {}", path_share(p, report.bytes)));
         }
     }
     Ok(())

@@ -29,6 +29,21 @@ pub fn rate(bits_per_sec: f64) -> String {
     }
 }
 
+/// `NAME: BYTES bytes (SHARE %), rtt RTT ms`: one path of a finished
+/// multi-path transfer of `total` bytes.
+pub fn path_share(
+    p: &chunkstream_engine::session::multipath_sender::PathReport,
+    total: u64,
+) -> String {
+    format!(
+        "{}: {} bytes ({:.0} %), rtt {:.1} ms",
+        p.name,
+        p.bytes,
+        p.bytes as f64 * 100.0 / total.max(1) as f64,
+        p.rtt_ms
+    )
+}
+
 /// A progress bar of acknowledged bytes, shown only on a terminal and
 /// never with `--json`.
 pub fn progress_bar(total: u64, json: bool) -> Option<ProgressBar> {

@@ -14,7 +14,7 @@ use chunkstream_engine::transport::Congestion;
 use chunkstream_engine::transport::identity::Fingerprint;
 use serde_json::json;
 
-use crate::output::{json_line, line, progress_bar, rate};
+use crate::output::{json_line, line, path_share, progress_bar, rate};
 use chunkstream_bench_harness::units::{rate_bits, size};
 
 /// Reader backend choices on the command line.
@@ -307,14 +307,7 @@ fn print_report(r: &SendReport, json: bool) {
         r.plane.name()
     ));
     for p in &r.paths {
-        line(&format!(
-            "path {}: {} bytes ({:.0} %), rtt {:.1} ms, {:?}",
-            p.name,
-            p.bytes,
-            p.bytes as f64 * 100.0 / r.bytes.max(1) as f64,
-            p.rtt_ms,
-            p.state
-        ));
+        line(&format!("path {}, {:?}", path_share(p, r.bytes), p.state));
     }
     if let Some(f) = &r.fec {
         line(&format!(

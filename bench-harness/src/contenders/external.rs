@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::usage::ProcessUsage;
+use crate::usage::{CpuOf, ProcessUsage, cpu_seconds, peak_rss};
 
 /// What a finished tool printed and cost.
 #[derive(Debug)]
@@ -50,27 +50,12 @@ impl ToolRun {
 
 /// CPU seconds of this process's waited-for children (`cutime + cstime`).
 fn children_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // cutime and cstime are fields 16 and 17 of the whole line.
-            let ticks: u64 = f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-fn peak_rss_of(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    cpu_seconds("self", CpuOf::WaitedChildren).unwrap_or(0.0)
 }
 
 /// `pid` and its descendants, from `/proc/PID/task/TID/children`
 /// (bounded: at most 64 processes).
-fn process_tree(pid: u32) -> Vec<u32> {
+pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut tree = vec![pid];
     let mut i = 0;
     while i < tree.len() && tree.len() < 64 {
@@ -95,7 +80,7 @@ fn process_tree(pid: u32) -> Vec<u32> {
 pub fn tree_peak_rss(pid: u32) -> u64 {
     process_tree(pid)
         .into_iter()
-        .filter_map(peak_rss_of)
+        .filter_map(|p| peak_rss(&p.to_string()))
         .max()
         .unwrap_or(0)
 }

@@ -162,8 +162,7 @@ impl SshServer {
                 // The session (sshd child, rsync server) ends right after
                 // the rename; give it a moment so its CPU is reaped.
                 let settle = Instant::now();
-                while super::external::tree_peak_rss(self.child.id()) > 0
-                    && has_children(self.child.id())
+                while super::external::process_tree(self.child.id()).len() > 1
                     && settle.elapsed() < Duration::from_secs(3)
                 {
                     std::thread::sleep(Duration::from_millis(20));
@@ -190,19 +189,6 @@ impl SshServer {
         let _ = self.child.wait();
         self.meter.usage()
     }
-}
-
-fn has_children(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks.flatten().any(|t| {
-                !std::fs::read_to_string(t.path().join("children"))
-                    .unwrap_or_default()
-                    .trim()
-                    .is_empty()
-            })
-        })
-        .unwrap_or(false)
 }
 
 impl Drop for SshServer {

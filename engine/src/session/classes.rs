@@ -10,8 +10,6 @@
 //! have data the bytes on the wire split 50/30/20, and a class that runs out
 //! leaves its share to the others.
 
-use std::collections::BTreeMap;
-
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::multipath::priority::{Class, Drr};
@@ -37,13 +35,9 @@ pub struct BlockSource {
 const LOOKAHEAD: usize = 4;
 
 impl BlockSource {
-    /// A single pipeline; every file is Normal.
-    pub fn single(p: Pipeline, files: usize) -> Self {
-        Self::classed(
-            vec![(Class::Normal, p)],
-            vec![Class::Normal; files],
-            1 << 20,
-        )
+    /// A single pipeline reading every file, whatever their classes.
+    pub fn single(p: Pipeline, class_of_file: Vec<Class>) -> Self {
+        Self::classed(vec![(Class::Normal, p)], class_of_file, 1 << 20)
     }
 
     /// One pipeline per class; `quantum` is the DRR credit unit (a block).
@@ -121,12 +115,21 @@ impl BlockSource {
         }
     }
 
-    /// Classes present, for reports.
-    pub fn classes(&self) -> BTreeMap<Class, usize> {
-        let mut m = BTreeMap::new();
-        for c in &self.class_of_file {
-            *m.entry(*c).or_insert(0) += 1;
+    /// The next block, or why there is none: a read error, or a reader
+    /// that stopped before the manifest's last block (the drivers only ask
+    /// while blocks are still due).
+    pub async fn next(&mut self) -> Result<PreparedBlock, super::SessionError> {
+        match self.recv().await {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(super::SessionError::Reader(std::io::Error::other(
+                "reader stopped early",
+            ))),
         }
-        m
+    }
+
+    /// Whether blocks of several classes compete (one pipeline per class).
+    pub fn prioritised(&self) -> bool {
+        self.pipelines.len() > 1
     }
 }

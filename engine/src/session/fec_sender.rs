@@ -30,7 +30,6 @@ use super::SessionError;
 use super::control::ControlWriter;
 use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
 use crate::fec::rate::{RateConfig, RateController};
-use crate::hash::{BlockDigest, file_hash};
 use crate::manifest::Manifest;
 use crate::transport::Congestion;
 use crate::transport::Tuning;
@@ -95,42 +94,6 @@ pub(crate) enum Progress {
     FileDone { file: usize },
 }
 
-/// Per-file hashing state shared with the reliable driver's logic.
-pub(crate) struct FileHashes {
-    pub digests: Vec<Vec<Option<BlockDigest>>>,
-    pub missing: Vec<u64>,
-    pub hashes: Vec<Option<blake3::Hash>>,
-}
-
-impl FileHashes {
-    /// Records a hashed block; returns the file and its whole-file hash
-    /// when this was the file's last block.
-    pub fn record(
-        &mut self,
-        header: &crate::wire::BlockHeader,
-        manifest: &Manifest,
-    ) -> Option<(u32, blake3::Hash)> {
-        let (f, b) = (header.file as usize, header.block as usize);
-        self.digests[f][b] = Some(header.digest);
-        self.missing[f] -= 1;
-        if self.missing[f] != 0 {
-            return None;
-        }
-        let all: Vec<BlockDigest> = self.digests[f]
-            .iter()
-            .map(|d| d.expect("every block hashed"))
-            .collect();
-        let hash = file_hash(&all, manifest.files()[f].size, manifest.block_size());
-        self.hashes[f] = Some(hash);
-        Some((header.file, hash))
-    }
-
-    /// Whether every block of every file has been hashed.
-    pub fn all_read(&self) -> bool {
-        self.missing.iter().all(|&m| m == 0)
-    }
-}
-
 fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
     let (g, recovery) = block
         .recovery
@@ -173,7 +136,7 @@ pub(crate) async fn run_fec(
     fec: &FecConfig,
     tuning: &Tuning,
     max_rate: Option<u64>,
-    hashes: &mut FileHashes,
+    hashes: &mut super::file_hashes::FileHashes,
     mut on_progress: impl FnMut(Progress, &Connection),
 ) -> Result<FecReport, SessionError> {
     let file_count = manifest.files().len();
@@ -217,12 +180,8 @@ pub(crate) async fn run_fec(
     while files_done < file_count {
         let admit = !reader_done && accounts.in_flight() < max_blocks && fresh.len() < 4 * 8192;
         tokio::select! {
-            block = pipeline.recv(), if admit => {
-                let block = match block {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
-                };
+            block = pipeline.next(), if admit => {
+                let block = block?;
                 let (file, index) = (block.header.file, block.header.block);
                 let completed = hashes.record(&block.header, manifest);
                 control.send(&Frame::BlockDigest { file, block: index, digest: block.header.digest }).await?;

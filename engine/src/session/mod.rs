@@ -5,6 +5,7 @@ pub mod classes;
 pub mod control;
 pub mod error;
 pub mod fec_sender;
+mod file_hashes;
 pub mod multipath_sender;
 pub mod pacer;
 pub mod receiver;

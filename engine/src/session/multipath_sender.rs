@@ -279,7 +279,7 @@ pub(crate) async fn run_multipath(
     tuning: &Tuning,
     pipeline: &mut super::classes::BlockSource,
     manifest: &Manifest,
-    hashes: &mut super::fec_sender::FileHashes,
+    hashes: &mut super::file_hashes::FileHashes,
     started: Instant,
     mut on_progress: impl FnMut(MpProgress),
 ) -> Result<Vec<PathReport>, SessionError> {
@@ -422,12 +422,8 @@ pub(crate) async fn run_multipath(
         }
         let admit = !reader_done && pending.len() < pipeline.buffers;
         tokio::select! {
-            block = pipeline.recv(), if admit => {
-                let block = match block {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
-                };
+            block = pipeline.next(), if admit => {
+                let block = block?;
                 let (f, b) = (block.header.file, block.header.block);
                 if let Some((file, _)) = hashes.record(&block.header, manifest) {
                     unsent_hashes.push(file);
@@ -445,7 +441,7 @@ pub(crate) async fn run_multipath(
                     if manager.state(i) == PathState::Up {
                         conns.retire(i, manager.on_failed(i, Instant::now()), &mut queue, b"path failed");
                         on_progress(change(i, PathState::Down));
-                    } else if pending.contains_key(&id) && !queue.contains(&id) && !manager.unacked().contains(&id) {
+                    } else if pending.contains_key(&id) && !queue.contains(&id) && !manager.is_assigned(id) {
                         queue.push_front(id);
                     }
                 }

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use super::classes::BlockSource;
 use super::control::{self, ControlWriter, write_error};
 use super::error::SessionError;
+use super::file_hashes::FileHashes;
 use super::pacer::Pacer;
-use crate::hash::{BlockDigest, file_hash};
 use crate::manifest::{Manifest, SourceFile};
 use crate::multipath::priority::Class;
 use crate::source::ReaderKind;
@@ -280,9 +280,7 @@ fn block_source(
             None,
         )
         .map_err(SessionError::Reader)?;
-        let mut source = BlockSource::single(p, files);
-        source.class_of_file = class_of_file;
-        return Ok(source);
+        return Ok(BlockSource::single(p, class_of_file));
     }
     let budget = cfg.memory_budget / present.len();
     let mut pipelines = Vec::new();
@@ -400,8 +398,6 @@ async fn run(
         },
     };
     let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
-    let pipeline_classes = pipeline.class_of_file.clone();
-    let mut by_class = [0u64; 3];
     on_event(&SendEvent::Started {
         remote: cfg.to,
         reader: pipeline.reader,
@@ -410,30 +406,21 @@ async fn run(
     });
 
     let file_count = manifest.files().len();
-    let mut digests: Vec<Vec<Option<BlockDigest>>> = (0..file_count)
-        .map(|f| vec![None; manifest.block_count(f) as usize])
-        .collect();
-    let mut missing: Vec<u64> = (0..file_count).map(|f| manifest.block_count(f)).collect();
-    let mut hashes: Vec<Option<blake3::Hash>> = vec![None; file_count];
+    let mut fh = FileHashes::new(&manifest);
     // Empty files have no blocks: their hash is known now.
-    for f in (0..file_count).filter(|&f| missing[f] == 0) {
-        let hash = blake3::hash(b"");
-        hashes[f] = Some(hash);
-        control
-            .send(&Frame::FileHash {
-                file: f as u32,
-                hash: *hash.as_bytes(),
-            })
-            .await?;
+    for (f, hash) in fh.hashes.iter().enumerate() {
+        if let Some(hash) = hash {
+            control
+                .send(&Frame::FileHash {
+                    file: f as u32,
+                    hash: *hash.as_bytes(),
+                })
+                .await?;
+        }
     }
+    let mut acks = Acks::new(pipeline.class_of_file.clone());
 
     if let (Plane::Fec { shard_bytes }, Some(fec)) = (plane, &cfg.fec) {
-        let mut fh = super::fec_sender::FileHashes {
-            digests,
-            missing,
-            hashes,
-        };
-        let mut acked_bytes = 0u64;
         let fec_report = super::fec_sender::run_fec(
             conn,
             &mut control,
@@ -447,13 +434,7 @@ async fn run(
             &mut fh,
             |p, conn| match p {
                 super::fec_sender::Progress::Acked { bytes, file } => {
-                    acked_bytes += bytes;
-                    by_class[pipeline_classes[file] as usize] += bytes;
-                    on_event(&SendEvent::Acked {
-                        acked_bytes,
-                        by_class,
-                        rtt: conn.rtt(),
-                    });
+                    on_event(&acks.record(file, bytes, conn.rtt()))
                 }
                 super::fec_sender::Progress::FileDone { file } => on_event(&SendEvent::FileDone {
                     name: manifest.files()[file].name.clone(),
@@ -467,12 +448,6 @@ async fn run(
     }
 
     if !cfg.extra_paths.is_empty() {
-        let mut fh = super::fec_sender::FileHashes {
-            digests,
-            missing,
-            hashes,
-        };
-        let mut acked_bytes = 0u64;
         let reports = super::multipath_sender::run_multipath(
             super::multipath_sender::Primary {
                 conn: conn.clone(),
@@ -495,13 +470,7 @@ async fn run(
             started,
             |p| match p {
                 super::multipath_sender::MpProgress::Acked { bytes, rtt, file } => {
-                    acked_bytes += bytes;
-                    by_class[pipeline_classes[file] as usize] += bytes;
-                    on_event(&SendEvent::Acked {
-                        acked_bytes,
-                        by_class,
-                        rtt,
-                    });
+                    on_event(&acks.record(file, bytes, rtt))
                 }
                 super::multipath_sender::MpProgress::FileDone { file } => {
                     on_event(&SendEvent::FileDone {
@@ -524,8 +493,7 @@ async fn run(
 
     let mut pacer = cfg.max_rate.map(Pacer::new);
     let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
-    let mut reader_done = (0..file_count).all(|f| missing[f] == 0);
-    let mut acked_bytes = 0u64;
+    let mut reader_done = fh.all_read();
     let mut latency = crate::metrics::BlockLatency::default();
     let mut sent_at: std::collections::HashMap<(u32, u64), Instant> =
         std::collections::HashMap::new();
@@ -536,31 +504,21 @@ async fn run(
     // With priority classes, blocks are handed to quinn only a little ahead
     // of the wire (two bandwidth-delay products, at least four blocks), so
     // that the scheduler's order, not a deep queue, decides what is sent.
-    let prioritised = pipeline.classes().len() > 1;
+    let prioritised = pipeline.prioritised();
     let block_bytes = manifest.block_size() as f64;
     while files_done < file_count {
         let room = !prioritised || {
             let secs = started.elapsed().as_secs_f64().max(0.05);
-            let bdp = acked_bytes as f64 / secs * conn.rtt().as_secs_f64();
+            let bdp = acks.bytes as f64 / secs * conn.rtt().as_secs_f64();
             (sent_at.len() as f64) < (2.0 * bdp / block_bytes).max(4.0)
         };
         tokio::select! {
-            block = pipeline.recv(), if !reader_done && room => {
-                let block: PreparedBlock = match block {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(SessionError::Reader(std::io::Error::other("reader stopped early"))),
-                };
-                let (file, index) = (block.header.file as usize, block.header.block as usize);
-                digests[file][index] = Some(block.header.digest);
-                missing[file] -= 1;
-                if missing[file] == 0 {
-                    let all: Vec<_> = digests[file].iter().map(|d| d.expect("every block hashed")).collect();
-                    let hash = file_hash(&all, manifest.files()[file].size, manifest.block_size());
-                    hashes[file] = Some(hash);
-                    control.send(&Frame::FileHash { file: file as u32, hash: *hash.as_bytes() }).await?;
+            block = pipeline.next(), if !reader_done && room => {
+                let block: PreparedBlock = block?;
+                if let Some((file, hash)) = fh.record(&block.header, &manifest) {
+                    control.send(&Frame::FileHash { file, hash: *hash.as_bytes() }).await?;
                 }
-                reader_done = missing.iter().all(|&m| m == 0);
+                reader_done = fh.all_read();
                 if let Some(p) = pacer.as_mut() {
                     let at = p.reserve(Instant::now(), u64::from(block.header.len));
                     tokio::time::sleep_until(at.into()).await;
@@ -589,16 +547,14 @@ async fn run(
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
                         }
                         let bytes = u64::from(manifest.block_span(file as usize, block).1);
-                        acked_bytes += bytes;
-                        by_class[pipeline.class_of_file[file as usize] as usize] += bytes;
                         if let Some(at) = sent_at.remove(&(file, block)) {
                             latency.record(at.elapsed());
                         }
-                        on_event(&SendEvent::Acked { acked_bytes, by_class, rtt: conn.rtt() });
+                        on_event(&acks.record(file as usize, bytes, conn.rtt()));
                     }
                     Frame::FileDone { file } => {
                         let f = file as usize;
-                        if f >= file_count || hashes[f].is_none() || std::mem::replace(&mut done[f], true) {
+                        if f >= file_count || fh.hashes[f].is_none() || std::mem::replace(&mut done[f], true) {
                             return Err(SessionError::Protocol(format!("unexpected FILE_DONE for file {file}")));
                         }
                         files_done += 1;
@@ -610,9 +566,37 @@ async fn run(
             }
         }
     }
-    let mut report = finish_report(&manifest, &hashes, started, pipeline.reader, plane);
+    let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
     report.block_latency = latency.summary();
     Ok(report)
+}
+
+/// Acknowledged bytes, in all and per priority class, as progress events.
+struct Acks {
+    bytes: u64,
+    by_class: [u64; 3],
+    class_of_file: Vec<Class>,
+}
+
+impl Acks {
+    fn new(class_of_file: Vec<Class>) -> Self {
+        Self {
+            bytes: 0,
+            by_class: [0; 3],
+            class_of_file,
+        }
+    }
+
+    /// Counts `bytes` of `file` as acknowledged; the event to report.
+    fn record(&mut self, file: usize, bytes: u64, rtt: Duration) -> SendEvent {
+        self.bytes += bytes;
+        self.by_class[self.class_of_file[file] as usize] += bytes;
+        SendEvent::Acked {
+            acked_bytes: self.bytes,
+            by_class: self.by_class,
+            rtt,
+        }
+    }
 }
 
 fn finish_report(

@@ -1,0 +1,61 @@
+//! The sender's whole-file hashes, built from block digests as the Rayon
+//! stage finishes blocks in any order. Every data-plane driver (reliable,
+//! FEC, multi-path) records blocks here and sends FILE_HASH when a file's
+//! last block is in.
+
+use crate::hash::{BlockDigest, file_hash};
+use crate::manifest::Manifest;
+use crate::wire::BlockHeader;
+
+/// Block digests per file, blocks still to hash, and finished file hashes.
+#[derive(Debug)]
+pub(crate) struct FileHashes {
+    digests: Vec<Vec<Option<BlockDigest>>>,
+    missing: Vec<u64>,
+    /// Whole-file BLAKE3, once every block of the file was hashed.
+    pub hashes: Vec<Option<blake3::Hash>>,
+}
+
+impl FileHashes {
+    /// Nothing hashed yet, except empty files, whose hash is known now.
+    pub fn new(manifest: &Manifest) -> Self {
+        let files = manifest.files().len();
+        let missing: Vec<u64> = (0..files).map(|f| manifest.block_count(f)).collect();
+        let hashes = missing
+            .iter()
+            .map(|&m| (m == 0).then(|| blake3::hash(b"")))
+            .collect();
+        Self {
+            digests: missing.iter().map(|&m| vec![None; m as usize]).collect(),
+            missing,
+            hashes,
+        }
+    }
+
+    /// Records a hashed block; returns the file and its whole-file hash
+    /// when this was the file's last block.
+    pub fn record(
+        &mut self,
+        header: &BlockHeader,
+        manifest: &Manifest,
+    ) -> Option<(u32, blake3::Hash)> {
+        let (f, b) = (header.file as usize, header.block as usize);
+        self.digests[f][b] = Some(header.digest);
+        self.missing[f] -= 1;
+        if self.missing[f] != 0 {
+            return None;
+        }
+        let all: Vec<BlockDigest> = self.digests[f]
+            .iter()
+            .map(|d| d.expect("every block hashed"))
+            .collect();
+        let hash = file_hash(&all, manifest.files()[f].size, manifest.block_size());
+        self.hashes[f] = Some(hash);
+        Some((header.file, hash))
+    }
+
+    /// Whether every block of every file has been hashed.
+    pub fn all_read(&self) -> bool {
+        self.missing.iter().all(|&m| m == 0)
+    }
+}
