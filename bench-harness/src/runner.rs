@@ -450,9 +450,6 @@ async fn attempt(
     let out_dir = cfg.work_dir.join("received");
     let _ = std::fs::remove_dir_all(&out_dir);
     let path = &point.paths[0];
-    if scenario.backend == Backend::Tun && point.paths.len() > 1 {
-        anyhow::bail!("multi-path scenarios run on the relay backend for now");
-    }
     // The TUN link exists before the receiver, which listens inside it; the
     // relay is put in front of a receiver that already listens.
     let tun = match scenario.backend {

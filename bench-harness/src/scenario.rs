@@ -299,6 +299,12 @@ impl Scenario {
                 c.name()
             ));
         }
+        if raw.backend == Backend::Tun && raw.path.len() > 1 {
+            return Err(format!(
+                "backend = \"tun\" carries one path; this scenario has {} (multi-path scenarios run on the relay backend)",
+                raw.path.len()
+            ));
+        }
         if raw.repetitions == 0 {
             return Err("repetitions must be at least 1".into());
         }
@@ -459,6 +465,11 @@ mod tests {
             (
                 GOOD.replace("delay = \"20ms\"", "delay = \"20ms\"\ncolour = \"red\""),
                 "unknown field `colour`",
+            ),
+            (
+                format!("{GOOD}\n[[path]]\nrate = \"10mbit\"\n")
+                    .replace("name = ", "backend = \"tun\"\nname = "),
+                "backend = \"tun\" carries one path",
             ),
         ];
         for (text, want) in cases {

@@ -128,3 +128,52 @@ fn bad_scenarios_and_reports_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("report schema \"something-else/9\""));
 }
+
+/// A scenario with several paths on the relay backend: chunkstream stripes
+/// over one relay per path, plain quinn uses the first path only, and the
+/// report carries per-path counts for what each used.
+#[test]
+fn a_multi_path_scenario_stripes_chunkstream_over_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("mp.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"mp\"\nfile_size = \"8MiB\"\ntimeout = \"30s\"\ncontenders = [\"chunkstream\", \"quinn-cubic\"]\n\
+         [[path]]\nrate = \"40mbit\"\ndelay = \"2ms\"\n[[path]]\nrate = \"40mbit\"\ndelay = \"2ms\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("mp.json")).unwrap())
+            .unwrap();
+    for run in report["runs"].as_array().unwrap() {
+        assert_eq!(run["verified"], true, "{run}");
+        let delivered: Vec<u64> = run["delivered_bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .collect();
+        if run["contender"] == "chunkstream" {
+            assert_eq!(run["paths_used"], 2, "{run}");
+            assert!(
+                delivered.len() == 2 && delivered.iter().all(|&b| b > 1 << 20),
+                "{run}"
+            );
+        } else {
+            assert_eq!(run["paths_used"], 1, "{run}");
+            assert_eq!(delivered.len(), 1, "{run}");
+        }
+    }
+}

@@ -106,6 +106,17 @@ async fn three_unequal_paths_share_the_file_by_their_rates() {
             p["name"]
         );
     }
+    // Progress lines name every path with its measured rate.
+    let progress = events(&stdout)
+        .into_iter()
+        .rfind(|e| e["event"] == "progress")
+        .expect("progress lines");
+    let rates = progress["paths"].as_array().unwrap();
+    assert_eq!(rates.len(), 3, "{progress}");
+    assert!(
+        rates.iter().all(|p| p["rate_bps"].as_f64().unwrap() > 0.0),
+        "{progress}"
+    );
     let (status, rx_out, _) = rx.wait(secs(20));
     assert!(status.success());
     assert_eq!(rx_out.matches("path_joined").count(), 2, "{rx_out}");
@@ -182,6 +193,13 @@ async fn a_path_that_dies_and_comes_back_rejoins_and_nothing_is_lost() {
         "the re-dialled path joined again: {rx_out}"
     );
     assert_same_file(&src, &tmp.path().join("out/failover.bin"));
+    // Late copies of re-sent blocks must not recreate a partial file.
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     for r in relays.into_iter().flatten() {
         r.stop().await;
     }
@@ -210,4 +228,28 @@ fn options_that_do_not_combine_with_several_paths_are_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("one path for now"), "{extra:?}: {err}");
     }
+}
+
+#[test]
+fn priority_classes_on_the_fec_plane_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("x.bin");
+    write_file(&src, 1000, 1);
+    let out = Command::new(BIN)
+        .arg("send")
+        .args([
+            "--to",
+            "127.0.0.1:9",
+            "--peer",
+            &"0".repeat(64),
+            "--token",
+            "t",
+        ])
+        .args(["--plane", "fec", "--priority"])
+        .arg(format!("critical={}", src.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reliable plane only"), "{err}");
 }
