@@ -145,6 +145,7 @@ fn reverse_of(forward: &LinkConfig) -> LinkConfig {
         loss: LossModel::NONE,
         reorder: 0.0,
         duplicate: 0.0,
+        drop_first: 0,
         ..forward.clone()
     }
 }

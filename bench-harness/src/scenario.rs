@@ -15,6 +15,7 @@
 //! loss = "0%"
 //! loss_model = "bernoulli"        # or "gilbert-elliott" with loss_burst
 //! loss_burst = 1
+//! drop_first = 0                  # lose the first N client→server packets (a lost handshake)
 //!
 //! [sweep]
 //! loss = ["0%", "0.5%", "1%", "2%", "5%", "10%"]   # every path takes each value in turn
@@ -202,6 +203,8 @@ struct RawPath {
     loss_burst: f64,
     #[serde(default)]
     queue: Option<String>,
+    #[serde(default)]
+    drop_first: u64,
 }
 
 fn zero_ms() -> String {
@@ -399,6 +402,7 @@ fn path_config(p: &RawPath) -> Result<LinkConfig, String> {
         loss,
         reorder: 0.0,
         duplicate: 0.0,
+        drop_first: p.drop_first,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -435,6 +439,16 @@ mod tests {
         assert_eq!(points[1].paths[0].delay, Duration::from_millis(20));
         // 1.5 × 200 Mbit/s × 40 ms = 1.5 MB.
         assert_eq!(points[0].paths[0].queue_bytes, 1_500_000);
+        assert_eq!(points[0].paths[0].drop_first, 0);
+    }
+
+    #[test]
+    fn drop_first_reaches_every_point_of_the_sweep() {
+        let s = Scenario::parse(&GOOD.replace("loss = \"1%\"", "loss = \"1%\"\ndrop_first = 2"))
+            .unwrap();
+        for p in s.points() {
+            assert_eq!(p.paths[0].drop_first, 2);
+        }
     }
 
     #[test]
@@ -495,6 +509,7 @@ mod tests {
             [
                 "fec-mtu",
                 "fec-vs-tcp-tun",
+                "handshake-loss",
                 "loss-sweep",
                 "loss-sweep-fec",
                 "loss-sweep-tcp",

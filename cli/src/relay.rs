@@ -47,6 +47,9 @@ pub struct RelayArgs {
     /// Share of packets delivered twice.
     #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
     pub duplicate: f64,
+    /// Lose the first N packets in each direction (e.g. a handshake packet).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub drop_first: u64,
     /// Random seed: the same seed and traffic give the same losses.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -76,6 +79,7 @@ impl RelayArgs {
             },
             reorder: self.reorder,
             duplicate: self.duplicate,
+            drop_first: self.drop_first,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! the reason `b3:<hex>:<bytes>`; the sender compares that with the hash of
 //! what it read, so a plain-quinn run is verified like every other. Same TLS
 //! and windows as chunkstream ([`chunkstream_engine::transport::Tuning`]),
-//! with the congestion controller chosen per run. A connection quinn itself
+//! with the congestion controller chosen per run and quinn's own handshake
+//! behaviour (RFC 9002's 333 ms initial RTT; a lost handshake packet is
+//! congestion to its controllers), where chunkstream changes both. A connection quinn itself
 //! aborts (its BBR with large windows can fail with "too many gaps in stream
 //! buffer") is reported as that run's error.
 
@@ -37,6 +39,10 @@ pub struct QuinnSendReport {
 fn tuning(cc: Congestion) -> Tuning {
     Tuning {
         congestion: cc,
+        // quinn's own handshake behaviour: RFC 9002's initial RTT, and its
+        // controllers as they are.
+        initial_rtt: std::time::Duration::from_millis(333),
+        tolerate_handshake_loss: false,
         ..Tuning::default()
     }
 }

@@ -15,7 +15,8 @@
 //!    bottleneck when the packets ahead of it and itself have been
 //!    serialized.
 //! 2. **Random loss** after the bottleneck ([`LossModel`]): Bernoulli, or
-//!    Gilbert-Elliott bursts ([`Drop::Random`]).
+//!    Gilbert-Elliott bursts ([`Drop::Random`]); the first `drop_first`
+//!    packets are lost in any case (a lost handshake, reproducibly).
 //! 3. **Propagation**: fixed `delay` plus uniform jitter in `±jitter`.
 //!    Packets keep their order (a jittered packet never overtakes an earlier
 //!    one) unless **reordering** picks it: then it skips half the delay.
@@ -78,6 +79,9 @@ pub struct LinkConfig {
     pub reorder: f64,
     /// Probability that a packet arrives twice.
     pub duplicate: f64,
+    /// The first this many packets offered are lost, whatever else is set:
+    /// a lost handshake, on purpose (counted as random loss).
+    pub drop_first: u64,
 }
 
 impl Default for LinkConfig {
@@ -91,6 +95,7 @@ impl Default for LinkConfig {
             loss: LossModel::NONE,
             reorder: 0.0,
             duplicate: 0.0,
+            drop_first: 0,
         }
     }
 }
@@ -250,7 +255,7 @@ impl LinkModel {
                 done
             }
         };
-        if self.lose() {
+        if self.stats.offered <= self.config.drop_first || self.lose() {
             self.stats.dropped_random += 1;
             return Verdict::Dropped(Drop::Random);
         }
@@ -318,6 +323,22 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn drop_first_loses_exactly_the_first_packets() {
+        let cfg = LinkConfig {
+            drop_first: 2,
+            ..Default::default()
+        };
+        let mut link = LinkModel::new(cfg, 1);
+        let t = Instant::now();
+        let verdicts: Vec<_> = (0..4).map(|_| link.offer(t, 1200)).collect();
+        assert_eq!(verdicts[0], Verdict::Dropped(Drop::Random));
+        assert_eq!(verdicts[1], Verdict::Dropped(Drop::Random));
+        assert!(matches!(verdicts[2], Verdict::Deliver { .. }));
+        assert!(matches!(verdicts[3], Verdict::Deliver { .. }));
+        assert_eq!(link.stats().dropped_random, 2);
     }
 
     #[test]
@@ -502,7 +523,7 @@ mod tests {
         fn same_seed_same_verdicts(seed: u64, sizes in proptest::collection::vec(1usize..1500, 1..200)) {
             let cfg = LinkConfig {
                 rate_bps: Some(10_000_000), queue_bytes: 20_000, delay: ms(5), jitter: ms(1),
-                loss: LossModel::GilbertElliott { p: 0.1, mean_burst: 3.0 }, reorder: 0.05, duplicate: 0.05,
+                loss: LossModel::GilbertElliott { p: 0.1, mean_burst: 3.0 }, reorder: 0.05, duplicate: 0.05, drop_first: 1,
             };
             let t0 = Instant::now();
             let mut a = LinkModel::new(cfg.clone(), seed);

@@ -10,6 +10,7 @@
 //! `SO_BINDTODEVICE`. One endpoint per path keeps each socket driven by its
 //! own task.
 
+pub mod handshake_cc;
 pub mod identity;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, EndpointConfig, IdleTimeout, TokioRuntime, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use handshake_cc::HandshakeTolerantFactory;
 use identity::{Fingerprint, Identity, PinnedCertVerifier};
 
 /// Which congestion controller quinn runs.
@@ -76,6 +78,16 @@ pub struct Tuning {
     /// Bytes of received DATAGRAM frames quinn buffers for the application;
     /// `None` tells the peer we take no datagrams (FEC plane unavailable).
     pub datagram_receive_buffer: Option<usize>,
+    /// quinn's RTT estimate before the first sample; the first probe
+    /// timeout (a lost handshake packet's retransmission) comes after
+    /// about 3 × this. RFC 9002's 333 ms makes a lost first packet cost a
+    /// second; 100 ms suits the paths this engine is tuned for (up to
+    /// ~100 ms RTT), and on a longer path costs at most a spurious
+    /// retransmission of a handshake packet.
+    pub initial_rtt: Duration,
+    /// Wrap Cubic and BBR in [`handshake_cc::HandshakeTolerantFactory`], so
+    /// a lost handshake packet does not end slow start.
+    pub tolerate_handshake_loss: bool,
 }
 
 /// The UDP payload the FEC plane pins: a 1500-byte Ethernet MTU minus IPv6
@@ -95,6 +107,8 @@ impl Default for Tuning {
             rate_window: crate::fec::cc::WindowHandle::default(),
             pinned_mtu: None,
             datagram_receive_buffer: Some(32 << 20),
+            initial_rtt: Duration::from_millis(100),
+            tolerate_handshake_loss: true,
         }
     }
 }
@@ -111,8 +125,20 @@ impl Tuning {
             .max_concurrent_bidi_streams(1u32.into())
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        t.initial_rtt(self.initial_rtt);
+        let tolerant = self.tolerate_handshake_loss;
         match self.congestion {
+            Congestion::Cubic if tolerant => {
+                t.congestion_controller_factory(Arc::new(HandshakeTolerantFactory(Arc::new(
+                    quinn::congestion::CubicConfig::default(),
+                ))));
+            }
             Congestion::Cubic => {}
+            Congestion::Bbr if tolerant => {
+                t.congestion_controller_factory(Arc::new(HandshakeTolerantFactory(Arc::new(
+                    quinn::congestion::BbrConfig::default(),
+                ))));
+            }
             Congestion::Bbr => {
                 t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
             }
