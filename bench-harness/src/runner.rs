@@ -157,10 +157,25 @@ struct Peer {
 }
 
 impl Peer {
+    /// Starts `cmd`. Its stderr is dropped, unless `CHUNKSTREAM_BENCH_STDERR`
+    /// names a folder: then each peer's stderr goes to a numbered file there
+    /// (with `RUST_LOG=chunkstream_engine=debug`, the FEC plane's rate rounds).
     fn spawn(mut cmd: Command) -> Result<Self> {
+        let stderr = match std::env::var_os("CHUNKSTREAM_BENCH_STDERR") {
+            Some(dir) => {
+                static PEERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = PEERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = Path::new(&dir).join(format!("peer-{n:04}.stderr"));
+                Stdio::from(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )
+            }
+            None => Stdio::null(),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {cmd:?}"))?;

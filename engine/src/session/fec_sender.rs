@@ -175,7 +175,11 @@ pub(crate) async fn run_fec(
     let mut last_pace = Instant::now();
     let mut budget = 0.0f64;
     let mut last_tick = Instant::now();
-    let wire_size = (shard_bytes + crate::wire::SHARD_HEADER_LEN + 40) as f64;
+    // The controller's rate is in the receiver's unit, shard payload bytes
+    // delivered (FEC_STATUS), so the pacer charges each shard that much:
+    // charging its wire size (+ 55 bytes of headers) paced 4 % below the
+    // rate the controller had measured the path to carry.
+    let pace_size = shard_bytes as f64;
 
     while files_done < file_count {
         let admit = !reader_done && accounts.in_flight() < max_blocks && fresh.len() < 4 * 8192;
@@ -253,8 +257,8 @@ pub(crate) async fn run_fec(
                 let mut allowance = if paced {
                     let r = rate.rate();
                     budget = (budget + r * now.duration_since(last_pace).as_secs_f64())
-                        .min((r * 0.002).max(4.0 * wire_size));
-                    (budget / wire_size) as usize
+                        .min((r * 0.002).max(4.0 * pace_size));
+                    (budget / pace_size) as usize
                 } else {
                     256
                 };
@@ -276,11 +280,11 @@ pub(crate) async fn run_fec(
                     accounts.on_sent(&shard, Instant::now());
                     allowance -= 1;
                     if paced {
-                        budget -= wire_size;
+                        budget -= pace_size;
                     }
                 }
                 if urgent.is_empty() && fresh.is_empty() {
-                    budget = budget.min(4.0 * wire_size);
+                    budget = budget.min(4.0 * pace_size);
                 }
             }
         }
