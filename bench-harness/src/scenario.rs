@@ -142,6 +142,7 @@ impl Contender {
     /// Extra `send` arguments of a chunkstream mode.
     pub fn send_flags(self) -> &'static [&'static str] {
         match self {
+            Self::Chunkstream => &["--plane", "reliable"],
             Self::ChunkstreamFec => &["--plane", "fec", "--fec", "adaptive"],
             Self::ChunkstreamFecFixed => &["--plane", "fec", "--fec", "10+3"],
             Self::ChunkstreamFecBbr => &["--plane", "fec", "--fec", "adaptive", "--cc", "bbr"],

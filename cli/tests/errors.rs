@@ -307,9 +307,10 @@ fn the_sender_vanishing_mid_transfer_keeps_the_part_file() {
     let out_dir = tmp.path().join("out");
     let recv = Receiver::start(&out_dir, &tmp.path().join("state"), &["--once"]);
     let mut sender = slow_send(&src, &recv);
-    assert!(eventually(secs(10), || recv
-        .stdout()
-        .contains("session_started")));
+    // Mid-transfer: data has reached the disk (the FEC plane, the default on
+    // one path, writes its first block only once it has decoded it).
+    let part = out_dir.join("f.bin.part");
+    assert!(eventually(secs(10), || part.exists()));
     std::thread::sleep(Duration::from_millis(500));
     sender.kill().unwrap();
     sender.wait().unwrap();
@@ -321,6 +322,6 @@ fn the_sender_vanishing_mid_transfer_keeps_the_part_file() {
         line.contains("connection lost") && line.contains("kept 1 partial file"),
         "{line}"
     );
-    assert!(out_dir.join("f.bin.part").exists());
+    assert!(part.exists());
     assert!(!out_dir.join("f.bin").exists());
 }

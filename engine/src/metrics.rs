@@ -1,7 +1,8 @@
 //! Measurements a transfer reports about itself.
 //!
 //! [`BlockLatency`] records, for every block, the time from handing it to
-//! its QUIC stream to the receiver's BLOCK_ACK (verified and written), in an
+//! its QUIC stream (on the FEC plane: from queueing its shards) to the
+//! receiver's BLOCK_ACK (verified and written), in an
 //! hdrhistogram with three significant digits; [`LatencySummary`] is what
 //! reports carry.
 

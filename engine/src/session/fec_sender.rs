@@ -86,6 +86,10 @@ pub struct FecReport {
     pub random_loss: f64,
     /// The controller's last pacing rate (bits/s; `rate` only).
     pub final_rate_bps: f64,
+    /// Block latency, from admitting a block (digest sent, shards queued)
+    /// to its BLOCK_ACK; reported with the reliable plane's, not here.
+    #[serde(skip)]
+    pub block_latency: Option<crate::metrics::LatencySummary>,
 }
 
 /// Progress the driver reports to the session.
@@ -154,6 +158,8 @@ pub(crate) async fn run_fec(
     });
     let mut accounts = SendAccounts::new(fec.redundancy);
     let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
+    let mut admitted: HashMap<(u32, u64), Instant> = HashMap::new();
+    let mut latency = crate::metrics::BlockLatency::default();
     let mut fresh: VecDeque<ShardRef> = VecDeque::new();
     let mut urgent: VecDeque<ShardRef> = VecDeque::new();
     let mut reader_done = hashes.all_read();
@@ -196,6 +202,7 @@ pub(crate) async fn run_fec(
                 let g = block.recovery.as_ref().expect("FEC pipeline").0;
                 fresh.extend(accounts.add(file, index, g));
                 blocks.insert((file, index), block);
+                admitted.insert((file, index), Instant::now());
             }
             frame = frames.recv() => {
                 let frame = match frame {
@@ -213,6 +220,9 @@ pub(crate) async fn run_fec(
                         }
                         if accounts.on_acked(file, block) {
                             blocks.remove(&(file, block));
+                            if let Some(at) = admitted.remove(&(file, block)) {
+                                latency.record(at.elapsed());
+                            }
                             on_progress(Progress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), file: file as usize }, conn);
                         }
                     }
@@ -274,8 +284,12 @@ pub(crate) async fn run_fec(
                     report.shards_sent += 1;
                     let corrupt = fec.corrupt_every.is_some_and(|n| report.shards_sent % n.max(1) == 0);
                     let d = datagram(block, &shard, shard_bytes, corrupt);
-                    conn.send_datagram_wait(d).await.map_err(|e| {
-                        SessionError::ConnectionLost(format!("sending a shard: {e}"))
+                    // A receiver that failed (full disk, bad name, ...) closes
+                    // the connection with its reason: report that, not the
+                    // failed send.
+                    conn.send_datagram_wait(d).await.map_err(|e| match conn.close_reason() {
+                        Some(r) => SessionError::from_connection(r),
+                        None => SessionError::ConnectionLost(format!("sending a shard: {e}")),
                     })?;
                     accounts.on_sent(&shard, Instant::now());
                     allowance -= 1;
@@ -295,5 +309,6 @@ pub(crate) async fn run_fec(
     report.exhausted = accounts.exhausted;
     report.random_loss = rate.random_loss();
     report.final_rate_bps = if paced { rate.rate() * 8.0 } else { 0.0 };
+    report.block_latency = latency.summary();
     Ok(report)
 }

@@ -443,6 +443,7 @@ async fn run(
         )
         .await?;
         let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
+        report.block_latency = fec_report.block_latency;
         report.fec = Some(fec_report);
         return Ok(report);
     }
