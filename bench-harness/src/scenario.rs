@@ -511,6 +511,7 @@ mod tests {
                 "fec-mtu",
                 "fec-vs-tcp-tun",
                 "handshake-loss",
+                "loss-5-long",
                 "loss-sweep",
                 "loss-sweep-fec",
                 "loss-sweep-tcp",
