@@ -508,6 +508,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "bursty-loss",
                 "fec-mtu",
                 "fec-vs-tcp-tun",
                 "handshake-loss",

@@ -59,8 +59,8 @@
 //! ```text
 //! sender                                     receiver
 //!   HELLO(version, session id, token)  ──►
+//!   MANIFEST(block size, files)        ──►   (sent without waiting for WELCOME)
 //!                                      ◄──  WELCOME(version)      or ERROR + close
-//!   MANIFEST(block size, files)        ──►
 //!                                      ◄──  READY                 or ERROR + close
 //!   block streams (any order, many in flight)  ──►
 //!     or, on the FEC plane:

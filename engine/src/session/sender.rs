@@ -355,6 +355,17 @@ async fn run(
             token: cfg.token.as_bytes().to_vec(),
         })
         .await?;
+    // MANIFEST follows HELLO without waiting for WELCOME: one round trip
+    // less before data (40 ms on the bench link). The receiver reads frames
+    // in order and never looks at the manifest of a sender whose token it
+    // refused; the receiver itself is already authenticated (its
+    // certificate is pinned), so the file names go to no one else.
+    control
+        .send(&Frame::Manifest {
+            block_size_log2: manifest.block_size_log2(),
+            files: manifest.files().to_vec(),
+        })
+        .await?;
     match next_frame(&mut frames, conn).await? {
         Frame::Welcome { .. } => {}
         Frame::Error { code, message } => return Err(peer_error(code, message)),
@@ -365,12 +376,6 @@ async fn run(
             )));
         }
     }
-    control
-        .send(&Frame::Manifest {
-            block_size_log2: manifest.block_size_log2(),
-            files: manifest.files().to_vec(),
-        })
-        .await?;
     match next_frame(&mut frames, conn).await? {
         Frame::Ready => {}
         Frame::Error { code, message } => return Err(peer_error(code, message)),
