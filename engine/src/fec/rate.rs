@@ -21,8 +21,8 @@
 //!
 //! Phases: **startup** multiplies the rate by 2.5 each round (at most 3×
 //! the estimate, which lags a round behind), from 10 Mbit/s, until the
-//! bottleneck estimate stops growing by 25 % for three rounds or a queue
-//! stands; **drain** paces at half the estimate until the queue startup
+//! bottleneck estimate stops growing by 25 % for three rounds, a queue
+//! stands, or a round delivers less than 85 % of the rate it was sent at; **drain** paces at half the estimate until the queue startup
 //! left is gone (at most four rounds); **steady** paces at the estimate
 //! times a gain cycling through 1.25 (probe), 0.75 (drain the probe's
 //! queue) and six rounds of 0.97 (the estimate is a maximum of noisy
@@ -116,6 +116,8 @@ pub struct RateController {
     caps: VecDeque<f64>,
     loss_base: Option<f64>,
     full_bw: f64,
+    /// The rates set at the end of the last two rounds, newest first.
+    set_rates: [f64; 2],
     full_rounds: u32,
     cycle: usize,
     queue_rounds: u32,
@@ -140,6 +142,7 @@ impl RateController {
             caps: VecDeque::new(),
             loss_base: None,
             full_bw: 0.0,
+            set_rates: [0.0; 2],
             full_rounds: 0,
             cycle: 0,
             queue_rounds: 0,
@@ -247,10 +250,15 @@ impl RateController {
         let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
         let q = self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt);
         let queued = q > self.queue_threshold();
-        if let (Some(p), false) = (loss, queued) {
+        // The random-loss level learns from queue-free rounds, never while
+        // draining startup's queue (its tail drops are reported a round
+        // late, when the queue is already gone), and one round can at most
+        // double it: a burst of tail drops moves it a little, a real rise
+        // in random loss still gets through in a few rounds.
+        if let (Some(p), false, false) = (loss, queued, self.phase == Phase::Drain) {
             let p = p.min(0.5);
             self.loss_base = Some(match self.loss_base {
-                Some(b) => 0.8 * b + 0.2 * p,
+                Some(b) => 0.8 * b + 0.2 * p.min((2.0 * b).max(b + 0.02)),
                 None => p,
             });
         }
@@ -284,7 +292,12 @@ impl RateController {
                 } else {
                     self.full_rounds += 1;
                 }
-                if self.full_rounds >= 3 || (queued && self.rounds > 1) || congestive_loss {
+                // What this round delivered left two rounds ago (one to get
+                // there, one for the report to come back): well below that
+                // rate, the path is full, and the round in flight is
+                // already queueing.
+                let full = self.set_rates[1] > 0.0 && cap < 0.85 * self.set_rates[1];
+                if self.full_rounds >= 3 || (queued && self.rounds > 1) || congestive_loss || full {
                     self.phase = Phase::Drain;
                     self.queue_rounds = 0;
                     self.rate = btl * DRAIN_GAIN;
@@ -330,6 +343,7 @@ impl RateController {
             }
         }
         self.rate = self.rate.clamp(self.cfg.min_rate, self.cfg.max_rate);
+        self.set_rates = [self.rate, self.set_rates[0]];
         Some(RoundSummary {
             delivered_rate: d,
             loss,
