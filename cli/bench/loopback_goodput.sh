@@ -8,6 +8,10 @@
 #
 #   cli/bench/loopback_goodput.sh [SIZE_MIB=1024] [RUNS=3] [OUT_DIR=/dev/shm] [EXTRA SEND ARGS...]
 #
+# EXTRA SEND ARGS choose the plane: `--plane reliable` or `--plane fec` (send's
+# default on one path is the FEC plane; results/loopback-goodput.md before
+# that change measured the reliable plane).
+#
 # Prints one line per run and a summary with medians as Markdown. Receivers
 # write to OUT_DIR (default tmpfs, so the disk's speed is not what we measure;
 # pass a disk folder to include it). Needs b3sum for the final check.

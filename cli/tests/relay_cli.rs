@@ -88,6 +88,50 @@ fn the_relay_forwards_loses_and_reports_per_direction() {
 }
 
 #[test]
+fn drop_first_loses_exactly_the_first_packets_each_way() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let _ = server.send_to(&buf[..n], from);
+        }
+    });
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["relay", "--listen", &listen, "--to"])
+        .arg(server_addr.to_string())
+        .args(["--drop-first", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut echoed = Vec::new();
+    for i in 0..10u32 {
+        client.send_to(&i.to_be_bytes(), &listen).unwrap();
+        let mut buf = [0u8; 4];
+        if let Ok((4, _)) = client.recv_from(&mut buf) {
+            echoed.push(u32::from_be_bytes(buf));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Packets 0-2 are lost on the way in; the echoes of 3-5 are the first
+    // three packets of the way back, lost too.
+    assert_eq!(echoed, [6, 7, 8, 9]);
+}
+
+#[test]
 fn bad_relay_settings_are_refused_with_the_field_named() {
     let out = Command::new(BIN)
         .args([
