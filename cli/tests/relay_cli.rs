@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn the_relay_forwards_loses_and_reports_per_direction() {
+/// A UDP echo server on loopback, and a free loopback address for the relay.
+fn echo_server_and_free_port() -> (std::net::SocketAddr, String) {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let server_addr = server.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -24,7 +24,12 @@ fn the_relay_forwards_loses_and_reports_per_direction() {
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
+    (server_addr, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn the_relay_forwards_loses_and_reports_per_direction() {
+    let (server_addr, listen) = echo_server_and_free_port();
     let child = Command::new(BIN)
         .args([
             "relay",
@@ -89,20 +94,7 @@ fn the_relay_forwards_loses_and_reports_per_direction() {
 
 #[test]
 fn drop_first_loses_exactly_the_first_packets_each_way() {
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let server_addr = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while let Ok((n, from)) = server.recv_from(&mut buf) {
-            let _ = server.send_to(&buf[..n], from);
-        }
-    });
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let (server_addr, listen) = echo_server_and_free_port();
     let mut child = Command::new(BIN)
         .args(["relay", "--listen", &listen, "--to"])
         .arg(server_addr.to_string())
