@@ -83,7 +83,7 @@ pub struct SendArgs {
     /// repaired on the receiver's reports, paced by our own rate controller;
     /// keeps its speed on lossy paths), `reliable` (one QUIC stream per
     /// block, QUIC retransmits; collapses on lossy paths, fastest on clean
-    /// LANs above ~1 Gbit/s, and the only one that stripes over several
+    /// LANs above ~3 Gbit/s, and the only one that stripes over several
     /// paths), or `auto`: fec on one path, reliable with several paths or
     /// any --priority input.
     #[arg(long, value_enum, default_value = "auto")]
