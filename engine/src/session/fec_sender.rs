@@ -157,8 +157,8 @@ pub(crate) async fn run_fec(
         ..RateConfig::default()
     });
     let mut accounts = SendAccounts::new(fec.redundancy);
-    let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
-    let mut admitted: HashMap<(u32, u64), Instant> = HashMap::new();
+    // Unacknowledged blocks, each with when it was admitted (block latency).
+    let mut blocks: HashMap<(u32, u64), (PreparedBlock, Instant)> = HashMap::new();
     let mut latency = crate::metrics::BlockLatency::default();
     let mut fresh: VecDeque<ShardRef> = VecDeque::new();
     let mut urgent: VecDeque<ShardRef> = VecDeque::new();
@@ -201,8 +201,7 @@ pub(crate) async fn run_fec(
                 reader_done = hashes.all_read();
                 let g = block.recovery.as_ref().expect("FEC pipeline").0;
                 fresh.extend(accounts.add(file, index, g));
-                blocks.insert((file, index), block);
-                admitted.insert((file, index), Instant::now());
+                blocks.insert((file, index), (block, Instant::now()));
             }
             frame = frames.recv() => {
                 let frame = match frame {
@@ -219,9 +218,8 @@ pub(crate) async fn run_fec(
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
                         }
                         if accounts.on_acked(file, block) {
-                            blocks.remove(&(file, block));
-                            if let Some(at) = admitted.remove(&(file, block)) {
-                                latency.record(at.elapsed());
+                            if let Some((_, admitted)) = blocks.remove(&(file, block)) {
+                                latency.record(admitted.elapsed());
                             }
                             on_progress(Progress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), file: file as usize }, conn);
                         }
@@ -278,7 +276,7 @@ pub(crate) async fn run_fec(
                         break;
                     };
                     // Acknowledged blocks may still have queued repairs.
-                    let Some(block) = blocks.get(&(shard.file, shard.block)) else {
+                    let Some((block, _)) = blocks.get(&(shard.file, shard.block)) else {
                         continue;
                     };
                     report.shards_sent += 1;

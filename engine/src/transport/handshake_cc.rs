@@ -24,12 +24,15 @@ use std::time::Instant;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 /// Builds the wrapped factory's controllers inside [`HandshakeTolerant`].
-#[derive(Debug)]
-pub struct HandshakeTolerantFactory<F>(pub Arc<F>);
+pub struct HandshakeTolerantFactory(pub Arc<dyn ControllerFactory + Send + Sync>);
 
-impl<F: ControllerFactory + Send + Sync + 'static> ControllerFactory
-    for HandshakeTolerantFactory<F>
-{
+impl std::fmt::Debug for HandshakeTolerantFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandshakeTolerantFactory(..)")
+    }
+}
+
+impl ControllerFactory for HandshakeTolerantFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         Box::new(HandshakeTolerant {
             inner: self.0.clone().build(now, current_mtu),

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quinn::congestion::ControllerFactory;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, EndpointConfig, IdleTimeout, TokioRuntime, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -85,8 +86,9 @@ pub struct Tuning {
     /// ~100 ms RTT), and on a longer path costs at most a spurious
     /// retransmission of a handshake packet.
     pub initial_rtt: Duration,
-    /// Wrap Cubic and BBR in [`handshake_cc::HandshakeTolerantFactory`], so
-    /// a lost handshake packet does not end slow start.
+    /// Wrap the congestion controller in
+    /// [`handshake_cc::HandshakeTolerantFactory`], so a lost handshake
+    /// packet does not end slow start.
     pub tolerate_handshake_loss: bool,
 }
 
@@ -126,28 +128,19 @@ impl Tuning {
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
         t.initial_rtt(self.initial_rtt);
-        let tolerant = self.tolerate_handshake_loss;
-        match self.congestion {
-            Congestion::Cubic if tolerant => {
-                t.congestion_controller_factory(Arc::new(HandshakeTolerantFactory(Arc::new(
-                    quinn::congestion::CubicConfig::default(),
-                ))));
-            }
-            Congestion::Cubic => {}
-            Congestion::Bbr if tolerant => {
-                t.congestion_controller_factory(Arc::new(HandshakeTolerantFactory(Arc::new(
-                    quinn::congestion::BbrConfig::default(),
-                ))));
-            }
-            Congestion::Bbr => {
-                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-            }
+        let controller: Arc<dyn ControllerFactory + Send + Sync> = match self.congestion {
+            Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
             Congestion::Rate => {
-                t.congestion_controller_factory(Arc::new(crate::fec::cc::RateWindowFactory(
-                    self.rate_window.clone(),
-                )));
+                Arc::new(crate::fec::cc::RateWindowFactory(self.rate_window.clone()))
             }
-        }
+        };
+        // Our rate window ignores loss events anyway; wrapping it changes nothing.
+        t.congestion_controller_factory(if self.tolerate_handshake_loss {
+            Arc::new(HandshakeTolerantFactory(controller))
+        } else {
+            controller
+        });
         if let Some(mtu) = self.pinned_mtu {
             t.initial_mtu(mtu).min_mtu(mtu).mtu_discovery_config(None);
         }
