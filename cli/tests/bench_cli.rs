@@ -79,11 +79,7 @@ fn bench_writes_a_verified_report_and_compare_reads_it() {
         .arg(&report_path)
         .output()
         .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cmp.stderr)
-    );
+    assert_success(&cmp);
     let text = String::from_utf8_lossy(&cmp.stdout);
     assert!(
         text.contains("| 2% | chunkstream |") && text.contains("1.00×"),
@@ -149,11 +145,7 @@ fn a_multi_path_scenario_stripes_chunkstream_over_every_path() {
         .arg(tmp.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("mp.json")).unwrap())
             .unwrap();

@@ -111,11 +111,7 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
         .expect("the FEC transfer finished within 60 s")
         .unwrap();
     let fec_end = t0.elapsed().as_secs_f64();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    assert_success(&sent);
     let tcp = tokio::time::timeout(Duration::from_secs(30), tcp)
         .await
         .unwrap()

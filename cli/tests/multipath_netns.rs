@@ -39,11 +39,7 @@ impl Topology {
             .args(["--path", "300mbit,0ms,0%"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         topo
     }
 

@@ -72,11 +72,7 @@ async fn three_classes_share_the_link_50_30_20_while_all_are_busy() {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let progress: Vec<[f64; 3]> = lines(&out.stdout)
         .iter()
         .filter(|e| e["event"] == "progress")
@@ -131,11 +127,7 @@ async fn a_lone_normal_transfer_gets_the_whole_link() {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let done = lines(&out.stdout)
         .into_iter()
         .find(|e| e["event"] == "done")

@@ -155,11 +155,7 @@ fn the_demo_runs_a_verified_transfer_through_an_emulated_link() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let last = out
         .stdout
         .trim_ascii_end()

@@ -75,11 +75,7 @@ async fn a_transfer_across_the_tun_link_verifies() {
         .await
         .expect("send finished")
         .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    assert_success(&sent);
     let status = tokio::time::timeout(Duration::from_secs(20), recv.wait())
         .await
         .unwrap()

@@ -189,6 +189,12 @@ pub fn finish(child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Fails the test with the process's stderr unless it exited 0.
+#[track_caller]
+pub fn assert_success(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
