@@ -29,15 +29,20 @@ fn bench_writes_a_verified_report_and_compare_reads_it() {
     let scenario = tmp.path().join("tiny.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let out_dir = tmp.path().join("results");
+    let peer_logs = tmp.path().join("peer-logs");
+    std::fs::create_dir(&peer_logs).unwrap();
     let out = Command::new(BIN)
         .arg("bench")
         .arg(&scenario)
         .arg("--out")
         .arg(&out_dir)
+        .env("CHUNKSTREAM_BENCH_STDERR", &peer_logs)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
+    // Four runs, a receiver and a sender each: every peer's stderr is kept.
+    assert_eq!(std::fs::read_dir(&peer_logs).unwrap().count(), 8);
     assert!(
         err.contains("[4/4] quinn-cubic at 2% loss #1: "),
         "progress lines: {err}"

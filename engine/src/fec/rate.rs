@@ -703,6 +703,40 @@ mod tests {
     }
 
     #[test]
+    fn one_round_of_tail_drops_at_most_doubles_the_random_loss_level() {
+        let mut c = RateController::new(RateConfig::default());
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        c.on_rtt(t0, ms(40));
+        c.on_delivered(1, 0);
+        c.tick(t0);
+        // Rounds of 100 packets with 5 % lost, no queue.
+        let (mut sent, mut lost, mut micros) = (0u64, 0u64, 1u64);
+        let mut round = |c: &mut RateController, n: u64, loss_in_round: u64| {
+            sent += 100;
+            lost += loss_in_round;
+            micros += 50_000;
+            c.on_rtt(t0 + ms(50 * n), ms(40));
+            c.on_delivered(micros, micros * 10);
+            c.on_packets(sent, lost);
+            c.tick(t0 + ms(50 * n)).expect("a round");
+        };
+        for n in 1..=20 {
+            round(&mut c, n, 5);
+        }
+        let before = c.random_loss();
+        assert!((before - 0.05).abs() < 0.01, "{before}");
+        // Then a round in which every packet was lost (a queue overflowing
+        // and already drained when the losses are declared).
+        round(&mut c, 21, 100);
+        let after = c.random_loss();
+        assert!(
+            after <= 0.8 * before + 0.2 * 2.0 * before + 1e-9,
+            "{before} -> {after}"
+        );
+    }
+
+    #[test]
     fn idle_rounds_do_not_lower_the_estimate() {
         let mut sim = Sim::new(100.0, 20, 0.0, 5);
         let mut c = RateController::new(RateConfig::default());
