@@ -7,7 +7,8 @@
 //! and windows as chunkstream ([`chunkstream_engine::transport::Tuning`]),
 //! with the congestion controller chosen per run and quinn's own handshake
 //! behaviour (RFC 9002's 333 ms initial RTT; a lost handshake packet is
-//! congestion to its controllers), where chunkstream changes both. A connection quinn itself
+//! congestion to its controllers; each handshake datagram sent once), where
+//! chunkstream changes all three. A connection quinn itself
 //! aborts (its BBR with large windows can fail with "too many gaps in stream
 //! buffer") is reported as that run's error.
 
@@ -43,6 +44,7 @@ fn tuning(cc: Congestion) -> Tuning {
         // controllers as they are.
         initial_rtt: std::time::Duration::from_millis(333),
         tolerate_handshake_loss: false,
+        redundant_handshake: false,
         ..Tuning::default()
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod handshake_cc;
 pub mod identity;
+pub mod redundant_handshake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +20,15 @@ use std::time::Duration;
 
 use quinn::congestion::ControllerFactory;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, TokioRuntime, TransportConfig, VarInt};
+use quinn::{
+    AsyncUdpSocket, Endpoint, EndpointConfig, IdleTimeout, Runtime, TokioRuntime, TransportConfig,
+    VarInt,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use handshake_cc::HandshakeTolerantFactory;
 use identity::{Fingerprint, Identity, PinnedCertVerifier};
+use redundant_handshake::RedundantHandshakeSocket;
 
 /// Which congestion controller quinn runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -90,6 +95,10 @@ pub struct Tuning {
     /// [`handshake_cc::HandshakeTolerantFactory`], so a lost handshake
     /// packet does not end slow start.
     pub tolerate_handshake_loss: bool,
+    /// Send handshake datagrams twice
+    /// ([`redundant_handshake::RedundantHandshakeSocket`]), so a random loss
+    /// during the handshake rarely costs a probe timeout.
+    pub redundant_handshake: bool,
 }
 
 /// The UDP payload the FEC plane pins: a 1500-byte Ethernet MTU minus IPv6
@@ -111,6 +120,7 @@ impl Default for Tuning {
             datagram_receive_buffer: Some(32 << 20),
             initial_rtt: Duration::from_millis(100),
             tolerate_handshake_loss: true,
+            redundant_handshake: true,
         }
     }
 }
@@ -222,13 +232,22 @@ pub fn server_endpoint(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(tuning.transport_config()));
     let socket = bind_udp(addr, None, tuning.socket_buffer)?;
-    Endpoint::new(
-        EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(TokioRuntime),
-    )
-    .map_err(|source| TransportError::Bind { addr, source })
+    endpoint(socket, Some(server), tuning).map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// A quinn endpoint on `socket`, its handshake datagrams doubled if the
+/// tuning says so.
+fn endpoint(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+    tuning: &Tuning,
+) -> std::io::Result<Endpoint> {
+    let runtime = Arc::new(TokioRuntime);
+    let mut socket: Arc<dyn AsyncUdpSocket> = runtime.wrap_udp_socket(socket)?;
+    if tuning.redundant_handshake {
+        socket = Arc::new(RedundantHandshakeSocket::new(socket));
+    }
+    Endpoint::new_with_abstract_socket(EndpointConfig::default(), server, socket, runtime)
 }
 
 /// A sender endpoint bound to `local` that trusts only `peer`.
@@ -254,13 +273,7 @@ pub fn client_endpoint(
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(tuning.transport_config()));
     let socket = bind_udp(local, device, tuning.socket_buffer)?;
-    let mut endpoint = Endpoint::new(
-        EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(TokioRuntime),
-    )
-    .map_err(|source| TransportError::Bind {
+    let mut endpoint = endpoint(socket, None, tuning).map_err(|source| TransportError::Bind {
         addr: local,
         source,
     })?;
