@@ -19,11 +19,15 @@
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
 //!   threshold of `max(5 ms, min_rtt / 4)`.
 //!
-//! Phases: **startup** multiplies the rate by 2.5 each round (at most 3×
-//! the estimate, which lags a round behind), from 10 Mbit/s, until the
-//! bottleneck estimate stops growing by 25 % for three rounds, a queue
-//! stands, or a round delivers less than 85 % of the rate it was sent at; **drain** paces at half the estimate until the queue startup
-//! left is gone (at most four rounds); **steady** paces at the estimate
+//! Phases: **startup** paces at 2.5 × the capacity the latest reports
+//! show (delivered over the last half round of the receiver's clock),
+//! updated at every tick rather than once a round, from 10 Mbit/s; it ends
+//! as soon as the queueing delay passes half the threshold (checked at
+//! every tick too), or at a round end when the bottleneck estimate stopped
+//! growing by 25 % for three rounds or a round delivered less than 85 % of
+//! the rate it was sent at while a queue builds. **Drain** paces at half
+//! the estimate until the queue startup left is gone (checked at every
+//! tick; at most four rounds); **steady** paces at the estimate
 //! times a gain cycling through 1.25 (probe), 0.75 (drain the probe's
 //! queue) and six rounds of 0.97 (the estimate is a maximum of noisy
 //! samples, so it sits a little above the mean).
@@ -71,6 +75,11 @@ const DRAIN_ROUNDS: u32 = 4;
 
 const GAINS: [f64; 8] = [1.25, 0.75, 0.97, 0.97, 0.97, 0.97, 0.97, 0.97];
 const FILTER_ROUNDS: usize = 10;
+/// Startup paces at this multiple of the recently delivered rate.
+const STARTUP_GAIN: f64 = 2.5;
+/// Receiver reports kept for startup's running estimate (the receiver
+/// reports every 10 ms: over a second of them).
+const MAX_REPORTS: usize = 128;
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +132,8 @@ pub struct RateController {
     queue_rounds: u32,
     rounds: u64,
     app_limited: bool,
+    /// Receiver reports (clock, delivered) kept while in startup.
+    reports: VecDeque<(u64, u64)>,
 }
 
 impl RateController {
@@ -148,6 +159,7 @@ impl RateController {
             queue_rounds: 0,
             rounds: 0,
             app_limited: false,
+            reports: VecDeque::new(),
         }
     }
 
@@ -190,7 +202,22 @@ impl RateController {
         if micros >= self.micros && delivered >= self.delivered {
             self.micros = micros;
             self.delivered = delivered;
+            if self.phase == Phase::Startup {
+                self.reports.push_back((micros, delivered));
+                if self.reports.len() > MAX_REPORTS {
+                    self.reports.pop_front();
+                }
+            }
         }
+    }
+
+    /// Delivered rate over the last `window` of the receiver's clock, from
+    /// the reports kept during startup.
+    fn recent_delivery_rate(&self, window: Duration) -> Option<f64> {
+        let &(m1, d1) = self.reports.back()?;
+        let since = m1.checked_sub(window.as_micros() as u64)?;
+        let &(m0, d0) = self.reports.iter().rev().find(|r| r.0 <= since)?;
+        Some((d1 - d0) as f64 * 1e6 / (m1 - m0).max(1) as f64)
     }
 
     /// Whether the sender had nothing to send during this round: a low
@@ -209,6 +236,43 @@ impl RateController {
     fn queue_threshold(&self) -> Duration {
         let min = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
         (min / 4).max(Duration::from_millis(5))
+    }
+
+    /// Startup and drain between round ends. Startup paces at
+    /// [`STARTUP_GAIN`] × the capacity the latest reports show, as they
+    /// arrive, and leaves for drain as soon as a queue shows; drain leaves as
+    /// soon as the queue is gone. Deciding only at round ends added most of a
+    /// round to the round trip these signals lag anyway: the ramp grew ~1.7×
+    /// per round instead of ~2.5×, and overshot for longer (200 Mbit/s at
+    /// 5 %: 438 -> 72 queue drops per 64 MiB, 159.4 -> 161.2 Mbit/s).
+    fn between_rounds(&mut self, round: Duration) {
+        let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
+        let q = self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt);
+        let window = round / 2;
+        let cap = self
+            .recent_delivery_rate(window)
+            .map(|d| d / (1.0 - self.random_loss()));
+        match self.phase {
+            Phase::Startup => {
+                if self.rounds >= 1 && q > self.queue_threshold() / 2 {
+                    let btl = self.caps.iter().copied().fold(cap.unwrap_or(0.0), f64::max);
+                    self.phase = Phase::Drain;
+                    self.reports.clear();
+                    self.queue_rounds = 0;
+                    self.rate = (btl * DRAIN_GAIN).max(self.cfg.min_rate);
+                } else if let Some(cap) = cap {
+                    self.rate = self.rate.max((STARTUP_GAIN * cap).min(self.cfg.max_rate));
+                }
+            }
+            Phase::Drain if q <= self.queue_threshold() / 4 && !self.caps.is_empty() => {
+                let btl = self.caps.iter().copied().fold(0.0, f64::max);
+                self.phase = Phase::Steady;
+                self.queue_rounds = 0;
+                self.cycle = 2;
+                self.rate = (btl * GAINS[2]).clamp(self.cfg.min_rate, self.cfg.max_rate);
+            }
+            _ => {}
+        }
     }
 
     /// Ends a round if one has passed; returns what it concluded.
@@ -238,6 +302,7 @@ impl RateController {
         // The receiver's clock must span at least half the round too, or a
         // burst of reports arriving together reads as a burst of rate.
         let span = Duration::from_micros(here.micros.saturating_sub(start.micros));
+        self.between_rounds(round);
         if now.duration_since(start.at) < round || span < round / 2 {
             return None;
         }
@@ -303,12 +368,11 @@ impl RateController {
                     && q > self.queue_threshold() / 4;
                 if self.full_rounds >= 3 || (queued && self.rounds > 1) || congestive_loss || full {
                     self.phase = Phase::Drain;
+                    self.reports.clear();
                     self.queue_rounds = 0;
                     self.rate = btl * DRAIN_GAIN;
                 } else {
-                    // The delivered rate lags a round behind: 3× the
-                    // estimate allows one step ahead of it, no more.
-                    self.rate = (self.rate * 2.5).min(btl.max(self.cfg.initial_rate) * 3.0);
+                    self.rate = self.rate.max(STARTUP_GAIN * btl);
                 }
             }
             Phase::Drain => {
@@ -822,6 +886,30 @@ mod tests {
             ours + comp >= 0.8 * sim.cap,
             "link underused: {:.1}",
             (ours + comp) * 8e-6
+        );
+    }
+
+    #[test]
+    fn startup_follows_deliveries_and_leaves_as_the_queue_starts() {
+        // 200 Mbit/s, 40 ms RTT, 5 % random loss, a one-BDP queue: what
+        // the first half second delivers, and what startup drops. Updating
+        // the rate only at round ends delivered 55 % of the possible and
+        // tail-dropped ~1 050 packets here.
+        let mut sim = Sim::new(200.0, 20, 0.05, 2);
+        let mut c = RateController::new(RateConfig::default());
+        sim.run(&mut c, Instant::now(), 500);
+        let possible = sim.cap * 0.95 * 0.5;
+        let share = sim.delivered as f64 / possible;
+        assert!(
+            share >= 0.58,
+            "delivered {:.0} % of the possible",
+            share * 100.0
+        );
+        assert!(!c.in_startup());
+        assert!(
+            sim.tail_drops < 500,
+            "{} tail drops in startup",
+            sim.tail_drops
         );
     }
 }
