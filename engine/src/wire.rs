@@ -62,8 +62,9 @@
 //!   MANIFEST(block size, files)        ──►   (sent without waiting for WELCOME)
 //!                                      ◄──  WELCOME(version)      or ERROR + close
 //!                                      ◄──  READY                 or ERROR + close
-//!   block streams (any order, many in flight)  ──►
-//!     or, on the FEC plane:
+//!   block streams (any order, many in flight, after READY)  ──►
+//!     or, on the FEC plane, right after MANIFEST (without waiting for
+//!     WELCOME and READY; the receiver reads them once it sent READY):
 //!     FEC_SETUP(shard_bytes, max blocks in flight)  ──►
 //!     BLOCK_DIGEST per block, shard datagrams        ──►
 //!                                      ◄──  FEC_STATUS every 10 ms: delivered bytes,
@@ -392,7 +393,7 @@ pub enum Frame {
         /// Human-readable, at most [`MAX_ERROR_LEN`] bytes.
         message: String,
     },
-    /// The sender switches to the FEC plane (after READY).
+    /// The sender switches to the FEC plane (right after MANIFEST).
     FecSetup {
         /// Payload bytes of every shard (even).
         shard_bytes: u16,

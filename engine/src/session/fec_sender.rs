@@ -94,8 +94,15 @@ pub struct FecReport {
 
 /// Progress the driver reports to the session.
 pub(crate) enum Progress {
-    Acked { bytes: u64, file: usize },
-    FileDone { file: usize },
+    /// The receiver sent READY (shards were already on their way).
+    Admitted,
+    Acked {
+        bytes: u64,
+        file: usize,
+    },
+    FileDone {
+        file: usize,
+    },
 }
 
 fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
@@ -141,6 +148,7 @@ pub(crate) async fn run_fec(
     tuning: &Tuning,
     max_rate: Option<u64>,
     hashes: &mut super::file_hashes::FileHashes,
+    mut admission: super::admission::Admission,
     mut on_progress: impl FnMut(Progress, &Connection),
 ) -> Result<FecReport, SessionError> {
     let file_count = manifest.files().len();
@@ -213,6 +221,13 @@ pub(crate) async fn run_fec(
                     }),
                 };
                 match frame {
+                    // WELCOME and READY arrive while the first shards are
+                    // already going out (see `admission`).
+                    f if !admission.admitted() => {
+                        if admission.on_frame(f)? {
+                            on_progress(Progress::Admitted, conn);
+                        }
+                    }
                     Frame::BlockAck { file, block } => {
                         if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));

@@ -1,6 +1,7 @@
 //! Sender and receiver drivers: the async code that ties the sans-IO
 //! pieces (wire codec, tracker, pacer) to quinn, the reader and the disk.
 
+mod admission;
 pub mod classes;
 pub mod control;
 pub mod error;

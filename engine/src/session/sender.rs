@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use quinn::{Connection, Endpoint};
 use tokio::task::JoinSet;
 
+use super::admission::Admission;
 use super::classes::BlockSource;
 use super::control::{self, ControlWriter, write_error};
 use super::error::SessionError;
@@ -366,27 +367,6 @@ async fn run(
             files: manifest.files().to_vec(),
         })
         .await?;
-    match next_frame(&mut frames, conn).await? {
-        Frame::Welcome { .. } => {}
-        Frame::Error { code, message } => return Err(peer_error(code, message)),
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected WELCOME, got {:?}",
-                other.frame_type()
-            )));
-        }
-    }
-    match next_frame(&mut frames, conn).await? {
-        Frame::Ready => {}
-        Frame::Error { code, message } => return Err(peer_error(code, message)),
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected READY, got {:?}",
-                other.frame_type()
-            )));
-        }
-    }
-
     let total_bytes = manifest.total_bytes();
     // The FEC plane needs datagrams; the receiver says in its transport
     // parameters whether it takes them.
@@ -402,13 +382,23 @@ async fn run(
             shard_bytes: (max.saturating_sub(crate::wire::SHARD_HEADER_LEN) & !1).max(2),
         },
     };
+    // The reliable plane waits for the receiver's admission here; the FEC
+    // plane starts sending and takes WELCOME and READY in its control loop
+    // (see `admission`).
+    let mut admission = Admission::default();
+    if !matches!(plane, Plane::Fec { .. }) {
+        while !admission.on_frame(next_frame(&mut frames, conn).await?)? {}
+    }
     let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
-    on_event(&SendEvent::Started {
+    let started_event = SendEvent::Started {
         remote: cfg.to,
         reader: pipeline.reader,
         total_bytes,
         files: manifest.files().len(),
-    });
+    };
+    if admission.admitted() {
+        on_event(&started_event);
+    }
 
     let file_count = manifest.files().len();
     let mut fh = FileHashes::new(&manifest);
@@ -437,7 +427,9 @@ async fn run(
             tuning,
             cfg.max_rate,
             &mut fh,
+            admission,
             |p, conn| match p {
+                super::fec_sender::Progress::Admitted => on_event(&started_event),
                 super::fec_sender::Progress::Acked { bytes, file } => {
                     on_event(&acks.record(file, bytes, conn.rtt()))
                 }

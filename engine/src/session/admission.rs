@@ -1,0 +1,124 @@
+//! The receiver's answers to HELLO and MANIFEST, as the sender sees them.
+//!
+//! The sender sends HELLO (version, session id, token) and MANIFEST back to
+//! back; the receiver answers WELCOME (version and token accepted), then
+//! READY (every file name accepted), or ERROR. [`Admission`] checks that
+//! order, frame by frame, without doing any I/O.
+//!
+//! The reliable plane waits for READY before it opens block streams. The
+//! FEC plane does not wait: its first shards follow MANIFEST and the
+//! receiver's QUIC stack buffers them until the session reads datagrams, so
+//! data is on the link one round trip earlier. Its control loop feeds the
+//! frames that arrive meanwhile to [`Admission`], and any other frame before
+//! READY is a protocol error. A receiver that refuses (bad token, unsafe
+//! name) never reads those shards; the sender learns why from the ERROR
+//! frame or the connection's close reason, as before. The receiver is
+//! authenticated before anything is sent (its certificate is pinned), so
+//! shards sent early go to no one else.
+
+use super::error::SessionError;
+use super::sender::peer_error;
+use crate::wire::Frame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    #[default]
+    AwaitWelcome,
+    AwaitReady,
+    Admitted,
+}
+
+/// Where the sender stands in the receiver's admission.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Admission {
+    state: State,
+}
+
+impl Admission {
+    /// Whether READY has arrived.
+    pub fn admitted(&self) -> bool {
+        self.state == State::Admitted
+    }
+
+    /// Takes the next control frame received before READY; returns whether
+    /// it completed the admission. ERROR is the receiver's refusal; any
+    /// other frame out of order is a protocol error.
+    pub fn on_frame(&mut self, frame: Frame) -> Result<bool, SessionError> {
+        let expected = match self.state {
+            State::AwaitWelcome => "WELCOME",
+            State::AwaitReady => "READY",
+            State::Admitted => {
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {:?} after READY",
+                    frame.frame_type()
+                )));
+            }
+        };
+        match (self.state, frame) {
+            (_, Frame::Error { code, message }) => Err(peer_error(code, message)),
+            (State::AwaitWelcome, Frame::Welcome { .. }) => {
+                self.state = State::AwaitReady;
+                Ok(false)
+            }
+            (State::AwaitReady, Frame::Ready) => {
+                self.state = State::Admitted;
+                Ok(true)
+            }
+            (_, other) => Err(SessionError::Protocol(format!(
+                "expected {expected}, got {:?}",
+                other.frame_type()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{PROTOCOL_VERSION, error_code};
+
+    #[test]
+    fn welcome_then_ready_admits() {
+        let mut a = Admission::default();
+        assert!(!a.admitted());
+        let welcome = Frame::Welcome {
+            version: PROTOCOL_VERSION,
+        };
+        assert!(!a.on_frame(welcome).unwrap());
+        assert!(!a.admitted());
+        assert!(a.on_frame(Frame::Ready).unwrap());
+        assert!(a.admitted());
+    }
+
+    #[test]
+    fn a_refusal_carries_the_receivers_reason() {
+        let mut a = Admission::default();
+        let err = a
+            .on_frame(Frame::Error {
+                code: error_code::BAD_TOKEN,
+                message: "wrong token".into(),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, SessionError::Refused(m) if m == "wrong token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn frames_out_of_order_are_protocol_errors() {
+        let mut a = Admission::default();
+        let err = a.on_frame(Frame::Ready).unwrap_err().to_string();
+        assert!(err.contains("expected WELCOME"), "{err}");
+        let mut a = Admission::default();
+        a.on_frame(Frame::Welcome {
+            version: PROTOCOL_VERSION,
+        })
+        .unwrap();
+        let err = a
+            .on_frame(Frame::FileDone { file: 0 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected READY"), "{err}");
+    }
+}
