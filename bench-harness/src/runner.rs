@@ -318,13 +318,15 @@ fn receiver_args(
             s("--state-dir"),
             cfg.work_dir.join("state").display().to_string(),
         ],
-        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+        Contender::QuinnCubic | Contender::QuinnBbr | Contender::QuinnBbrDefault => vec![
             s("bench-peer"),
             s("quinn-recv"),
             s("--listen"),
             s(listen),
             s("--cc"),
             s(cc_name(contender)),
+            s("--windows"),
+            s(quinn_windows(contender)),
         ],
         Contender::TcpCubic | Contender::TcpBbr => {
             vec![s("bench-peer"), s("tcp-recv"), s("--listen"), s(listen)]
@@ -361,9 +363,16 @@ fn listen_addr(contender: Contender, tun: bool) -> String {
     format!("{host}:{port}")
 }
 
+fn quinn_windows(contender: Contender) -> &'static str {
+    match contender {
+        Contender::QuinnBbrDefault => "quinn",
+        _ => "chunkstream",
+    }
+}
+
 fn cc_name(contender: Contender) -> &'static str {
     match contender {
-        Contender::QuinnBbr => "bbr",
+        Contender::QuinnBbr | Contender::QuinnBbrDefault => "bbr",
         Contender::QuinnCubic => "cubic",
         c if c.is_chunkstream() => "cubic",
         tcp => tcp.tcp_congestion().unwrap_or("bbr"),
@@ -402,7 +411,7 @@ fn sender_args(
         .into_iter()
         .chain(c.send_flags().iter().map(|f| s(f)))
         .collect(),
-        Contender::QuinnCubic | Contender::QuinnBbr => vec![
+        Contender::QuinnCubic | Contender::QuinnBbr | Contender::QuinnBbrDefault => vec![
             s("bench-peer"),
             s("quinn-send"),
             source,
@@ -412,6 +421,8 @@ fn sender_args(
             fingerprint,
             s("--cc"),
             s(cc_name(contender)),
+            s("--windows"),
+            s(quinn_windows(contender)),
         ],
         Contender::TcpCubic | Contender::TcpBbr => {
             vec![

@@ -53,8 +53,13 @@ pub enum Contender {
     ChunkstreamFecMtuAuto,
     /// Plain quinn, one stream, Cubic.
     QuinnCubic,
-    /// Plain quinn, one stream, BBR (quinn's experimental controller).
+    /// Plain quinn, one stream, BBR (quinn's experimental controller),
+    /// with chunkstream's windows (16 MiB per stream).
     QuinnBbr,
+    /// Plain quinn, one stream, BBR, with quinn's own default windows
+    /// (1.25 MB per stream): quinn as an application that does not tune it
+    /// gets it.
+    QuinnBbrDefault,
     /// A plain TCP file copy with Cubic (TUN backend only).
     TcpCubic,
     /// A plain TCP file copy with BBR, this kernel's default (TUN backend only).
@@ -99,6 +104,7 @@ impl Contender {
             Self::ChunkstreamFecMtuAuto => "chunkstream-fec-mtu-auto",
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
+            Self::QuinnBbrDefault => "quinn-bbr-default",
             Self::TcpCubic => "tcp-cubic",
             Self::TcpBbr => "tcp-bbr",
             Self::Iperf3Cubic => "iperf3-cubic",

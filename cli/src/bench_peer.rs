@@ -23,6 +23,9 @@ pub enum BenchPeer {
         listen: SocketAddr,
         #[arg(long, value_enum, default_value = "cubic")]
         cc: CcArg,
+        /// Flow-control windows: chunkstream's or quinn's defaults.
+        #[arg(long, default_value = "chunkstream")]
+        windows: plain_quinn::Windows,
     },
     /// Receive one plain TCP copy; first line: {"event":"listening",...}.
     TcpRecv {
@@ -81,6 +84,9 @@ pub enum BenchPeer {
         peer: Fingerprint,
         #[arg(long, value_enum, default_value = "cubic")]
         cc: CcArg,
+        /// Flow-control windows: chunkstream's or quinn's defaults.
+        #[arg(long, default_value = "chunkstream")]
+        windows: plain_quinn::Windows,
     },
 }
 
@@ -218,8 +224,12 @@ pub async fn run(cmd: BenchPeer) -> Result<()> {
                 }
             }
         }
-        BenchPeer::QuinnRecv { listen, cc } => {
-            let (endpoint, identity) = plain_quinn::bind(listen, cc.into())?;
+        BenchPeer::QuinnRecv {
+            listen,
+            cc,
+            windows,
+        } => {
+            let (endpoint, identity) = plain_quinn::bind(listen, cc.into(), windows)?;
             json_line(&json!({
                 "event": "listening",
                 "addresses": [endpoint.local_addr()?.to_string()],
@@ -230,20 +240,24 @@ pub async fn run(cmd: BenchPeer) -> Result<()> {
                 &json!({"event": "session_done", "ok": true, "bytes": bytes, "usage": self_usage()}),
             );
         }
-        BenchPeer::QuinnSend { file, to, peer, cc } => {
-            match plain_quinn::send_file(&file, to, peer, cc.into()).await {
-                Ok(r) => json_line(
-                    &json!({"event": "done", "bytes": r.bytes, "seconds": r.seconds,
+        BenchPeer::QuinnSend {
+            file,
+            to,
+            peer,
+            cc,
+            windows,
+        } => match plain_quinn::send_file(&file, to, peer, cc.into(), windows).await {
+            Ok(r) => json_line(
+                &json!({"event": "done", "bytes": r.bytes, "seconds": r.seconds,
                 "goodput_bps": r.goodput_bps, "verified": r.verified, "files": [{"blake3": r.blake3}], "usage": self_usage()}),
-                ),
-                Err(e) => {
-                    json_line(
-                        &json!({"event": "error", "error": format!("{e:#}"), "usage": self_usage()}),
-                    );
-                    return Err(e);
-                }
+            ),
+            Err(e) => {
+                json_line(
+                    &json!({"event": "error", "error": format!("{e:#}"), "usage": self_usage()}),
+                );
+                return Err(e);
             }
-        }
+        },
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! The receiver hashes what arrives (BLAKE3) and closes the connection with
 //! the reason `b3:<hex>:<bytes>`; the sender compares that with the hash of
 //! what it read, so a plain-quinn run is verified like every other. Same TLS
-//! and windows as chunkstream ([`chunkstream_engine::transport::Tuning`]),
-//! with the congestion controller chosen per run and quinn's own handshake
+//! as chunkstream ([`chunkstream_engine::transport::Tuning`]), chunkstream's
+//! windows or quinn's own defaults ([`Windows`]), the congestion controller
+//! chosen per run and quinn's own handshake
 //! behaviour (RFC 9002's 333 ms initial RTT; a lost handshake packet is
 //! congestion to its controllers; each handshake datagram sent once), where
 //! chunkstream changes all three. A connection quinn itself
@@ -37,23 +38,59 @@ pub struct QuinnSendReport {
     pub blake3: String,
 }
 
-fn tuning(cc: Congestion) -> Tuning {
+/// Which flow-control windows a plain-quinn run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Windows {
+    /// chunkstream's ([`Tuning::default`]): 16 MiB per stream, 64 MiB per
+    /// connection.
+    #[default]
+    Chunkstream,
+    /// quinn's own defaults (quinn-proto's `TransportConfig::default`):
+    /// 1.25 MB per stream (12.5 MB/s × 100 ms), a send window of 8 × that.
+    /// Its unlimited connection receive window is left at 10 MB here,
+    /// which one stream of 1.25 MB never reaches.
+    Quinn,
+}
+
+impl std::str::FromStr for Windows {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "chunkstream" => Ok(Self::Chunkstream),
+            "quinn" => Ok(Self::Quinn),
+            other => Err(format!("unknown windows {other:?} (chunkstream, quinn)")),
+        }
+    }
+}
+
+fn tuning(cc: Congestion, windows: Windows) -> Tuning {
+    let base = Tuning::default();
+    let (connection_window, stream_window) = match windows {
+        Windows::Chunkstream => (base.connection_window, base.stream_window),
+        Windows::Quinn => (10_000_000, 1_250_000),
+    };
     Tuning {
         congestion: cc,
+        connection_window,
+        stream_window,
         // quinn's own handshake behaviour: RFC 9002's initial RTT, and its
         // controllers as they are.
         initial_rtt: std::time::Duration::from_millis(333),
         tolerate_handshake_loss: false,
         redundant_handshake: false,
-        ..Tuning::default()
+        ..base
     }
 }
 
 /// Binds a receiver; returns the endpoint and identity so the caller can
 /// print where and whom to dial before [`serve_one`].
-pub fn bind(listen: SocketAddr, cc: Congestion) -> Result<(quinn::Endpoint, Identity)> {
+pub fn bind(
+    listen: SocketAddr,
+    cc: Congestion,
+    windows: Windows,
+) -> Result<(quinn::Endpoint, Identity)> {
     let identity = Identity::generate()?;
-    let endpoint = server_endpoint(listen, &identity, &tuning(cc))?;
+    let endpoint = server_endpoint(listen, &identity, &tuning(cc, windows))?;
     Ok((endpoint, identity))
 }
 
@@ -85,11 +122,12 @@ pub async fn send_file(
     to: SocketAddr,
     peer: Fingerprint,
     cc: Congestion,
+    windows: Windows,
 ) -> Result<QuinnSendReport> {
     let mut src =
         std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let started = Instant::now();
-    let (endpoint, _) = client_endpoint("0.0.0.0:0".parse()?, None, peer, &tuning(cc))?;
+    let (endpoint, _) = client_endpoint("0.0.0.0:0".parse()?, None, peer, &tuning(cc, windows))?;
     let conn = endpoint.connect(to, "chunkstream")?.await?;
     let mut stream = conn.open_uni().await?;
     let mut hasher = blake3::Hasher::new();
