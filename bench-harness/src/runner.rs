@@ -318,7 +318,10 @@ fn receiver_args(
             s("--state-dir"),
             cfg.work_dir.join("state").display().to_string(),
         ],
-        Contender::QuinnCubic | Contender::QuinnBbr | Contender::QuinnBbrDefault => vec![
+        Contender::QuinnCubic
+        | Contender::QuinnBbr
+        | Contender::QuinnBbrDefault
+        | Contender::QuinnBbr3Mib => vec![
             s("bench-peer"),
             s("quinn-recv"),
             s("--listen"),
@@ -366,13 +369,14 @@ fn listen_addr(contender: Contender, tun: bool) -> String {
 fn quinn_windows(contender: Contender) -> &'static str {
     match contender {
         Contender::QuinnBbrDefault => "quinn",
+        Contender::QuinnBbr3Mib => "3mib",
         _ => "chunkstream",
     }
 }
 
 fn cc_name(contender: Contender) -> &'static str {
     match contender {
-        Contender::QuinnBbr | Contender::QuinnBbrDefault => "bbr",
+        Contender::QuinnBbr | Contender::QuinnBbrDefault | Contender::QuinnBbr3Mib => "bbr",
         Contender::QuinnCubic => "cubic",
         c if c.is_chunkstream() => "cubic",
         tcp => tcp.tcp_congestion().unwrap_or("bbr"),
@@ -411,7 +415,10 @@ fn sender_args(
         .into_iter()
         .chain(c.send_flags().iter().map(|f| s(f)))
         .collect(),
-        Contender::QuinnCubic | Contender::QuinnBbr | Contender::QuinnBbrDefault => vec![
+        Contender::QuinnCubic
+        | Contender::QuinnBbr
+        | Contender::QuinnBbrDefault
+        | Contender::QuinnBbr3Mib => vec![
             s("bench-peer"),
             s("quinn-send"),
             source,

@@ -60,6 +60,10 @@ pub enum Contender {
     /// (1.25 MB per stream): quinn as an application that does not tune it
     /// gets it.
     QuinnBbrDefault,
+    /// Plain quinn, one stream, BBR, 3 MiB stream window: the
+    /// configuration `shared/BASELINES.md` measured.
+    #[serde(rename = "quinn-bbr-3mib")]
+    QuinnBbr3Mib,
     /// A plain TCP file copy with Cubic (TUN backend only).
     TcpCubic,
     /// A plain TCP file copy with BBR, this kernel's default (TUN backend only).
@@ -105,6 +109,7 @@ impl Contender {
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
             Self::QuinnBbrDefault => "quinn-bbr-default",
+            Self::QuinnBbr3Mib => "quinn-bbr-3mib",
             Self::TcpCubic => "tcp-cubic",
             Self::TcpBbr => "tcp-bbr",
             Self::Iperf3Cubic => "iperf3-cubic",

@@ -23,7 +23,7 @@ pub enum BenchPeer {
         listen: SocketAddr,
         #[arg(long, value_enum, default_value = "cubic")]
         cc: CcArg,
-        /// Flow-control windows: chunkstream's or quinn's defaults.
+        /// Flow-control windows: chunkstream's, quinn's defaults, or a 3 MiB stream window.
         #[arg(long, default_value = "chunkstream")]
         windows: plain_quinn::Windows,
     },
@@ -84,7 +84,7 @@ pub enum BenchPeer {
         peer: Fingerprint,
         #[arg(long, value_enum, default_value = "cubic")]
         cc: CcArg,
-        /// Flow-control windows: chunkstream's or quinn's defaults.
+        /// Flow-control windows: chunkstream's, quinn's defaults, or a 3 MiB stream window.
         #[arg(long, default_value = "chunkstream")]
         windows: plain_quinn::Windows,
     },

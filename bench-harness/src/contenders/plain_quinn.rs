@@ -50,6 +50,11 @@ pub enum Windows {
     /// Its unlimited connection receive window is left at 10 MB here,
     /// which one stream of 1.25 MB never reaches.
     Quinn,
+    /// A 3 MiB stream window and chunkstream's connection window: the
+    /// configuration of `shared/BASELINES.md`'s quinn-over-a-lossy-link
+    /// table (where a larger window made quinn's BBR abort with "too many
+    /// gaps in stream buffer").
+    ThreeMib,
 }
 
 impl std::str::FromStr for Windows {
@@ -58,7 +63,10 @@ impl std::str::FromStr for Windows {
         match s {
             "chunkstream" => Ok(Self::Chunkstream),
             "quinn" => Ok(Self::Quinn),
-            other => Err(format!("unknown windows {other:?} (chunkstream, quinn)")),
+            "3mib" => Ok(Self::ThreeMib),
+            other => Err(format!(
+                "unknown windows {other:?} (chunkstream, quinn, 3mib)"
+            )),
         }
     }
 }
@@ -68,6 +76,7 @@ fn tuning(cc: Congestion, windows: Windows) -> Tuning {
     let (connection_window, stream_window) = match windows {
         Windows::Chunkstream => (base.connection_window, base.stream_window),
         Windows::Quinn => (10_000_000, 1_250_000),
+        Windows::ThreeMib => (base.connection_window, 3 << 20),
     };
     Tuning {
         congestion: cc,
@@ -166,4 +175,22 @@ pub async fn send_file(
         verified,
         blake3: want[3..67].to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_windows_name_sets_its_stream_window() {
+        for (name, stream) in [
+            ("chunkstream", 16u64 << 20),
+            ("quinn", 1_250_000),
+            ("3mib", 3 << 20),
+        ] {
+            let w: Windows = name.parse().unwrap();
+            assert_eq!(tuning(Congestion::Bbr, w).stream_window, stream, "{name}");
+        }
+        assert!("huge".parse::<Windows>().unwrap_err().contains("3mib"));
+    }
 }
