@@ -11,7 +11,9 @@ use chunkstream_engine::session::control::{ControlWriter, read_frame};
 use chunkstream_engine::session::{Receiver, RecvEvent};
 use chunkstream_engine::transport::identity::{Fingerprint, Identity};
 use chunkstream_engine::transport::{Tuning, client_endpoint};
-use chunkstream_engine::wire::{BlockHeader, Frame, ManifestEntry, PROTOCOL_VERSION, error_code};
+use chunkstream_engine::wire::{
+    BlockHeader, Frame, ManifestEntry, PROTOCOL_VERSION, ShardHeader, error_code,
+};
 use quinn::Connection;
 use tokio::sync::mpsc;
 
@@ -107,11 +109,7 @@ async fn manifest_reply(
         })
         .await
         .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
-        .await
-        .unwrap()
-        .ok()
-        .flatten();
+    let reply = next_frame(&mut recv).await;
     (conn, control, recv, reply)
 }
 
@@ -141,6 +139,71 @@ async fn traversal_and_absolute_names_are_refused() {
             }
             other => panic!("{name:?}: expected ERROR, got {other:?}"),
         }
+    }
+    nothing_written(&s.outside);
+    assert!(!s.out.parent().unwrap().join("escape").exists());
+}
+
+/// The next control frame, within 5 s.
+async fn next_frame(recv: &mut quinn::RecvStream) -> Option<Frame> {
+    tokio::time::timeout(Duration::from_secs(5), read_frame(recv))
+        .await
+        .unwrap()
+        .ok()
+        .flatten()
+}
+
+/// Our FEC sender sends its first shards right after MANIFEST, before the
+/// receiver said READY. A receiver that refuses the manifest must refuse
+/// just the same with shards already queued, and write none of them.
+#[tokio::test]
+async fn shards_sent_before_ready_do_not_get_past_a_refused_manifest() {
+    let s = start_receiver().await;
+    let conn = dial(&s).await;
+    let (send, mut recv) = conn.open_bi().await.unwrap();
+    let mut control = ControlWriter(send);
+    for frame in [
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            session_id: [9; 16],
+            token: TOKEN.as_bytes().to_vec(),
+        },
+        Frame::Manifest {
+            block_size_log2: 16,
+            files: vec![ManifestEntry {
+                name: "../escape".into(),
+                size: 64,
+            }],
+        },
+        Frame::FecSetup {
+            shard_bytes: 64,
+            max_blocks: 1,
+        },
+    ] {
+        control.send(&frame).await.unwrap();
+    }
+    for index in 0..4u16 {
+        let mut d = ShardHeader {
+            file: 0,
+            block: 0,
+            index,
+            attempt: 0,
+        }
+        .encode()
+        .to_vec();
+        d.extend_from_slice(&[0xab; 64]);
+        conn.send_datagram(d.into()).unwrap();
+    }
+    assert!(matches!(
+        next_frame(&mut recv).await,
+        Some(Frame::Welcome { .. })
+    ));
+    match next_frame(&mut recv).await {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(code, error_code::UNSAFE_NAME, "{message}");
+            assert!(message.contains("refusing the manifest"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
     }
     nothing_written(&s.outside);
     assert!(!s.out.parent().unwrap().join("escape").exists());
