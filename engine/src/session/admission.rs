@@ -15,26 +15,62 @@
 //! frame or the connection's close reason, as before. The receiver is
 //! authenticated before anything is sent (its certificate is pinned), so
 //! shards sent early go to no one else.
+//!
+//! Admission has a deadline (the sender's connect timeout, counted from
+//! HELLO): a receiver that takes the connection but never answers would
+//! otherwise hold the sender forever, since keep-alives keep the
+//! connection open.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::error::SessionError;
 use super::sender::peer_error;
 use crate::wire::Frame;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    #[default]
     AwaitWelcome,
     AwaitReady,
     Admitted,
 }
 
 /// Where the sender stands in the receiver's admission.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Admission {
     state: State,
+    peer: SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
 }
 
 impl Admission {
+    /// HELLO went to `peer` at `now`; READY is due within `timeout`.
+    pub fn new(peer: SocketAddr, now: Instant, timeout: Duration) -> Self {
+        Self {
+            state: State::AwaitWelcome,
+            peer,
+            deadline: now + timeout,
+            timeout,
+        }
+    }
+
+    /// When READY is due.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// An error once the deadline passed without READY.
+    pub fn check_deadline(&self, now: Instant) -> Result<(), SessionError> {
+        if self.admitted() || now < self.deadline {
+            return Ok(());
+        }
+        Err(SessionError::NoAnswer {
+            addr: self.peer,
+            secs: self.timeout.as_secs().max(1),
+        })
+    }
+
     /// Whether READY has arrived.
     pub fn admitted(&self) -> bool {
         self.state == State::Admitted
@@ -77,9 +113,17 @@ mod tests {
     use super::*;
     use crate::wire::{PROTOCOL_VERSION, error_code};
 
+    fn admission() -> Admission {
+        Admission::new(
+            "127.0.0.1:4433".parse().unwrap(),
+            Instant::now(),
+            Duration::from_secs(10),
+        )
+    }
+
     #[test]
     fn welcome_then_ready_admits() {
-        let mut a = Admission::default();
+        let mut a = admission();
         assert!(!a.admitted());
         let welcome = Frame::Welcome {
             version: PROTOCOL_VERSION,
@@ -92,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_refusal_carries_the_receivers_reason() {
-        let mut a = Admission::default();
+        let mut a = admission();
         let err = a
             .on_frame(Frame::Error {
                 code: error_code::BAD_TOKEN,
@@ -106,11 +150,32 @@ mod tests {
     }
 
     #[test]
+    fn no_ready_by_the_deadline_is_an_error_naming_the_receiver() {
+        let t0 = Instant::now();
+        let mut a = Admission::new("10.0.0.2:4433".parse().unwrap(), t0, Duration::from_secs(3));
+        assert!(a.check_deadline(t0 + Duration::from_secs(2)).is_ok());
+        let err = a
+            .check_deadline(t0 + Duration::from_secs(3))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("10.0.0.2:4433") && err.contains("did not answer within 3 s"),
+            "{err}"
+        );
+        a.on_frame(Frame::Welcome {
+            version: PROTOCOL_VERSION,
+        })
+        .unwrap();
+        a.on_frame(Frame::Ready).unwrap();
+        assert!(a.check_deadline(t0 + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
     fn frames_out_of_order_are_protocol_errors() {
-        let mut a = Admission::default();
+        let mut a = admission();
         let err = a.on_frame(Frame::Ready).unwrap_err().to_string();
         assert!(err.contains("expected WELCOME"), "{err}");
-        let mut a = Admission::default();
+        let mut a = admission();
         a.on_frame(Frame::Welcome {
             version: PROTOCOL_VERSION,
         })

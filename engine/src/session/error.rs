@@ -24,6 +24,16 @@ pub enum SessionError {
         /// The bound we waited.
         secs: u64,
     },
+    /// The receiver took the connection but never answered HELLO.
+    #[error(
+        "the receiver at {addr} accepted the connection but did not answer within {secs} s (a stuck receiver, or not chunkstream-engine recv?)"
+    )]
+    NoAnswer {
+        /// Where we dialled.
+        addr: SocketAddr,
+        /// The bound we waited.
+        secs: u64,
+    },
     /// The receiver's certificate is not the pinned one.
     #[error(
         "the receiver at {addr} presented fingerprint {got}, but --peer is {expected}; refusing to send (wrong --peer, or not the host you meant)"
@@ -93,7 +103,10 @@ impl SessionError {
     /// The close code to send the peer when we end the session with this error.
     pub fn close_code(&self) -> u32 {
         match self {
-            Self::Protocol(_) | Self::HashMismatch(_) | Self::UnsafeName(_) => close_code::PROTOCOL,
+            Self::Protocol(_)
+            | Self::HashMismatch(_)
+            | Self::UnsafeName(_)
+            | Self::NoAnswer { .. } => close_code::PROTOCOL,
             Self::Refused(_) => close_code::REFUSED,
             Self::Storage(_) => close_code::STORAGE,
             _ => close_code::SOURCE,

@@ -263,6 +263,10 @@ pub(crate) async fn run_fec(
                     other => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
                 }
             }
+            // A receiver that never answers HELLO (see `admission`).
+            _ = tokio::time::sleep_until(admission.deadline().into()), if !admission.admitted() => {
+                admission.check_deadline(Instant::now())?;
+            }
             _ = pace.tick(), if !urgent.is_empty() || !fresh.is_empty() || last_tick.elapsed() >= Duration::from_millis(10) => {
                 let now = Instant::now();
                 if now.duration_since(last_tick) >= Duration::from_millis(10) {

@@ -349,6 +349,7 @@ async fn run(
     let mut control = ControlWriter(send);
     let mut frames = control::spawn_reader(recv);
     let session_id: [u8; 16] = rand::random();
+    let mut admission = Admission::new(cfg.to, Instant::now(), cfg.connect_timeout);
     control
         .send(&Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -385,9 +386,24 @@ async fn run(
     // The reliable plane waits for the receiver's admission here; the FEC
     // plane starts sending and takes WELCOME and READY in its control loop
     // (see `admission`).
-    let mut admission = Admission::default();
     if !matches!(plane, Plane::Fec { .. }) {
-        while !admission.on_frame(next_frame(&mut frames, conn).await?)? {}
+        loop {
+            let frame = match tokio::time::timeout_at(
+                admission.deadline().into(),
+                next_frame(&mut frames, conn),
+            )
+            .await
+            {
+                Ok(frame) => frame?,
+                Err(_) => {
+                    admission.check_deadline(Instant::now())?;
+                    continue;
+                }
+            };
+            if admission.on_frame(frame)? {
+                break;
+            }
+        }
     }
     let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
     let started_event = SendEvent::Started {

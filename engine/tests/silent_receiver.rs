@@ -1,0 +1,74 @@
+//! A receiver that takes the QUIC connection and the control stream but
+//! never answers HELLO. Keep-alives keep such a connection open, so without
+//! a deadline the sender would wait forever; with one it stops after its
+//! connect timeout and names the receiver, on both planes (the FEC plane
+//! sends its first shards before the answer, so it waits in a different
+//! place).
+
+use std::time::Duration;
+
+use chunkstream_engine::manifest::SourceFile;
+use chunkstream_engine::session::fec_sender::FecConfig;
+use chunkstream_engine::session::{SendConfig, SessionError, send_files};
+use chunkstream_engine::transport::identity::Identity;
+use chunkstream_engine::transport::{Congestion, Tuning, server_endpoint};
+
+async fn silent_receiver_then_send(fec: bool) -> SessionError {
+    let identity = Identity::generate().unwrap();
+    let endpoint = server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &identity,
+        &Tuning::default(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (_send, _recv) = conn.accept_bi().await.unwrap();
+        // Hold everything open, say nothing.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(conn);
+    });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("f.bin");
+    std::fs::write(&path, vec![7u8; 300_000]).unwrap();
+    let sources = vec![SourceFile {
+        path,
+        name: "f.bin".into(),
+        size: 300_000,
+    }];
+    let mut cfg = SendConfig::new(addr, identity.fingerprint(), "token");
+    cfg.connect_timeout = Duration::from_secs(1);
+    if fec {
+        cfg.fec = Some(FecConfig::default());
+        cfg.tuning.congestion = Congestion::Rate;
+    }
+    let result = tokio::time::timeout(Duration::from_secs(15), send_files(sources, &cfg, |_| {}))
+        .await
+        .expect("the sender gave up within its deadline");
+    silent.abort();
+    result.expect_err("nobody answered")
+}
+
+fn assert_names_the_silence(err: &SessionError) {
+    assert!(
+        matches!(err, SessionError::NoAnswer { secs: 1, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("accepted the connection but did not answer within 1 s"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_reliable_plane_gives_up_on_a_receiver_that_never_answers() {
+    assert_names_the_silence(&silent_receiver_then_send(false).await);
+}
+
+#[tokio::test]
+async fn the_fec_plane_gives_up_on_a_receiver_that_never_answers() {
+    assert_names_the_silence(&silent_receiver_then_send(true).await);
+}
