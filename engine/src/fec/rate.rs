@@ -376,9 +376,11 @@ impl RateController {
                 }
             }
             Phase::Drain => {
-                // Startup's rate ran up to 3× what the path carries for the
-                // round or two the delivered rate lags: that queue must go
-                // before the queue signal means anything again.
+                // Startup's rate ran up to 2.5× what the path carries for
+                // the round trip the queue signal lags: that queue must go
+                // before the queue signal means anything again (checked at
+                // every tick in `between_rounds`, here at least once a
+                // round, for at most DRAIN_ROUNDS).
                 self.queue_rounds += 1;
                 if !queued || self.queue_rounds >= DRAIN_ROUNDS {
                     self.phase = Phase::Steady;
