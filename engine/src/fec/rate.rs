@@ -238,6 +238,31 @@ impl RateController {
         (min / 4).max(Duration::from_millis(5))
     }
 
+    /// Queueing delay now: smoothed RTT above its minimum.
+    fn queue_delay(&self) -> Duration {
+        let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
+        self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt)
+    }
+
+    /// The bottleneck estimate: the largest capacity of the last rounds.
+    fn bottleneck(&self) -> f64 {
+        self.caps.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn enter_drain(&mut self, btl: f64) {
+        self.phase = Phase::Drain;
+        self.reports.clear();
+        self.queue_rounds = 0;
+        self.rate = btl * DRAIN_GAIN;
+    }
+
+    fn enter_steady(&mut self, btl: f64) {
+        self.phase = Phase::Steady;
+        self.queue_rounds = 0;
+        self.cycle = 2;
+        self.rate = btl * GAINS[2];
+    }
+
     /// Startup and drain between round ends. Startup paces at
     /// [`STARTUP_GAIN`] × the capacity the latest reports show, as they
     /// arrive, and leaves for drain as soon as a queue shows; drain leaves as
@@ -246,8 +271,7 @@ impl RateController {
     /// per round instead of ~2.5×, and overshot for longer (200 Mbit/s at
     /// 5 %: 438 -> 72 queue drops per 64 MiB, 159.4 -> 161.2 Mbit/s).
     fn between_rounds(&mut self, round: Duration) {
-        let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
-        let q = self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt);
+        let q = self.queue_delay();
         let window = round / 2;
         let cap = self
             .recent_delivery_rate(window)
@@ -255,24 +279,17 @@ impl RateController {
         match self.phase {
             Phase::Startup => {
                 if self.rounds >= 1 && q > self.queue_threshold() / 2 {
-                    let btl = self.caps.iter().copied().fold(cap.unwrap_or(0.0), f64::max);
-                    self.phase = Phase::Drain;
-                    self.reports.clear();
-                    self.queue_rounds = 0;
-                    self.rate = (btl * DRAIN_GAIN).max(self.cfg.min_rate);
+                    self.enter_drain(self.bottleneck().max(cap.unwrap_or(0.0)));
                 } else if let Some(cap) = cap {
                     self.rate = self.rate.max((STARTUP_GAIN * cap).min(self.cfg.max_rate));
                 }
             }
             Phase::Drain if q <= self.queue_threshold() / 4 && !self.caps.is_empty() => {
-                let btl = self.caps.iter().copied().fold(0.0, f64::max);
-                self.phase = Phase::Steady;
-                self.queue_rounds = 0;
-                self.cycle = 2;
-                self.rate = (btl * GAINS[2]).clamp(self.cfg.min_rate, self.cfg.max_rate);
+                self.enter_steady(self.bottleneck());
             }
             _ => {}
         }
+        self.rate = self.rate.clamp(self.cfg.min_rate, self.cfg.max_rate);
     }
 
     /// Ends a round if one has passed; returns what it concluded.
@@ -312,8 +329,7 @@ impl RateController {
             (here.delivered - start.delivered) as f64 * 1e6 / (here.micros - start.micros) as f64;
         let sent = here.sent - start.sent;
         let loss = (sent >= 20).then(|| ((here.lost - start.lost) as f64 / sent as f64).min(1.0));
-        let min_rtt = self.min_rtt.map_or(Duration::ZERO, |m| m.0);
-        let q = self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt);
+        let q = self.queue_delay();
         let queued = q > self.queue_threshold();
         // The random-loss level learns from queue-free rounds, never while
         // draining startup's queue (its tail drops are reported a round
@@ -330,7 +346,7 @@ impl RateController {
         let p0 = self.random_loss();
         let cap = d / (1.0 - p0);
         let app_limited = std::mem::take(&mut self.app_limited);
-        let btl_before = self.caps.iter().copied().fold(0.0, f64::max);
+        let btl_before = self.bottleneck();
         if app_limited && cap < btl_before {
             // Idle time measures the sender, not the path.
             return Some(RoundSummary {
@@ -345,7 +361,7 @@ impl RateController {
         if self.caps.len() > FILTER_ROUNDS {
             self.caps.pop_front();
         }
-        let btl = self.caps.iter().copied().fold(0.0, f64::max);
+        let btl = self.bottleneck();
         let congestive_loss =
             loss.is_some_and(|p| p > p0 + p0.max(0.02)) && q > self.queue_threshold() / 2;
         let mut congested = false;
@@ -367,10 +383,7 @@ impl RateController {
                     && cap < 0.85 * self.set_rates[1]
                     && q > self.queue_threshold() / 4;
                 if self.full_rounds >= 3 || (queued && self.rounds > 1) || congestive_loss || full {
-                    self.phase = Phase::Drain;
-                    self.reports.clear();
-                    self.queue_rounds = 0;
-                    self.rate = btl * DRAIN_GAIN;
+                    self.enter_drain(btl);
                 } else {
                     self.rate = self.rate.max(STARTUP_GAIN * btl);
                 }
@@ -383,10 +396,7 @@ impl RateController {
                 // round, for at most DRAIN_ROUNDS).
                 self.queue_rounds += 1;
                 if !queued || self.queue_rounds >= DRAIN_ROUNDS {
-                    self.phase = Phase::Steady;
-                    self.queue_rounds = 0;
-                    self.cycle = 2;
-                    self.rate = btl * GAINS[2];
+                    self.enter_steady(btl);
                 } else {
                     self.rate = btl * DRAIN_GAIN;
                 }

@@ -387,21 +387,13 @@ async fn run(
     // plane starts sending and takes WELCOME and READY in its control loop
     // (see `admission`).
     if !matches!(plane, Plane::Fec { .. }) {
-        loop {
-            let frame = match tokio::time::timeout_at(
-                admission.deadline().into(),
-                next_frame(&mut frames, conn),
-            )
-            .await
-            {
-                Ok(frame) => frame?,
-                Err(_) => {
-                    admission.check_deadline(Instant::now())?;
-                    continue;
+        while !admission.admitted() {
+            let deadline = admission.deadline().into();
+            match tokio::time::timeout_at(deadline, next_frame(&mut frames, conn)).await {
+                Ok(frame) => {
+                    admission.on_frame(frame?)?;
                 }
-            };
-            if admission.on_frame(frame)? {
-                break;
+                Err(_) => admission.check_deadline(Instant::now())?,
             }
         }
     }
