@@ -523,6 +523,7 @@ mod tests {
                 "fec-mtu",
                 "fec-vs-tcp-tun",
                 "handshake-loss",
+                "loss-5",
                 "loss-5-long",
                 "loss-sweep",
                 "loss-sweep-fec",
