@@ -209,9 +209,14 @@ impl SendAccounts {
 
     /// Reads a FEC_STATUS (`needed`: file, block, shards still needed) at
     /// `now`; returns the repair shards to send.
+    ///
+    /// `written` is when the receiver wrote the report, on the sender's
+    /// clock ([`super::report_clock`]); a report read late must not make
+    /// shards still on their way look lost. `now` is when it is read.
     pub fn on_status(
         &mut self,
         now: Instant,
+        written: Instant,
         srtt: Duration,
         needed: &[(u32, u64, u32)],
     ) -> Vec<ShardRef> {
@@ -224,7 +229,7 @@ impl SendAccounts {
         for &(f, b, n) in needed {
             if let Some(a) = self.blocks.get_mut(&(f, b)) {
                 a.listed = true;
-                let settled = a.queued == 0 && a.last_sent.is_none_or(|t| now >= t + settle);
+                let settled = a.queued == 0 && a.last_sent.is_none_or(|t| written >= t + settle);
                 if n > 0 && settled {
                     wanted.push(((f, b), n as usize));
                 }
@@ -234,7 +239,7 @@ impl SendAccounts {
             for (&id, a) in &self.blocks {
                 let silent = !listed.contains(&id)
                     && a.queued == 0
-                    && a.last_sent.is_some_and(|t| now >= t + 2 * settle);
+                    && a.last_sent.is_some_and(|t| written >= t + 2 * settle);
                 if silent {
                     wanted.push((id, a.geometry.k));
                 }
@@ -325,14 +330,39 @@ mod tests {
         }
         let srtt = Duration::from_millis(40);
         // Too early: the report cannot have seen the last shards.
-        assert!(a.on_status(t0 + srtt, srtt, &[(0, 0, 2)]).is_empty());
-        let repairs = a.on_status(t0 + srtt * 2, srtt, &[(0, 0, 2)]);
+        assert!(
+            a.on_status(t0 + srtt, t0 + srtt, srtt, &[(0, 0, 2)])
+                .is_empty()
+        );
+        let repairs = a.on_status(t0 + srtt * 2, t0 + srtt * 2, srtt, &[(0, 0, 2)]);
         let idx: Vec<u16> = repairs.iter().map(|s| s.index).collect();
         assert_eq!(idx, vec![13, 14], "fresh recovery shards, never repeats");
         // Until those were sent and had time, no second answer.
-        assert!(a.on_status(t0 + srtt * 3, srtt, &[(0, 0, 2)]).is_empty());
+        assert!(
+            a.on_status(t0 + srtt * 3, t0 + srtt * 3, srtt, &[(0, 0, 2)])
+                .is_empty()
+        );
         assert!(a.on_acked(0, 0));
         assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_report_read_late_is_judged_by_when_it_was_written() {
+        let g = Geometry::new(10_000, 1000).unwrap(); // k = 10
+        let mut a = SendAccounts::new("10+3".parse().unwrap());
+        let t0 = Instant::now();
+        for s in a.add(0, 0, g) {
+            a.on_sent(&s, t0);
+        }
+        let srtt = Duration::from_millis(1);
+        // Written 1 ms after the last shard left (it could not have seen
+        // them all), read 50 ms later: the deficit is not loss yet.
+        let written = t0 + srtt;
+        let read = written + Duration::from_millis(50);
+        assert!(a.on_status(read, written, srtt, &[(0, 0, 9)]).is_empty());
+        // A report written late enough is answered.
+        let written = t0 + Duration::from_millis(7);
+        assert_eq!(a.on_status(read, written, srtt, &[(0, 0, 2)]).len(), 2);
     }
 
     #[test]
@@ -344,7 +374,8 @@ mod tests {
             a.on_sent(&s, t0);
         }
         let srtt = Duration::from_millis(10);
-        let r = a.on_status(t0 + Duration::from_millis(200), srtt, &[]);
+        let at = t0 + Duration::from_millis(200);
+        let r = a.on_status(at, at, srtt, &[]);
         // Recovery shards 6 and 7 are the last fresh ones (4 and 5 went up
         // front); then sources are sent again, counted as exhausted.
         let idx: Vec<u16> = r.iter().map(|s| s.index).collect();
@@ -358,11 +389,14 @@ mod tests {
 
     struct Rng(u64);
     impl Rng {
-        fn chance(&mut self, p: f64) -> bool {
+        fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            ((self.0 >> 11) as f64 / (1u64 << 53) as f64) < p
+            self.0
+        }
+        fn chance(&mut self, p: f64) -> bool {
+            ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
         }
     }
 
@@ -390,7 +424,9 @@ mod tests {
             let srtt = Duration::from_millis(2 * owd);
             let mut wire: std::collections::VecDeque<(u64, ShardRef)> = Default::default();
             type Status = Vec<(u32, u64, u32)>;
-            let mut reports: std::collections::VecDeque<(u64, Status)> = Default::default();
+            // (read at, written at, status): some reports wait up to 60 ms
+            // more before the sender reads them (a busy sender), in order.
+            let mut reports: std::collections::VecDeque<(u64, u64, Status)> = Default::default();
             let mut acks: std::collections::VecDeque<(u64, u64)> = Default::default();
             let mut outbox: Vec<ShardRef> = Vec::new();
             for b in 0..blocks {
@@ -401,7 +437,9 @@ mod tests {
             while done < blocks {
                 prop_assert!(t < 60_000, "stuck: {done} of {blocks} blocks after 60 s");
                 let now = t0 + Duration::from_millis(t);
-                for s in outbox.drain(..) {
+                // A paced sender: 20 shards per ms, so blocks arrive over
+                // time and reports see them part-way.
+                for s in outbox.drain(..outbox.len().min(20)) {
                     acc.on_sent(&s, now);
                     sent += 1;
                     if rng.chance(loss) { lost += 1 } else { wire.push_back((t + owd, s)) }
@@ -415,11 +453,15 @@ mod tests {
                     }
                 }
                 if t % 10 == 0 {
-                    reports.push_back((t + owd, col.status()));
+                    let late = if rng.chance(0.2) { rng.next() % 60 } else { 0 };
+                    let read = (t + owd + late).max(reports.back().map_or(0, |r| r.0));
+                    reports.push_back((read, t, col.status()));
                 }
                 while reports.front().is_some_and(|r| r.0 <= t) {
-                    let (_, st) = reports.pop_front().unwrap();
-                    outbox.extend(acc.on_status(now, srtt, &st));
+                    let (_, written, st) = reports.pop_front().unwrap();
+                    // As ReportClock dates it: written + the least one-way delay.
+                    let written = t0 + Duration::from_millis(written + owd);
+                    outbox.extend(acc.on_status(now, written, srtt, &st));
                 }
                 while acks.front().is_some_and(|a| a.0 <= t) {
                     let (_, b) = acks.pop_front().unwrap();

@@ -10,6 +10,8 @@
 //!   block still needs, when one is complete.
 //! * [`accounts`]: the sender's shards per block, and the repair decision
 //!   when the receiver reports a deficit.
+//! * [`report_clock`]: when a receiver's report was written, on the
+//!   sender's clock, so that a report read late is judged by its age.
 //! * [`rate`]: the rate controller: delivered rate, queueing delay, random
 //!   versus congestive loss.
 //! * [`cc`]: the adapter that puts [`rate`]'s window into quinn's congestion
@@ -23,3 +25,4 @@ pub mod cc;
 pub mod codec;
 pub mod collector;
 pub mod rate;
+pub mod report_clock;

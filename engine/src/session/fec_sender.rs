@@ -30,6 +30,7 @@ use super::SessionError;
 use super::control::ControlWriter;
 use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
 use crate::fec::rate::{RateConfig, RateController};
+use crate::fec::report_clock::ReportClock;
 use crate::manifest::Manifest;
 use crate::transport::Congestion;
 use crate::transport::Tuning;
@@ -165,6 +166,7 @@ pub(crate) async fn run_fec(
         ..RateConfig::default()
     });
     let mut accounts = SendAccounts::new(fec.redundancy);
+    let mut report_clock = ReportClock::new();
     // Unacknowledged blocks, each with when it was admitted (block latency).
     let mut blocks: HashMap<(u32, u64), (PreparedBlock, Instant)> = HashMap::new();
     let mut latency = crate::metrics::BlockLatency::default();
@@ -250,7 +252,8 @@ pub(crate) async fn run_fec(
                     Frame::FecStatus(st) => {
                         rate.on_delivered(st.micros, st.delivered);
                         let now = Instant::now();
-                        urgent.extend(accounts.on_status(now, conn.rtt(), &st.needed));
+                        let written = report_clock.written_at(now, st.micros);
+                        urgent.extend(accounts.on_status(now, written, conn.rtt(), &st.needed));
                     }
                     Frame::BlockRetry { file, block, attempt } => {
                         report.retried_blocks += 1;
