@@ -50,11 +50,14 @@ for run in $(seq 1 "$runs"); do
   line=$(head -1 "$work/cs.out")
   addr=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["addresses"][0])')
   fp=$(echo "$line" | field fingerprint 0); tok=$(echo "$line" | field token 0)
-  g=$("$bin" send "$work/src.bin" --to "$addr" --peer "$fp" --token "$tok" --json "${extra[@]}" | field goodput_bps -1)
+  "$bin" send "$work/src.bin" --to "$addr" --peer "$fp" --token "$tok" --json "${extra[@]}" > "$work/send.out"
+  g=$(field goodput_bps -1 < "$work/send.out")
+  # Wire bytes per file byte, and on the FEC plane the repair shards sent.
+  wire=$(python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).readlines()[-1]); f=d.get('fec'); print(f\"wire {d['wire_bytes']/d['bytes']:.3f}x\" + (f', {f[\"repair_shards\"]} repair shards' if f else ''))" "$work/send.out")
   cs+=("$g"); wait "${pids[-1]}"
   got=$(b3sum --no-names "$recv_dir/src.bin")
   [ "$got" = "$want" ] || { echo "run $run: received file differs ($got != $want)"; exit 1; }
-  python3 -c "print(f'run $run: plain quinn hot {${pqs[-1]}/1e9:.2f}, cold {${pqc[-1]}/1e9:.2f}, chunkstream {${cs[-1]}/1e9:.2f} Gbit/s (b3sum verified)')"
+  python3 -c "print(f'run $run: plain quinn hot {${pqs[-1]}/1e9:.2f}, cold {${pqc[-1]}/1e9:.2f}, chunkstream {${cs[-1]}/1e9:.2f} Gbit/s ($wire; b3sum verified)')"
 done
 python3 - "${pqs[*]}" "${pqc[*]}" "${cs[*]}" <<'PY'
 import statistics, sys

@@ -100,7 +100,10 @@
 //! FEC_STATUS's `micros` is the receiver's clock (µs since the session
 //! started), `delivered` the shard payload bytes and `shards` the shards
 //! received so far; at most [`MAX_STATUS_ENTRIES`] incomplete blocks are
-//! listed, oldest first.
+//! listed, oldest first. The sender measures the delivered rate on
+//! `micros` and dates the report with it
+//! ([`crate::fec::report_clock`]), so a report that waited before being
+//! read still counts from when it was written.
 //!
 //! Names are UTF-8, `/`-separated, relative paths; the codec only checks
 //! lengths and UTF-8, the receiver checks that a name is safe to create
