@@ -520,6 +520,7 @@ mod tests {
             names,
             [
                 "bursty-loss",
+                "fec-check",
                 "fec-mtu",
                 "fec-vs-tcp-tun",
                 "handshake-loss",
