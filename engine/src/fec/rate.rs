@@ -394,8 +394,11 @@ impl RateController {
                 // before the queue signal means anything again (checked at
                 // every tick in `between_rounds`, here at least once a
                 // round, for at most DRAIN_ROUNDS).
+                // The same rule as at every tick: the queue is gone (a
+                // quarter of the threshold), not merely under the threshold
+                // that startup left at half of.
                 self.queue_rounds += 1;
-                if !queued || self.queue_rounds >= DRAIN_ROUNDS {
+                if q <= self.queue_threshold() / 4 || self.queue_rounds >= DRAIN_ROUNDS {
                     self.enter_steady(btl);
                 } else {
                     self.rate = btl * DRAIN_GAIN;
@@ -923,5 +926,76 @@ mod tests {
             "{} tail drops in startup",
             sim.tail_drops
         );
+    }
+
+    #[test]
+    fn drain_lasts_until_the_queue_is_gone_not_until_it_is_under_the_threshold() {
+        // Startup leaves as soon as the queueing delay passes half the
+        // threshold (5 of 10 ms at 40 ms RTT). If a round ends while it is
+        // still under the whole threshold, drain must go on: it ended there
+        // (steady at 0.97x with the queue still growing behind the lagging
+        // signal), and on the emulated link the queue then stood at ~40 ms
+        // for 0.6 s.
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let path = 25e6; // bytes/s
+        let mut c = RateController::new(RateConfig::default());
+        let (mut t, mut delivered) = (0u64, 0f64);
+        let step = |c: &mut RateController, t: u64, delivered: &mut f64, queue_ms: u64| {
+            *delivered += c.rate().min(path) * 0.010;
+            c.on_rtt(t0 + ms(t), ms(40 + queue_ms));
+            c.on_delivered(t * 1000, *delivered as u64);
+            c.tick(t0 + ms(t));
+        };
+        while c.in_startup() {
+            t += 10;
+            assert!(t < 2_000, "still in startup");
+            // The queue shows (7 ms) once startup sends faster than the path.
+            let q = if c.rate() > path { 7 } else { 0 };
+            step(&mut c, t, &mut delivered, q);
+        }
+        assert_eq!(c.phase, Phase::Drain);
+        // Two rounds with the queue still at 7 ms: still draining.
+        for _ in 0..8 {
+            t += 10;
+            step(&mut c, t, &mut delivered, 7);
+            assert_eq!(c.phase, Phase::Drain, "at {t} ms");
+        }
+        // The queue is gone: steady.
+        t += 10;
+        step(&mut c, t, &mut delivered, 1);
+        assert_eq!(c.phase, Phase::Steady);
+    }
+
+    #[test]
+    fn the_queue_startup_leaves_is_drained_before_steady_state() {
+        // Startup overshoots for the round trip the queue signal lags, so it
+        // leaves a queue behind. Drain must empty it before steady state
+        // (draining at 0.97x instead of 0.5x, a queue over 10 ms stands for
+        // ~320 ms here).
+        for (loss, seed) in [(0.0, 1), (0.05, 2), (0.05, 7), (0.2, 3)] {
+            let mut sim = Sim::new(200.0, 20, loss, seed);
+            let mut c = RateController::new(RateConfig::default());
+            let base = Instant::now();
+            let mut left_startup = None;
+            let mut queued_after = Duration::ZERO;
+            for _ in 0..1_500 {
+                sim.step(&mut c, base);
+                if left_startup.is_none() && !c.in_startup() {
+                    left_startup = Some(sim.t);
+                }
+                let queue = Duration::from_secs_f64(sim.queue_bytes / sim.cap);
+                if left_startup.is_some_and(|t| sim.t > t + 200)
+                    && queue > Duration::from_millis(10)
+                {
+                    queued_after += Duration::from_millis(1);
+                }
+            }
+            assert!(left_startup.is_some(), "loss {loss}: still in startup");
+            assert!(
+                queued_after <= Duration::from_millis(100),
+                "loss {loss} seed {seed}: a queue over 10 ms stood for {queued_after:?} after drain"
+            );
+        }
     }
 }
