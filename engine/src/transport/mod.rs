@@ -95,7 +95,7 @@ pub struct Tuning {
     /// [`handshake_cc::HandshakeTolerantFactory`], so a lost handshake
     /// packet does not end slow start.
     pub tolerate_handshake_loss: bool,
-    /// Send handshake datagrams twice
+    /// Send handshake datagrams more than once
     /// ([`redundant_handshake::RedundantHandshakeSocket`]), so a random loss
     /// during the handshake rarely costs a probe timeout.
     pub redundant_handshake: bool,
@@ -235,8 +235,9 @@ pub fn server_endpoint(
     endpoint(socket, Some(server), tuning).map_err(|source| TransportError::Bind { addr, source })
 }
 
-/// A quinn endpoint on `socket`, its handshake datagrams doubled if the
-/// tuning says so.
+/// A quinn endpoint on `socket`, its handshake datagrams sent several times
+/// if the tuning says so: three times from a client, twice from a server
+/// (see [`redundant_handshake`] for why the server sends fewer).
 fn endpoint(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
@@ -245,7 +246,12 @@ fn endpoint(
     let runtime = Arc::new(TokioRuntime);
     let mut socket: Arc<dyn AsyncUdpSocket> = runtime.wrap_udp_socket(socket)?;
     if tuning.redundant_handshake {
-        socket = Arc::new(RedundantHandshakeSocket::new(socket));
+        let copies = if server.is_some() {
+            redundant_handshake::SERVER_COPIES
+        } else {
+            redundant_handshake::CLIENT_COPIES
+        };
+        socket = Arc::new(RedundantHandshakeSocket::new(socket, copies));
     }
     Endpoint::new_with_abstract_socket(EndpointConfig::default(), server, socket, runtime)
 }
