@@ -24,7 +24,8 @@
 //! `session::fec_sender`: shards go out as QUIC datagrams paced by
 //! [`fec::rate`], the receiver files them in a [`fec::collector`], decodes a
 //! block from any `k` shards on Rayon, and reports deficits that
-//! [`fec::accounts`] answers with fresh recovery shards.
+//! [`fec::accounts`] answers with fresh recovery shards (judging each report
+//! by when it was written, [`fec::report_clock`]).
 //!
 //! ## Module map
 //!
@@ -38,7 +39,7 @@
 //! | [`names`] | which received names are safe; creating `.part` files inside `--out` |
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
 //! | [`work`] | the Rayon stage between reader and network |
-//! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, rate controller, quinn window adapter |
+//! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, report clock, rate controller, quinn window adapter |
 //! | [`multipath`] * | path manager (ECF, liveness, re-dial) and the DRR priority scheduler |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
