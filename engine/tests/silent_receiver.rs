@@ -3,24 +3,29 @@
 //! a deadline the sender would wait forever; with one it stops after its
 //! connect timeout and names the receiver, on both planes (the FEC plane
 //! sends its first shards before the answer, so it waits in a different
-//! place). The same silent receiver also shows that the FEC plane does send
-//! before any answer: it counts the datagrams it is given.
+//! place). The same silent receiver also shows what the sender sends before
+//! any answer: HELLO and MANIFEST on the control stream (both planes), and
+//! on the FEC plane the first shards as datagrams.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chunkstream_engine::manifest::SourceFile;
+use chunkstream_engine::session::control::read_frame;
 use chunkstream_engine::session::fec_sender::FecConfig;
 use chunkstream_engine::session::{SendConfig, SessionError, send_files};
 use chunkstream_engine::transport::identity::Identity;
 use chunkstream_engine::transport::{Congestion, Tuning, server_endpoint};
+use chunkstream_engine::wire::FrameType;
 
 /// What the sender did against a receiver that never answers: the error it
-/// ended with, and how many QUIC datagrams reached the receiver meanwhile.
+/// ended with, how many QUIC datagrams reached the receiver meanwhile, and
+/// the types of the first control frames it sent.
 struct Outcome {
     err: SessionError,
     datagrams: usize,
+    frames: Vec<FrameType>,
 }
 
 async fn silent_receiver_then_send(fec: bool) -> Outcome {
@@ -34,13 +39,27 @@ async fn silent_receiver_then_send(fec: bool) -> Outcome {
     let addr = endpoint.local_addr().unwrap();
     let datagrams = Arc::new(AtomicUsize::new(0));
     let counted = datagrams.clone();
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let read = frames.clone();
     let silent = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
-        let (_send, _recv) = conn.accept_bi().await.unwrap();
-        // Hold everything open, say nothing; count what arrives unasked.
-        while conn.read_datagram().await.is_ok() {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }
+        let (_send, mut recv) = conn.accept_bi().await.unwrap();
+        // Hold everything open, say nothing; note what arrives unasked.
+        let control = async {
+            for _ in 0..2 {
+                match read_frame(&mut recv).await {
+                    Ok(Some(f)) => read.lock().unwrap().push(f.frame_type()),
+                    _ => break,
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let datagrams = async {
+            while conn.read_datagram().await.is_ok() {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        tokio::join!(control, datagrams);
     });
 
     let tmp = tempfile::tempdir().unwrap();
@@ -61,10 +80,18 @@ async fn silent_receiver_then_send(fec: bool) -> Outcome {
         .await
         .expect("the sender gave up within its deadline");
     silent.abort();
+    let frames = frames.lock().unwrap().clone();
     Outcome {
         err: result.expect_err("nobody answered"),
         datagrams: datagrams.load(Ordering::Relaxed),
+        frames,
     }
+}
+
+/// MANIFEST follows HELLO without waiting for WELCOME (one round trip
+/// saved per transfer).
+fn assert_manifest_follows_hello(frames: &[FrameType]) {
+    assert_eq!(frames, [FrameType::Hello, FrameType::Manifest]);
 }
 
 fn assert_names_the_silence(err: &SessionError) {
@@ -83,6 +110,7 @@ fn assert_names_the_silence(err: &SessionError) {
 async fn the_reliable_plane_gives_up_on_a_receiver_that_never_answers() {
     let outcome = silent_receiver_then_send(false).await;
     assert_names_the_silence(&outcome.err);
+    assert_manifest_follows_hello(&outcome.frames);
     assert_eq!(
         outcome.datagrams, 0,
         "the reliable plane sends no datagrams"
@@ -93,6 +121,7 @@ async fn the_reliable_plane_gives_up_on_a_receiver_that_never_answers() {
 async fn the_fec_plane_gives_up_on_a_receiver_that_never_answers() {
     let outcome = silent_receiver_then_send(true).await;
     assert_names_the_silence(&outcome.err);
+    assert_manifest_follows_hello(&outcome.frames);
     // Shards follow MANIFEST without waiting for WELCOME or READY (one round
     // trip saved per transfer): some reached the receiver before any answer.
     assert!(
