@@ -14,6 +14,8 @@
 //!   sender's clock, so that a report read late is judged by its age.
 //! * [`rate`]: the rate controller: delivered rate, queueing delay, random
 //!   versus congestive loss.
+//! * [`shard_pacer`]: how many shards may leave now at the controlled
+//!   rate.
 //! * [`cc`]: the adapter that puts [`rate`]'s window into quinn's congestion
 //!   control.
 //!
@@ -26,3 +28,4 @@ pub mod codec;
 pub mod collector;
 pub mod rate;
 pub mod report_clock;
+pub mod shard_pacer;

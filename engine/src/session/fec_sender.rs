@@ -13,8 +13,8 @@
 //!   controller and yields repair shards ([`SendAccounts::on_status`]),
 //!   BLOCK_RETRY restarts a block. Repairs jump the queue.
 //! * **The pacer**, every millisecond: with `--cc rate` it sends as many
-//!   shards as the controlled rate allows since last time (bursts capped at
-//!   2 ms); with quinn's Cubic or BBR it leaves pacing to quinn. Either way
+//!   shards as the controlled rate allows since last time
+//!   ([`ShardPacer`]: bursts capped at 2 ms); with quinn's Cubic or BBR it leaves pacing to quinn. Either way
 //!   `send_datagram_wait` provides back-pressure when quinn's buffer is full.
 //! * **A 10 ms tick** reads quinn's path statistics (smoothed RTT, packets
 //!   sent and lost) into the controller and puts its window into quinn
@@ -31,6 +31,7 @@ use super::control::ControlWriter;
 use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
 use crate::fec::rate::{RateConfig, RateController};
 use crate::fec::report_clock::ReportClock;
+use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
 use crate::transport::Congestion;
 use crate::transport::Tuning;
@@ -188,14 +189,8 @@ pub(crate) async fn run_fec(
     };
     let mut pace = tokio::time::interval(Duration::from_millis(1));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_pace = Instant::now();
-    let mut budget = 0.0f64;
+    let mut pacer = ShardPacer::new(shard_bytes, Instant::now());
     let mut last_tick = Instant::now();
-    // The controller's rate is in the receiver's unit, shard payload bytes
-    // delivered (FEC_STATUS), so the pacer charges each shard that much:
-    // charging its wire size (+ 55 bytes of headers) paced 4 % below the
-    // rate the controller had measured the path to carry.
-    let pace_size = shard_bytes as f64;
 
     while files_done < file_count {
         let admit = !reader_done && accounts.in_flight() < max_blocks && fresh.len() < 4 * 8192;
@@ -284,15 +279,7 @@ pub(crate) async fn run_fec(
                     tuning.rate_window.set(rate.window());
                     accounts.set_loss(rate.random_loss());
                 }
-                let mut allowance = if paced {
-                    let r = rate.rate();
-                    budget = (budget + r * now.duration_since(last_pace).as_secs_f64())
-                        .min((r * 0.002).max(4.0 * pace_size));
-                    (budget / pace_size) as usize
-                } else {
-                    256
-                };
-                last_pace = now;
+                let mut allowance = if paced { pacer.allowance(now, rate.rate()) } else { 256 };
                 while allowance > 0 {
                     let Some(shard) = urgent.pop_front().or_else(|| fresh.pop_front()) else {
                         break;
@@ -314,11 +301,11 @@ pub(crate) async fn run_fec(
                     accounts.on_sent(&shard, Instant::now());
                     allowance -= 1;
                     if paced {
-                        budget -= pace_size;
+                        pacer.sent();
                     }
                 }
                 if urgent.is_empty() && fresh.is_empty() {
-                    budget = budget.min(4.0 * pace_size);
+                    pacer.idle();
                 }
             }
         }
