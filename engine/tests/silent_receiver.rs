@@ -88,13 +88,10 @@ async fn silent_receiver_then_send(fec: bool) -> Outcome {
     }
 }
 
-/// MANIFEST follows HELLO without waiting for WELCOME (one round trip
-/// saved per transfer).
-fn assert_manifest_follows_hello(frames: &[FrameType]) {
-    assert_eq!(frames, [FrameType::Hello, FrameType::Manifest]);
-}
-
-fn assert_names_the_silence(err: &SessionError) {
+/// What both planes do: the error names the silence, and MANIFEST followed
+/// HELLO without waiting for WELCOME (one round trip saved per transfer).
+fn assert_both_planes(outcome: &Outcome) {
+    let err = &outcome.err;
     assert!(
         matches!(err, SessionError::NoAnswer { secs: 1, .. }),
         "{err:?}"
@@ -104,13 +101,13 @@ fn assert_names_the_silence(err: &SessionError) {
         text.contains("accepted the connection but did not answer within 1 s"),
         "{text}"
     );
+    assert_eq!(outcome.frames, [FrameType::Hello, FrameType::Manifest]);
 }
 
 #[tokio::test]
 async fn the_reliable_plane_gives_up_on_a_receiver_that_never_answers() {
     let outcome = silent_receiver_then_send(false).await;
-    assert_names_the_silence(&outcome.err);
-    assert_manifest_follows_hello(&outcome.frames);
+    assert_both_planes(&outcome);
     assert_eq!(
         outcome.datagrams, 0,
         "the reliable plane sends no datagrams"
@@ -120,8 +117,7 @@ async fn the_reliable_plane_gives_up_on_a_receiver_that_never_answers() {
 #[tokio::test]
 async fn the_fec_plane_gives_up_on_a_receiver_that_never_answers() {
     let outcome = silent_receiver_then_send(true).await;
-    assert_names_the_silence(&outcome.err);
-    assert_manifest_follows_hello(&outcome.frames);
+    assert_both_planes(&outcome);
     // Shards follow MANIFEST without waiting for WELCOME or READY (one round
     // trip saved per transfer): some reached the receiver before any answer.
     assert!(

@@ -244,6 +244,13 @@ impl RateController {
         self.srtt.unwrap_or(min_rtt).saturating_sub(min_rtt)
     }
 
+    /// Whether the queue startup left is gone, which ends drain: under a
+    /// quarter of the threshold, not merely under the threshold (startup
+    /// leaves at half of it, so that would end drain at once).
+    fn queue_gone(&self) -> bool {
+        self.queue_delay() <= self.queue_threshold() / 4
+    }
+
     /// The bottleneck estimate: the largest capacity of the last rounds.
     fn bottleneck(&self) -> f64 {
         self.caps.iter().copied().fold(0.0, f64::max)
@@ -284,7 +291,7 @@ impl RateController {
                     self.rate = self.rate.max((STARTUP_GAIN * cap).min(self.cfg.max_rate));
                 }
             }
-            Phase::Drain if q <= self.queue_threshold() / 4 && !self.caps.is_empty() => {
+            Phase::Drain if self.queue_gone() && !self.caps.is_empty() => {
                 self.enter_steady(self.bottleneck());
             }
             _ => {}
@@ -394,11 +401,8 @@ impl RateController {
                 // before the queue signal means anything again (checked at
                 // every tick in `between_rounds`, here at least once a
                 // round, for at most DRAIN_ROUNDS).
-                // The same rule as at every tick: the queue is gone (a
-                // quarter of the threshold), not merely under the threshold
-                // that startup left at half of.
                 self.queue_rounds += 1;
-                if q <= self.queue_threshold() / 4 || self.queue_rounds >= DRAIN_ROUNDS {
+                if self.queue_gone() || self.queue_rounds >= DRAIN_ROUNDS {
                     self.enter_steady(btl);
                 } else {
                     self.rate = btl * DRAIN_GAIN;

@@ -13,9 +13,10 @@
 //!   controller and yields repair shards ([`SendAccounts::on_status`]),
 //!   BLOCK_RETRY restarts a block. Repairs jump the queue.
 //! * **The pacer**, every millisecond: with `--cc rate` it sends as many
-//!   shards as the controlled rate allows since last time
-//!   ([`ShardPacer`]: bursts capped at 2 ms); with quinn's Cubic or BBR it leaves pacing to quinn. Either way
-//!   `send_datagram_wait` provides back-pressure when quinn's buffer is full.
+//!   shards as the controlled rate allows since last time ([`ShardPacer`]:
+//!   bursts capped at 2 ms); with quinn's Cubic or BBR it leaves pacing to
+//!   quinn. Either way `send_datagram_wait` provides back-pressure when
+//!   quinn's buffer is full.
 //! * **A 10 ms tick** reads quinn's path statistics (smoothed RTT, packets
 //!   sent and lost) into the controller and puts its window into quinn
 //!   ([`crate::fec::cc`]).
