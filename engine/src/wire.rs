@@ -98,12 +98,36 @@
 //! | 0x0c | BLOCK_RETRY | R→S | `file:u32 block:u64 attempt:u8` |
 //!
 //! FEC_STATUS's `micros` is the receiver's clock (µs since the session
-//! started), `delivered` the shard payload bytes and `shards` the shards
-//! received so far; at most [`MAX_STATUS_ENTRIES`] incomplete blocks are
-//! listed, oldest first. The sender measures the delivered rate on
-//! `micros` and dates the report with it
-//! ([`crate::fec::report_clock`]), so a report that waited before being
-//! read still counts from when it was written.
+//! started, one clock for all its paths), `delivered` the shard payload bytes
+//! and `shards` the shards received so far *on the path whose control stream
+//! carries the report*; at most [`MAX_STATUS_ENTRIES`] incomplete blocks are
+//! listed, oldest first, and that list is the session's (the same on every
+//! path). The sender measures each path's delivered rate on `micros` and
+//! dates the report with it ([`crate::fec::report_clock`]), so a report that
+//! waited before being read still counts from when it was written.
+//!
+//! # Paths
+//!
+//! A session may use several QUIC connections, one per network path. The
+//! first connection says HELLO with a fresh random session id and carries
+//! the conversation above. Every further path is a new connection whose
+//! HELLO names the same session id and token, sent once the first path has
+//! READY:
+//!
+//! ```text
+//! sender (path i)                            receiver
+//!   HELLO(version, same session id, token) ──►
+//!                                        ◄──  WELCOME(version)   the path joined
+//! ```
+//!
+//! A joined path carries block streams and shard datagrams like the first,
+//! and its own control stream: the receiver sends that path's FEC_STATUS on
+//! it every 10 ms. BLOCK_ACK for a block on a stream goes back on the path
+//! the stream came on (or any live path if that one is gone); BLOCK_ACK for
+//! a block decoded from shards, and FILE_DONE, go on every live path, so an
+//! acknowledgement is not stuck behind a path that has just died. The
+//! sender takes each of them once. A path that fails is closed; a new
+//! connection may join again later with the same session id.
 //!
 //! Names are UTF-8, `/`-separated, relative paths; the codec only checks
 //! lengths and UTF-8, the receiver checks that a name is safe to create

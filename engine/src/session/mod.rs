@@ -5,6 +5,7 @@ mod admission;
 pub mod classes;
 pub mod control;
 pub mod error;
+pub mod fec_receive;
 pub mod fec_sender;
 mod file_hashes;
 pub mod multipath_sender;

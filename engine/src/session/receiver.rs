@@ -26,18 +26,16 @@ use tokio::sync::mpsc;
 
 use super::control::{self, ControlWriter, read_error};
 use super::error::SessionError;
+use super::fec_receive::FecReceive;
 use super::tracker::ReceiveTracker;
-use crate::fec::codec::{Geometry, reconstruct};
-use crate::fec::collector::{Accepted, CompleteBlock, ShardCollector};
+use crate::fec::codec::reconstruct;
+use crate::fec::collector::CompleteBlock;
 use crate::hash::{BlockDigest, block_digest};
 use crate::manifest::Manifest;
 use crate::names::{OutputDir, OutputError, check_name};
 use crate::transport::identity::{Fingerprint, Identity};
 use crate::transport::{Tuning, server_endpoint};
-use crate::wire::{
-    BLOCK_HEADER_LEN, BlockHeader, FecStatus, Frame, PROTOCOL_VERSION, ShardHeader, close_code,
-    error_code,
-};
+use crate::wire::{BLOCK_HEADER_LEN, BlockHeader, Frame, PROTOCOL_VERSION, close_code, error_code};
 
 /// How long an unauthenticated connection may take to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -350,8 +348,9 @@ enum Done {
         file: u32,
         block: u64,
         digest: BlockDigest,
-        /// The path it arrived on (its acknowledgement goes back there).
-        path: usize,
+        /// The path it arrived on (its acknowledgement goes back there);
+        /// `None` for a block decoded from shards of any path.
+        path: Option<usize>,
     },
     /// A block stream failed before its block was written.
     StreamFailed(SessionError),
@@ -484,6 +483,8 @@ struct PathSet {
     streams_rx: mpsc::Receiver<(usize, quinn::RecvStream)>,
     frames_tx: mpsc::Sender<(usize, Result<Option<Frame>, SessionError>)>,
     frames_rx: mpsc::Receiver<(usize, Result<Option<Frame>, SessionError>)>,
+    datagrams_tx: mpsc::Sender<(usize, bytes::Bytes)>,
+    datagrams_rx: mpsc::Receiver<(usize, bytes::Bytes)>,
 }
 
 struct PathIo {
@@ -496,6 +497,7 @@ impl PathSet {
     fn new(conn: Connection, control: ControlWriter) -> Self {
         let (streams_tx, streams_rx) = mpsc::channel(256);
         let (frames_tx, frames_rx) = mpsc::channel(256);
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(1024);
         Self {
             io: vec![PathIo {
                 conn,
@@ -506,6 +508,8 @@ impl PathSet {
             streams_rx,
             frames_tx,
             frames_rx,
+            datagrams_tx,
+            datagrams_rx,
         }
     }
 
@@ -513,8 +517,18 @@ impl PathSet {
         &mut self.io[0].control
     }
 
-    /// Starts merging path `i`'s block streams and control frames.
+    /// Starts merging path `i`'s block streams, datagrams and control
+    /// frames. Datagrams wait in quinn's buffer until the session takes
+    /// them (after FEC_SETUP).
     fn start(&self, i: usize, mut frames: mpsc::Receiver<Result<Option<Frame>, SessionError>>) {
+        let (conn, datagrams) = (self.io[i].conn.clone(), self.datagrams_tx.clone());
+        tokio::spawn(async move {
+            while let Ok(d) = conn.read_datagram().await {
+                if datagrams.send((i, d)).await.is_err() {
+                    break;
+                }
+            }
+        });
         let (conn, streams) = (self.io[i].conn.clone(), self.streams_tx.clone());
         tokio::spawn(async move {
             while let Ok(stream) = conn.accept_uni().await {
@@ -573,10 +587,15 @@ impl PathSet {
 
     /// Sends on every live path; fails only if none took it.
     async fn send_all(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        self.send_each(|_| frame.clone()).await
+    }
+
+    /// Sends each live path its own frame; fails only if none took one.
+    async fn send_each(&mut self, frame: impl Fn(usize) -> Frame) -> Result<(), SessionError> {
         let mut sent = false;
         let mut last = None;
-        for p in self.io.iter_mut().filter(|p| p.alive) {
-            match p.control.send(frame).await {
+        for (i, p) in self.io.iter_mut().enumerate().filter(|(_, p)| p.alive) {
+            match p.control.send(&frame(i)).await {
                 Ok(()) => sent = true,
                 Err(e) => {
                     p.alive = false;
@@ -681,17 +700,19 @@ async fn session_body(
     let result: Result<(), SessionError> = async {
         while !tracker.all_done() {
             let ready = tokio::select! {
-                datagram = conn.read_datagram(), if fec.is_some() => {
-                    let datagram = datagram.map_err(SessionError::from_connection)?;
+                Some((path, datagram)) = paths.datagrams_rx.recv(), if fec.is_some() => {
                     let state = fec.as_mut().expect("guarded");
-                    if let Some(complete) = state.on_datagram(&manifest, datagram)? {
-                        state.decode_when_ready(complete, &parts, &writes, &done_tx);
+                    if let Some((complete, digest)) = state.on_datagram(&manifest, path, datagram)? {
+                        decode_block(complete, digest, &parts, &writes, &done_tx);
                     }
                     None
                 }
                 _ = status_tick.tick(), if fec.is_some() => {
+                    // Each path reports what arrived on it, for its own rate
+                    // controller at the sender; the deficits go on all.
                     let state = fec.as_ref().expect("guarded");
-                    paths.send_on(0, &Frame::FecStatus(state.status())).await?;
+                    let micros = started.elapsed().as_micros() as u64;
+                    paths.send_each(|i| Frame::FecStatus(state.status(i, micros))).await?;
                     None
                 }
                 Some(path) = joins.recv() => {
@@ -741,8 +762,8 @@ async fn session_body(
                     }
                     Ok(Some(Frame::BlockDigest { file, block, digest })) => {
                         let state = fec.as_mut().ok_or_else(|| SessionError::Protocol("BLOCK_DIGEST before FEC_SETUP".into()))?;
-                        if let Some(complete) = state.on_digest(&manifest, file, block, digest)? {
-                            state.decode_when_ready(complete, &parts, &writes, &done_tx);
+                        if let Some((complete, digest)) = state.on_digest(&manifest, file, block, digest)? {
+                            decode_block(complete, digest, &parts, &writes, &done_tx);
                         }
                         None
                     }
@@ -771,7 +792,12 @@ async fn session_body(
                             // A second copy finished too: acknowledged already.
                             continue;
                         }
-                        paths.send_on(path, &Frame::BlockAck { file, block }).await?;
+                        // A stream's block is acknowledged on its path; a
+                        // decoded block's shards came over any, so on all.
+                        match path {
+                            Some(path) => paths.send_on(path, &Frame::BlockAck { file, block }).await?,
+                            None => paths.send_all(&Frame::BlockAck { file, block }).await?,
+                        }
                         tracker.block_written(file, block, digest)
                     }
                     Done::StreamFailed(e) => {
@@ -785,7 +811,7 @@ async fn session_body(
                     }
                     Done::Corrupt { file, block } => {
                         let state = fec.as_mut().expect("only the FEC plane decodes");
-                        let attempt = state.collector.retry(file, block).ok_or_else(|| {
+                        let attempt = state.retry(file, block).ok_or_else(|| {
                             SessionError::HashMismatch(format!("block {block} of file {file} failed its digest 255 times"))
                         })?;
                         tracing::debug!(file, block, attempt, "decoded block failed its digest; asking again");
@@ -825,165 +851,49 @@ async fn session_body(
 
 /// How often the receiver reports on the FEC plane.
 const FEC_STATUS_INTERVAL: Duration = Duration::from_millis(10);
-/// Most blocks a sender may keep incomplete at once on the FEC plane.
-const FEC_MAX_BLOCKS: u16 = 1024;
 
-/// The receiving side of the FEC plane within a session: the sans-IO
-/// [`ShardCollector`], the digests the sender announced, and blocks whose
-/// shards are complete but whose digest has not arrived yet.
-struct FecReceive {
-    collector: ShardCollector,
-    digests: std::collections::HashMap<(u32, u64), BlockDigest>,
-    waiting: std::collections::HashMap<(u32, u64), CompleteBlock>,
-    started: Instant,
-    max_digests: usize,
-}
-
-impl FecReceive {
-    fn new(manifest: &Manifest, shard_bytes: u16, max_blocks: u16) -> Result<Self, SessionError> {
-        let sb = usize::from(shard_bytes);
-        if sb < 64 || sb % 2 == 1 {
-            return Err(SessionError::Protocol(format!(
-                "FEC_SETUP: shard size {sb} must be even and at least 64"
-            )));
-        }
-        if max_blocks == 0 || max_blocks > FEC_MAX_BLOCKS {
-            return Err(SessionError::Protocol(format!(
-                "FEC_SETUP: {max_blocks} blocks in flight, this receiver allows 1..={FEC_MAX_BLOCKS}"
-            )));
-        }
-        // Every block must be codable with this shard size.
-        let largest = manifest
-            .block_size()
-            .min(manifest.files().iter().map(|f| f.size).max().unwrap_or(0))
-            as usize;
-        if largest > 0 {
-            Geometry::new(largest, sb)
-                .map_err(|e| SessionError::Protocol(format!("FEC_SETUP: {e}")))?;
-        }
-        let counts: Vec<u64> = (0..manifest.files().len())
-            .map(|f| manifest.block_count(f))
-            .collect();
-        Ok(Self {
-            collector: ShardCollector::new(sb, usize::from(max_blocks), &counts),
-            digests: Default::default(),
-            waiting: Default::default(),
-            started: Instant::now(),
-            max_digests: 2 * usize::from(max_blocks) + 64,
-        })
-    }
-
-    fn check_block(manifest: &Manifest, file: u32, block: u64) -> Result<usize, SessionError> {
-        if (file as usize) >= manifest.files().len() || block >= manifest.block_count(file as usize)
-        {
-            return Err(SessionError::Protocol(format!(
-                "shard or digest for unknown block {block} of file {file}"
-            )));
-        }
-        Ok(manifest.block_span(file as usize, block).1 as usize)
-    }
-
-    fn on_datagram(
-        &mut self,
-        manifest: &Manifest,
-        datagram: bytes::Bytes,
-    ) -> Result<Option<CompleteBlock>, SessionError> {
-        let Some((header, payload)) = ShardHeader::decode(&datagram) else {
-            return Err(SessionError::Protocol(
-                "datagram shorter than a shard header".into(),
-            ));
-        };
-        let len = Self::check_block(manifest, header.file, header.block)?;
-        let payload = datagram.slice_ref(payload);
-        match self
-            .collector
-            .on_shard(header, payload, len)
-            .map_err(SessionError::Protocol)?
-        {
-            Accepted::Complete(c) => Ok(Some(c)),
-            _ => Ok(None),
-        }
-    }
-
-    fn on_digest(
-        &mut self,
-        manifest: &Manifest,
-        file: u32,
-        block: u64,
-        digest: BlockDigest,
-    ) -> Result<Option<CompleteBlock>, SessionError> {
-        Self::check_block(manifest, file, block)?;
-        if self.digests.len() >= self.max_digests {
-            return Err(SessionError::Protocol(format!(
-                "more than {} block digests outstanding",
-                self.max_digests
-            )));
-        }
-        self.digests.insert((file, block), digest);
-        Ok(self.waiting.remove(&(file, block)))
-    }
-
-    fn finished(&mut self, file: u32, block: u64) {
-        self.collector.finished(file, block);
-        self.digests.remove(&(file, block));
-    }
-
-    fn status(&self) -> FecStatus {
-        FecStatus {
-            micros: self.started.elapsed().as_micros() as u64,
-            delivered: self.collector.delivered,
-            shards: self.collector.shards,
-            needed: self.collector.status(),
-        }
-    }
-
-    /// Decodes and verifies on Rayon once the digest is known; a match goes
-    /// to the writer, a mismatch comes back as [`Done::Corrupt`].
-    fn decode_when_ready(
-        &mut self,
-        complete: CompleteBlock,
-        parts: &Arc<PartFiles>,
-        writes: &crossbeam_channel::Sender<WriteJob>,
-        done: &DoneSender,
-    ) {
-        let id = (complete.file, complete.block);
-        let Some(&want) = self.digests.get(&id) else {
-            self.waiting.insert(id, complete);
+/// Decodes and verifies a complete block on Rayon; a match goes to the
+/// writer (acknowledged on every path), a mismatch comes back as
+/// [`Done::Corrupt`].
+fn decode_block(
+    complete: CompleteBlock,
+    want: BlockDigest,
+    parts: &Arc<PartFiles>,
+    writes: &crossbeam_channel::Sender<WriteJob>,
+    done: &DoneSender,
+) {
+    let (parts, writes, done) = (parts.clone(), writes.clone(), done.clone());
+    rayon::spawn(move || {
+        let CompleteBlock {
+            file,
+            block,
+            geometry,
+            shards,
+            ..
+        } = complete;
+        let entry = &parts.manifest.files()[file as usize];
+        let (offset, _) = parts.manifest.block_span(file as usize, block);
+        let mut data = parts.buffers.take(0);
+        let decoded = reconstruct(&geometry, &shards, &mut data);
+        drop(shards);
+        let ok = decoded.is_ok() && block_digest(&data, offset, entry.size) == want;
+        if !ok {
+            parts.buffers.give(data);
+            let _ = done.send(Ok(Done::Corrupt { file, block }));
             return;
+        }
+        let job = WriteJob {
+            file,
+            block,
+            offset,
+            digest: want,
+            data,
+            path: None,
         };
-        let (parts, writes, done) = (parts.clone(), writes.clone(), done.clone());
-        rayon::spawn(move || {
-            let CompleteBlock {
-                file,
-                block,
-                geometry,
-                shards,
-                ..
-            } = complete;
-            let entry = &parts.manifest.files()[file as usize];
-            let (offset, _) = parts.manifest.block_span(file as usize, block);
-            let mut data = parts.buffers.take(0);
-            let decoded = reconstruct(&geometry, &shards, &mut data);
-            drop(shards);
-            let ok = decoded.is_ok() && block_digest(&data, offset, entry.size) == want;
-            if !ok {
-                parts.buffers.give(data);
-                let _ = done.send(Ok(Done::Corrupt { file, block }));
-                return;
-            }
-            let job = WriteJob {
-                file,
-                block,
-                offset,
-                digest: want,
-                data,
-                path: 0,
-            };
-            if writes.send(job).is_err() {
-                let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
-            }
-        });
-    }
+        if writes.send(job).is_err() {
+            let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
+        }
+    });
 }
 
 /// Adds "kept N .part files" to a failure, so the user knows what is left.
@@ -1070,7 +980,7 @@ async fn receive_block(
             offset,
             digest,
             data,
-            path,
+            path: Some(path),
         };
         if writes.send(job).is_err() {
             let _ = done.send(Err(SessionError::Storage("the writer stopped".into())));
@@ -1086,7 +996,8 @@ struct WriteJob {
     offset: u64,
     digest: BlockDigest,
     data: Vec<u8>,
-    path: usize,
+    /// See [`Done::Block`].
+    path: Option<usize>,
 }
 
 /// The session's writer: one thread doing every `pwrite`, so that blocks of
