@@ -65,6 +65,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod multipath;
 pub mod names;
+pub mod send;
 pub mod session;
 pub mod source;
 pub mod transport;

@@ -26,6 +26,8 @@
 //! 4. **Duplication**: with probability `duplicate`, a second copy arrives
 //!    with the first.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -317,6 +319,7 @@ impl LinkModel {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use proptest::prelude::*;

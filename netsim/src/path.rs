@@ -13,6 +13,8 @@
 //! away. Packets cut this way count in [`SimPath::cut`], not in the link's
 //! own statistics.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -188,6 +190,21 @@ impl<P: Clone> SimPath<P> {
         self.cut
     }
 
+    /// How long a packet offered now would wait in one direction's
+    /// bottleneck queue (what an RTT sample sees beyond the propagation).
+    pub fn queue_delay(&self, dir: Direction, now: Instant) -> Duration {
+        let model = match dir {
+            Direction::Forward => &self.forward.model,
+            Direction::Back => &self.back.model,
+        };
+        match model.config().rate_bps {
+            Some(rate) if rate > 0 => {
+                Duration::from_secs_f64(model.queued_bytes(now) as f64 * 8.0 / rate as f64)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// What one direction's link did.
     pub fn stats(&self, dir: Direction) -> LinkStats {
         match dir {
@@ -198,6 +215,7 @@ impl<P: Clone> SimPath<P> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use crate::link::LossModel;

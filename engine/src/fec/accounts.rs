@@ -15,6 +15,8 @@
 //! [`SendAccounts::exhausted`]. [`SendAccounts::on_retry`] starts a block
 //! over under a new attempt number after it failed its digest.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -282,6 +284,7 @@ impl SendAccounts {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use crate::fec::collector::{Accepted, ShardCollector};

@@ -11,6 +11,8 @@
 //! lists every incomplete block and how many shards it still needs, for
 //! FEC_STATUS; blocks being decoded and written are listed with 0.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -206,6 +208,7 @@ impl ShardCollector {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
 

@@ -37,6 +37,8 @@
 //! capacity. So a competing flow that fills the queue makes us yield rather
 //! than be starved or starve it, and random loss alone never slows us down.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -442,6 +444,7 @@ impl RateController {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     //! A seeded simulated link, 1 ms steps: random loss on the wire, a FIFO
     //! bottleneck with a tail-drop queue, fixed one-way delay both ways.

@@ -20,6 +20,8 @@
 //! a peer writes: a hostile receiver can make its reports look old (and get
 //! fewer repairs), not new.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 /// How long one window of the minimum filter lasts.
@@ -69,6 +71,7 @@ impl ReportClock {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
 

@@ -10,6 +10,8 @@
 //! backlogged, bytes served follow the weights to within one item per
 //! round.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::VecDeque;
 
 /// Priority classes, highest first.
@@ -134,6 +136,7 @@ impl<T> Drr<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -21,6 +21,8 @@
 //! otherwise hold the sender forever, since keep-alives keep the
 //! connection open.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -109,6 +111,7 @@ impl Admission {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use crate::wire::{PROTOCOL_VERSION, error_code};

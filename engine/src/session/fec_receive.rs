@@ -17,6 +17,8 @@
 //! at most `2 × max_blocks + 64` digests may be outstanding; a sender that
 //! announces more is refused.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -189,6 +191,7 @@ impl FecReceive {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 mod tests {
     use super::*;
     use crate::fec::codec::encode_recovery;

@@ -7,7 +7,7 @@ pub mod control;
 pub mod error;
 pub mod fec_receive;
 pub mod fec_sender;
-mod file_hashes;
+pub(crate) mod file_hashes;
 pub mod multipath_sender;
 pub mod pacer;
 pub mod receiver;

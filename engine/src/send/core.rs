@@ -1,0 +1,843 @@
+//! The sender's FEC-plane core (sans-IO, the clock passed in): one state
+//! machine for a session over any number of paths.
+//!
+//! In the manner of quinn-proto's `Connection`, [`SenderCore`] does no I/O.
+//! Its driver ([`super::driver`]) feeds it what happens, each with `now`:
+//!
+//! * blocks from the reader, already hashed and encoded, in the priority
+//!   scheduler's order ([`SenderCore::admit_block`], while
+//!   [`SenderCore::wants_block`]);
+//! * control frames from each path ([`SenderCore::handle_frame`]):
+//!   BLOCK_ACK, FILE_DONE, FEC_STATUS (that path's report), BLOCK_RETRY;
+//! * each path's transport statistics ([`SenderCore::handle_path_stats`]:
+//!   smoothed RTT, UDP bytes received, packets sent and lost) and its
+//!   coming and going ([`SenderCore::path_up`], [`SenderCore::path_failed`],
+//!   [`SenderCore::redial_failed`]);
+//! * the passing of time ([`SenderCore::tick`]).
+//!
+//! and asks it what to do: which shard to send on which path
+//! ([`SenderCore::poll_transmit`]), which control frames to send
+//! ([`SenderCore::poll_control`]), what to report and which paths to close
+//! or re-dial ([`SenderCore::poll_event`]), and when to wake up next
+//! ([`SenderCore::poll_timeout`]).
+//!
+//! ## What it decides
+//!
+//! * **Which block next**: the driver's block source merges one reader
+//!   pipeline per priority class by deficit round robin (50/30/20), so
+//!   blocks are admitted in the classes' turns. Repairs of admitted blocks
+//!   go ahead of every new shard, so a Critical block's repairs are not
+//!   held up behind Normal shards.
+//! * **Which shards**: [`SendAccounts`] plans each block's sources and
+//!   up-front recovery shards, and fresh recovery shards for the deficits
+//!   the receiver reports. The deficit list is the session's and arrives
+//!   on every path; a block's repairs wait until a report could reflect its
+//!   last shard on the slowest live path.
+//! * **Which path**: one shared queue of shards, pulled by the paths: each
+//!   live path has its own rate controller ([`RateController`], fed by its
+//!   own FEC_STATUS and packet counts) and pacer ([`ShardPacer`]); the
+//!   path whose pacing budget is fullest takes the next shard. So every
+//!   path sends at what it carries, and a block's shards spread over all of
+//!   them. A global cap (`--max-rate`) is one more pacer every shard must
+//!   pass; a per-path cap bounds that path's controller.
+//! * **Which paths live**: the [`PathManager`]'s liveness (silent for
+//!   `max(4 srtt, dead_after)`: dead; re-dial with back-off). Before that, a
+//!   path whose reports stopped for `max(4 srtt, 250 ms)` is *stalled*: it
+//!   takes no shards until a report arrives again, so a path that just died
+//!   does not swallow a share of the repairs meant to make up for it.
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
+use crate::fec::codec::Geometry;
+use crate::fec::rate::{RateConfig, RateController};
+use crate::fec::report_clock::ReportClock;
+use crate::fec::shard_pacer::ShardPacer;
+use crate::manifest::Manifest;
+use crate::multipath::manager::{PathEvent, PathManager, PathState};
+use crate::multipath::priority::Class;
+use crate::session::SessionError;
+use crate::session::file_hashes::FileHashes;
+use crate::wire::{BlockHeader, FecStatus, Frame};
+
+type BlockId = (u32, u64);
+
+/// How often the controllers run a tick.
+pub const TICK: Duration = Duration::from_millis(10);
+/// How often liveness is judged.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+/// A path whose reports stopped for this long (or 4 srtt) takes no shards.
+const STALL_AFTER: Duration = Duration::from_millis(250);
+/// Most shards queued ahead of the paths (new shards; repairs come on top).
+const MAX_QUEUED: usize = 4 * 8192;
+
+/// Settings of the FEC plane's core. `Default`: adaptive redundancy, 64
+/// blocks in flight, one path, our own pacing, no caps.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    redundancy: Redundancy,
+    max_blocks: usize,
+    shard_bytes: usize,
+    paced: bool,
+    max_rate: Option<f64>,
+    path_caps: Vec<Option<f64>>,
+    dead_after: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            redundancy: Redundancy::Adaptive,
+            max_blocks: 64,
+            shard_bytes: 1398,
+            paced: true,
+            max_rate: None,
+            path_caps: vec![None],
+            dead_after: Duration::from_millis(1500),
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Up-front redundancy.
+    pub fn redundancy(&mut self, r: Redundancy) -> &mut Self {
+        self.redundancy = r;
+        self
+    }
+    /// Most blocks unacknowledged at once (at least 1).
+    pub fn max_blocks(&mut self, n: usize) -> &mut Self {
+        self.max_blocks = n.max(1);
+        self
+    }
+    /// Payload bytes per shard (one per session).
+    pub fn shard_bytes(&mut self, n: usize) -> &mut Self {
+        self.shard_bytes = n.max(2);
+        self
+    }
+    /// `false`: quinn's congestion controller paces (`--cc cubic|bbr`);
+    /// the core then hands out shards as fast as the driver sends them.
+    pub fn paced(&mut self, paced: bool) -> &mut Self {
+        self.paced = paced;
+        self
+    }
+    /// Cap on the whole transfer, in payload bytes per second.
+    pub fn max_rate(&mut self, bytes_per_sec: Option<f64>) -> &mut Self {
+        self.max_rate = bytes_per_sec;
+        self
+    }
+    /// One entry per path: its cap in payload bytes per second, if any.
+    /// The number of entries is the number of paths.
+    pub fn path_caps(&mut self, caps: Vec<Option<f64>>) -> &mut Self {
+        self.path_caps = if caps.is_empty() { vec![None] } else { caps };
+        self
+    }
+    /// A path silent this long (or 4 srtt) is dead.
+    pub fn dead_after(&mut self, d: Duration) -> &mut Self {
+        self.dead_after = d;
+        self
+    }
+}
+
+/// What the core reports to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreEvent {
+    /// The receiver verified and wrote a block (the driver frees its data).
+    BlockAcked {
+        /// File index.
+        file: u32,
+        /// Block index.
+        block: u64,
+        /// Its bytes.
+        bytes: u64,
+        /// Its priority class.
+        class: Class,
+        /// From admission to acknowledgement.
+        latency: Duration,
+    },
+    /// The receiver verified and renamed a file.
+    FileDone {
+        /// File index.
+        file: u32,
+    },
+    /// Path `path` is dead: close its connection.
+    PathDied {
+        /// Which path.
+        path: usize,
+    },
+    /// Time to dial path `path` again.
+    Redial {
+        /// Which path.
+        path: usize,
+    },
+}
+
+/// One path as the core sees it.
+#[derive(Debug)]
+struct PathTx {
+    rate: RateController,
+    pacer: ShardPacer,
+    clock: ReportClock,
+    srtt: Duration,
+    /// When a report (or the path itself) was last heard of.
+    last_report: Instant,
+    shards_sent: u64,
+    delivered: u64,
+    cap: Option<f64>,
+}
+
+impl PathTx {
+    fn new(cap: Option<f64>, shard_bytes: usize, now: Instant) -> Self {
+        let mut cfg = RateConfig::default();
+        if let Some(c) = cap {
+            cfg.max_rate = c.max(cfg.min_rate);
+            cfg.initial_rate = cfg.initial_rate.min(cfg.max_rate);
+        }
+        Self {
+            rate: RateController::new(cfg),
+            pacer: ShardPacer::new(shard_bytes, now),
+            clock: ReportClock::new(),
+            srtt: Duration::from_millis(100),
+            last_report: now,
+            shards_sent: 0,
+            delivered: 0,
+            cap,
+        }
+    }
+}
+
+/// A path's figures, for progress and reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathFigures {
+    /// Up, down or being dialled.
+    pub state: PathState,
+    /// Shards sent on it (all its connections).
+    pub shards_sent: u64,
+    /// Shard payload bytes the receiver reported on it (current
+    /// connection).
+    pub delivered: u64,
+    /// Its controller's pacing rate (payload bytes per second).
+    pub rate: f64,
+    /// The random loss its controller measured.
+    pub loss: f64,
+    /// Smoothed RTT.
+    pub srtt: Duration,
+}
+
+#[derive(Debug)]
+struct Admitted {
+    class: Class,
+    at: Instant,
+}
+
+/// The FEC plane's sender state for one session.
+#[derive(Debug)]
+pub struct SenderCore {
+    manifest: Manifest,
+    cfg: CoreConfig,
+    class_of_file: Vec<Class>,
+    accounts: SendAccounts,
+    hashes: FileHashes,
+    blocks: HashMap<BlockId, Admitted>,
+    fresh: VecDeque<ShardRef>,
+    urgent: VecDeque<ShardRef>,
+    paths: Vec<PathTx>,
+    manager: PathManager,
+    total: Option<ShardPacer>,
+    done: Vec<bool>,
+    files_done: usize,
+    control: VecDeque<Frame>,
+    events: VecDeque<CoreEvent>,
+    last_tick: Instant,
+    last_liveness: Instant,
+    next_path: usize,
+    /// Blocks the receiver asked for again.
+    pub retried_blocks: u64,
+    /// Shards handed out.
+    pub shards_sent: u64,
+}
+
+impl SenderCore {
+    /// A session sending `manifest` (files in `class_of_file`'s classes)
+    /// over `cfg`'s paths, all of them connecting. Queues FEC_SETUP and the
+    /// FILE_HASH of every empty file.
+    pub fn new(
+        manifest: Manifest,
+        class_of_file: Vec<Class>,
+        cfg: CoreConfig,
+        now: Instant,
+    ) -> Self {
+        let n = cfg.path_caps.len();
+        let paths = cfg
+            .path_caps
+            .iter()
+            .map(|&cap| PathTx::new(cap, cfg.shard_bytes, now))
+            .collect();
+        let hashes = FileHashes::new(&manifest);
+        let mut control = VecDeque::new();
+        control.push_back(Frame::FecSetup {
+            shard_bytes: cfg.shard_bytes as u16,
+            max_blocks: cfg.max_blocks as u16,
+        });
+        for (f, h) in hashes.hashes.iter().enumerate() {
+            if let Some(h) = h {
+                control.push_back(Frame::FileHash {
+                    file: f as u32,
+                    hash: *h.as_bytes(),
+                });
+            }
+        }
+        Self {
+            done: vec![false; manifest.files().len()],
+            class_of_file,
+            accounts: SendAccounts::new(cfg.redundancy),
+            hashes,
+            blocks: HashMap::new(),
+            fresh: VecDeque::new(),
+            urgent: VecDeque::new(),
+            paths,
+            manager: PathManager::new(n, cfg.dead_after, now),
+            total: cfg.max_rate.map(|_| ShardPacer::new(cfg.shard_bytes, now)),
+            files_done: 0,
+            control,
+            events: VecDeque::new(),
+            last_tick: now,
+            last_liveness: now,
+            next_path: 0,
+            retried_blocks: 0,
+            shards_sent: 0,
+            manifest,
+            cfg,
+        }
+    }
+
+    /// Every file is done.
+    pub fn is_done(&self) -> bool {
+        self.files_done == self.done.len()
+    }
+
+    /// Whether every block has been admitted.
+    pub fn all_admitted(&self) -> bool {
+        self.hashes.all_read()
+    }
+
+    /// Whether to admit another block now.
+    pub fn wants_block(&self) -> bool {
+        !self.hashes.all_read()
+            && self.accounts.in_flight() < self.cfg.max_blocks
+            && self.fresh.len() < MAX_QUEUED
+    }
+
+    /// Whether a block's shards may still be asked for (the driver keeps
+    /// its data until [`CoreEvent::BlockAcked`]).
+    pub fn holds(&self, file: u32, block: u64) -> bool {
+        self.blocks.contains_key(&(file, block))
+    }
+
+    /// Admits a hashed and encoded block: BLOCK_DIGEST (and FILE_HASH if it
+    /// was its file's last block) are queued, its shards join the queue.
+    pub fn admit_block(&mut self, now: Instant, header: &BlockHeader, geometry: Geometry) {
+        let (file, block) = (header.file, header.block);
+        self.control.push_back(Frame::BlockDigest {
+            file,
+            block,
+            digest: header.digest,
+        });
+        if let Some((file, hash)) = self.hashes.record(header, &self.manifest) {
+            self.control.push_back(Frame::FileHash {
+                file,
+                hash: *hash.as_bytes(),
+            });
+        }
+        let class = self
+            .class_of_file
+            .get(file as usize)
+            .copied()
+            .unwrap_or(Class::Normal);
+        self.fresh.extend(self.accounts.add(file, block, geometry));
+        self.blocks
+            .insert((file, block), Admitted { class, at: now });
+    }
+
+    /// Path `path` is connected (first time or again): a fresh controller.
+    pub fn path_up(&mut self, path: usize, now: Instant) {
+        let cap = self.paths[path].cap;
+        let sent = self.paths[path].shards_sent;
+        self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
+        self.paths[path].shards_sent = sent;
+        self.manager.on_up(path, now);
+    }
+
+    /// Path `path`'s connection failed.
+    pub fn path_failed(&mut self, path: usize, now: Instant) {
+        if self.manager.state(path) == PathState::Up {
+            self.manager.on_failed(path, now);
+            self.events.push_back(CoreEvent::PathDied { path });
+        }
+    }
+
+    /// Dialling path `path` again failed.
+    pub fn redial_failed(&mut self, path: usize, now: Instant) {
+        self.manager.on_redial_failed(path, now);
+    }
+
+    /// The transport's view of path `path`: smoothed RTT, UDP bytes
+    /// received so far on its connection, packets sent and declared lost.
+    pub fn handle_path_stats(
+        &mut self,
+        path: usize,
+        now: Instant,
+        srtt: Duration,
+        rx_bytes: u64,
+        sent_packets: u64,
+        lost_packets: u64,
+    ) {
+        if self.manager.state(path) != PathState::Up {
+            return;
+        }
+        self.manager.on_stats(path, now, srtt, 0, rx_bytes);
+        let p = &mut self.paths[path];
+        p.srtt = srtt;
+        p.rate.on_rtt(now, srtt);
+        p.rate.on_packets(sent_packets, lost_packets);
+    }
+
+    /// A control frame from the receiver on path `path`.
+    pub fn handle_frame(
+        &mut self,
+        path: usize,
+        frame: Frame,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let files = self.manifest.files().len();
+        match frame {
+            Frame::BlockAck { file, block } => {
+                if (file as usize) >= files || block >= self.manifest.block_count(file as usize) {
+                    return Err(SessionError::Protocol(format!(
+                        "BLOCK_ACK for unknown block {block} of file {file}"
+                    )));
+                }
+                // Acknowledgements come on every path: take the first.
+                if self.accounts.on_acked(file, block)
+                    && let Some(a) = self.blocks.remove(&(file, block))
+                {
+                    self.events.push_back(CoreEvent::BlockAcked {
+                        file,
+                        block,
+                        bytes: u64::from(self.manifest.block_span(file as usize, block).1),
+                        class: a.class,
+                        latency: now.saturating_duration_since(a.at),
+                    });
+                }
+            }
+            Frame::FileDone { file } => {
+                let f = file as usize;
+                if f >= files || self.hashes.hashes[f].is_none() {
+                    return Err(SessionError::Protocol(format!(
+                        "unexpected FILE_DONE for file {file}"
+                    )));
+                }
+                if !std::mem::replace(&mut self.done[f], true) {
+                    self.files_done += 1;
+                    self.events.push_back(CoreEvent::FileDone { file });
+                }
+            }
+            Frame::FecStatus(st) => self.on_status(path, st, now),
+            Frame::BlockRetry {
+                file,
+                block,
+                attempt,
+            } => {
+                self.retried_blocks += 1;
+                // Shards of the old attempt still queued are useless now.
+                self.fresh.retain(|s| (s.file, s.block) != (file, block));
+                self.urgent.retain(|s| (s.file, s.block) != (file, block));
+                self.urgent
+                    .extend(self.accounts.on_retry(file, block, attempt));
+            }
+            Frame::Error { code, message } => {
+                return Err(crate::session::sender::peer_error(code, message));
+            }
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {:?} from the receiver",
+                    other.frame_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_status(&mut self, path: usize, st: FecStatus, now: Instant) {
+        let Some(p) = self.paths.get_mut(path) else {
+            return;
+        };
+        p.rate.on_delivered(st.micros, st.delivered);
+        p.delivered = st.delivered;
+        p.last_report = now;
+        let written = p.clock.written_at(now, st.micros);
+        // A block's shards went over every live path: its repairs wait for
+        // the slowest.
+        let srtt = self.repair_rtt();
+        self.urgent
+            .extend(self.accounts.on_status(now, written, srtt, &st.needed));
+    }
+
+    fn repair_rtt(&self) -> Duration {
+        (0..self.paths.len())
+            .filter(|&i| self.manager.state(i) == PathState::Up)
+            .map(|i| self.paths[i].srtt)
+            .max()
+            .unwrap_or(Duration::from_millis(100))
+    }
+
+    fn stalled(&self, i: usize, now: Instant) -> bool {
+        let p = &self.paths[i];
+        now.saturating_duration_since(p.last_report) > (p.srtt * 4).max(STALL_AFTER)
+    }
+
+    /// Runs the controllers (every [`TICK`]) and liveness (every 100 ms).
+    pub fn tick(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_tick) >= TICK {
+            self.last_tick = now;
+            let idle = self.urgent.is_empty() && self.fresh.is_empty();
+            let (mut weighted, mut rates) = (0.0, 0.0);
+            for i in 0..self.paths.len() {
+                if self.manager.state(i) != PathState::Up {
+                    continue;
+                }
+                let p = &mut self.paths[i];
+                p.rate.set_app_limited(idle);
+                if let Some(round) = p.rate.tick(now) {
+                    tracing::debug!(
+                        path = i,
+                        ?round,
+                        random_loss = p.rate.random_loss(),
+                        "rate round"
+                    );
+                }
+                weighted += p.rate.rate() * p.rate.random_loss();
+                rates += p.rate.rate();
+            }
+            // Shards spread over the paths by rate: plan for their mix.
+            if rates > 0.0 {
+                self.accounts.set_loss(weighted / rates);
+            }
+        }
+        if now.saturating_duration_since(self.last_liveness) >= LIVENESS_EVERY {
+            self.last_liveness = now;
+            for event in self.manager.check(now) {
+                self.events.push_back(match event {
+                    PathEvent::Died { path, .. } => CoreEvent::PathDied { path },
+                    PathEvent::Redial { path } => CoreEvent::Redial { path },
+                });
+            }
+        }
+    }
+
+    /// The window quinn should allow path `path` ([`crate::fec::cc`]).
+    pub fn window(&self, path: usize) -> u64 {
+        self.paths[path].rate.window()
+    }
+
+    /// The next shard to send and the path to send it on, if any may leave
+    /// now. The caller sends it and calls [`Self::on_sent`].
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(usize, ShardRef)> {
+        if self.urgent.is_empty() && self.fresh.is_empty() {
+            for p in &mut self.paths {
+                p.pacer.idle();
+            }
+            return None;
+        }
+        if let (Some(total), Some(cap)) = (&mut self.total, self.cfg.max_rate)
+            && total.allowance(now, cap) == 0
+        {
+            return None;
+        }
+        let path = self.pick_path(now)?;
+        loop {
+            let shard = self.urgent.pop_front().or_else(|| self.fresh.pop_front())?;
+            // Acknowledged blocks may still have queued repairs.
+            if self.blocks.contains_key(&(shard.file, shard.block)) {
+                return Some((path, shard));
+            }
+        }
+    }
+
+    /// The live, reporting path with the fullest pacing budget (round robin
+    /// when quinn paces).
+    fn pick_path(&mut self, now: Instant) -> Option<usize> {
+        let n = self.paths.len();
+        let live: Vec<usize> = (0..n)
+            .filter(|&i| self.manager.state(i) == PathState::Up)
+            .collect();
+        let reporting: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&i| !self.stalled(i, now))
+            .collect();
+        // Every live path stalled: keep sending on all (one of them may only
+        // have a slow return path).
+        let candidates = if reporting.is_empty() {
+            live
+        } else {
+            reporting
+        };
+        if !self.cfg.paced {
+            let i = *candidates
+                .iter()
+                .find(|&&i| i >= self.next_path)
+                .or(candidates.first())?;
+            self.next_path = i + 1;
+            return Some(i);
+        }
+        candidates
+            .into_iter()
+            .map(|i| {
+                let rate = self.paths[i].rate.rate();
+                (i, self.paths[i].pacer.allowance(now, rate))
+            })
+            .filter(|&(_, a)| a > 0)
+            .max_by_key(|&(_, a)| a)
+            .map(|(i, _)| i)
+    }
+
+    /// `shard` left on `path` at `now`.
+    pub fn on_sent(&mut self, path: usize, shard: &ShardRef, now: Instant) {
+        self.shards_sent += 1;
+        let p = &mut self.paths[path];
+        p.shards_sent += 1;
+        if self.cfg.paced {
+            p.pacer.sent();
+        }
+        if let Some(total) = &mut self.total {
+            total.sent();
+        }
+        self.accounts.on_sent(shard, now);
+    }
+
+    /// A shard the driver could not send (its path broke): sent again first.
+    pub fn unsent(&mut self, shard: ShardRef) {
+        self.urgent.push_front(shard);
+    }
+
+    /// The next control frame to send (on any live path).
+    pub fn poll_control(&mut self) -> Option<Frame> {
+        self.control.pop_front()
+    }
+
+    /// The next thing to report.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Self::tick`] and [`Self::poll_transmit`] again: in a
+    /// millisecond while shards wait for their pacing budget, else at the
+    /// next tick.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        if self.urgent.is_empty() && self.fresh.is_empty() {
+            self.last_tick + TICK
+        } else {
+            (now + Duration::from_millis(1)).min(self.last_tick + TICK)
+        }
+    }
+
+    /// Path `path`'s figures.
+    pub fn path_figures(&self, path: usize) -> PathFigures {
+        let p = &self.paths[path];
+        PathFigures {
+            state: self.manager.state(path),
+            shards_sent: p.shards_sent,
+            delivered: p.delivered,
+            rate: p.rate.rate(),
+            loss: p.rate.random_loss(),
+            srtt: p.srtt,
+        }
+    }
+
+    /// Number of paths.
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// What the block accounts planned: (sources, up-front recovery,
+    /// repairs, exhausted re-sends).
+    pub fn planned(&self) -> (u64, u64, u64, u64) {
+        (
+            self.accounts.sources_planned,
+            self.accounts.upfront_planned,
+            self.accounts.repairs_planned,
+            self.accounts.exhausted,
+        )
+    }
+
+    /// The loss the accounts plan for (rate-weighted over the paths).
+    pub fn planned_loss(&self) -> f64 {
+        let (mut w, mut r) = (0.0, 0.0);
+        for (i, p) in self.paths.iter().enumerate() {
+            if self.manager.state(i) == PathState::Up {
+                w += p.rate.rate() * p.rate.random_loss();
+                r += p.rate.rate();
+            }
+        }
+        if r > 0.0 { w / r } else { 0.0 }
+    }
+
+    /// Whole-file hashes known so far.
+    pub fn file_hash(&self, file: usize) -> Option<blake3::Hash> {
+        self.hashes.hashes[file]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary start
+mod tests {
+    use super::*;
+    use crate::wire::ManifestEntry;
+
+    fn core(paths: usize, now: Instant) -> SenderCore {
+        let manifest = Manifest::new(
+            1 << 16,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size: 4 << 16,
+            }],
+        )
+        .unwrap();
+        let mut cfg = CoreConfig::default();
+        cfg.shard_bytes(1024).path_caps(vec![None; paths]);
+        let mut c = SenderCore::new(manifest, vec![Class::Normal], cfg, now);
+        for i in 0..paths {
+            c.path_up(i, now);
+        }
+        c
+    }
+
+    fn admit(c: &mut SenderCore, block: u64, now: Instant) {
+        let header = BlockHeader {
+            file: 0,
+            block,
+            len: 1 << 16,
+            digest: [block as u8; 32],
+        };
+        c.admit_block(now, &header, Geometry::new(1 << 16, 1024).unwrap());
+    }
+
+    fn status(needed: Vec<(u32, u64, u32)>, micros: u64) -> Frame {
+        Frame::FecStatus(FecStatus {
+            micros,
+            delivered: 0,
+            shards: 0,
+            needed,
+        })
+    }
+
+    fn drain(c: &mut SenderCore, now: Instant) -> Vec<(usize, ShardRef)> {
+        let mut out = Vec::new();
+        while let Some((p, s)) = c.poll_transmit(now) {
+            c.on_sent(p, &s, now);
+            out.push((p, s));
+        }
+        out
+    }
+
+    #[test]
+    fn a_flood_of_reports_and_unknown_blocks_plans_nothing_extra() {
+        let t0 = Instant::now();
+        let mut c = core(2, t0);
+        admit(&mut c, 0, t0);
+        let mut now = t0;
+        let mut sent = 0;
+        while sent < 64 + 1 {
+            now += Duration::from_millis(1);
+            sent += drain(&mut c, now).len();
+        }
+        // A hostile receiver lists blocks that do not exist, 1000 times
+        // (block 0 listed as complete, so that its silence does not count).
+        let bogus: Vec<_> = std::iter::once((0, 0, 0))
+            .chain((10..1000).map(|b| (0, b, 64)))
+            .collect();
+        now += Duration::from_secs(1);
+        for i in 0..1000 {
+            c.handle_frame(i % 2, status(bogus.clone(), 1_000_000), now)
+                .unwrap();
+        }
+        assert_eq!(c.planned().2, 0, "no repairs for blocks that do not exist");
+        // The same deficit for a real block on both paths, many times at
+        // once: one answer.
+        for i in 0..100 {
+            c.handle_frame(i % 2, status(vec![(0, 0, 5)], 1_000_000), now)
+                .unwrap();
+        }
+        let repairs = c.planned().2;
+        assert!((5..=8).contains(&repairs), "{repairs}");
+        assert!(c.urgent.len() <= 8);
+    }
+
+    #[test]
+    fn acknowledgements_and_file_done_count_once_across_paths() {
+        let t0 = Instant::now();
+        let mut c = core(3, t0);
+        for b in 0..4 {
+            admit(&mut c, b, t0);
+        }
+        for path in 0..3 {
+            for b in 0..4 {
+                c.handle_frame(path, Frame::BlockAck { file: 0, block: b }, t0)
+                    .unwrap();
+            }
+            c.handle_frame(path, Frame::FileDone { file: 0 }, t0)
+                .unwrap();
+        }
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        let acks = events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::BlockAcked { .. }))
+            .count();
+        let done = events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::FileDone { .. }))
+            .count();
+        assert_eq!((acks, done), (4, 1));
+        assert!(c.is_done());
+        let err = c
+            .handle_frame(1, Frame::BlockAck { file: 0, block: 4 }, t0)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown block 4"), "{err}");
+        let err = c
+            .handle_frame(1, Frame::FileDone { file: 3 }, t0)
+            .unwrap_err();
+        assert!(err.to_string().contains("FILE_DONE for file 3"), "{err}");
+    }
+
+    #[test]
+    fn a_path_whose_reports_stopped_takes_no_shards() {
+        let t0 = Instant::now();
+        let mut c = core(2, t0);
+        for b in 0..4 {
+            admit(&mut c, b, t0);
+        }
+        let mut now = t0;
+        let mut per_path = [0usize; 2];
+        for ms in 1..=600u64 {
+            now = t0 + Duration::from_millis(ms);
+            c.tick(now);
+            // Only path 0 reports.
+            if ms % 10 == 0 {
+                c.handle_frame(0, status(vec![], ms * 1000), now).unwrap();
+            }
+            for (p, _) in drain(&mut c, now) {
+                // No report, no RTT measured (100 ms assumed): stalled
+                // after max(4 × 100 ms, 250 ms).
+                if ms > 450 {
+                    per_path[p] += 1;
+                }
+            }
+        }
+        assert!(per_path[0] > 0);
+        assert_eq!(per_path[1], 0, "a silent path is stalled");
+        let _ = now;
+    }
+}
