@@ -1,9 +1,10 @@
 //! `chunkstream-engine demo`: a real multi-path transfer on loopback with
 //! nothing to set up. Starts a receiver in this process (fresh identity,
 //! random token, temporary folder), puts one of the bench's UDP relays in
-//! front of it per emulated path (rate, delay, loss; 40, 80 and 120 Mbit/s
-//! by default), generates a file, sends it over one QUIC connection per path,
-//! and checks the received copy by hashing it again.
+//! front of it per emulated path (rate, delay, loss; by default 40, 80 and
+//! 120 Mbit/s, the last one losing 2 % of its packets), generates a file,
+//! sends it on the FEC plane over one QUIC connection per path, and checks
+//! the received copy by hashing it again.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use chunkstream_engine::manifest::collect_sources;
-use chunkstream_engine::session::multipath_sender::{LocalBind, PathSpec};
+use chunkstream_engine::multipath::spec::{LocalBind, PathSpec};
 use chunkstream_engine::session::{Receiver, SendConfig, send_files};
 use chunkstream_engine::transport::Tuning;
 use chunkstream_engine::transport::identity::Identity;
@@ -36,9 +37,10 @@ pub struct DemoArgs {
     /// One-way delay of every emulated path.
     #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = duration)]
     pub delay: Duration,
-    /// Random loss on every emulated path (data direction).
-    #[arg(long, value_name = "PERCENT", default_value = "0%", value_parser = percent)]
-    pub loss: f64,
+    /// Random loss of each emulated path (data direction), in --rate's
+    /// order; one value applies to every path.
+    #[arg(long, value_name = "PERCENT", default_values = ["0%", "0%", "2%"], value_parser = percent)]
+    pub loss: Vec<f64>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -64,13 +66,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let server = receiver.local_addrs()[0];
     let recv_task = tokio::spawn(async move { receiver.serve(true, |_| {}).await });
     ensure!(!args.rate.is_empty(), "at least one --rate");
+    let loss_of = |i: usize| match args.loss.len() {
+        0 => 0.0,
+        1 => args.loss[0],
+        _ => args.loss.get(i).copied().unwrap_or(0.0),
+    };
     let mut relays = Vec::new();
     for (i, &rate_bps) in args.rate.iter().enumerate() {
         let forward = LinkConfig {
             rate_bps: Some(rate_bps),
             queue_bytes: LinkConfig::default_queue_bytes(rate_bps, args.delay),
             delay: args.delay,
-            loss: LossModel::Bernoulli { p: args.loss },
+            loss: LossModel::Bernoulli { p: loss_of(i) },
             ..LinkConfig::default()
         };
         let reverse = LinkConfig {
@@ -91,14 +98,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let rates: Vec<String> = args
         .rate
         .iter()
-        .map(|r| format!("{}", r / 1_000_000))
+        .enumerate()
+        .map(|(i, r)| format!("{} Mbit/s at {}% loss", r / 1_000_000, loss_of(i) * 100.0))
         .collect();
     let link = format!(
-        "{} path(s) of {} Mbit/s, {} ms RTT, {}% loss",
+        "{} path(s): {}; {} ms RTT",
         rates.len(),
-        rates.join(" + "),
+        rates.join(", "),
         args.delay.as_millis() * 2,
-        args.loss * 100.0
     );
     if !args.json {
         line(&format!(
@@ -107,15 +114,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ));
     }
     let mut cfg = SendConfig::new(relays[0].local_addr(), identity.fingerprint(), token);
-    cfg.local = LocalBind::Addr(listen.ip());
-    cfg.extra_paths = relays
+    cfg.paths = relays
         .iter()
-        .skip(1)
         .map(|r| PathSpec {
             local: LocalBind::Addr(listen.ip()),
             remote: r.local_addr(),
+            cap: None,
         })
         .collect();
+    cfg.fec = Some(chunkstream_engine::send::FecConfig::default());
+    cfg.tuning.congestion = chunkstream_engine::transport::Congestion::Rate;
     let report = send_files(collect_sources(&[source])?, &cfg, |_| {}).await?;
     tokio::time::timeout(Duration::from_secs(10), recv_task)
         .await
@@ -145,6 +153,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "seconds": report.seconds,
             "goodput_bps": report.goodput_bps,
             "reader": report.reader,
+            "plane": report.plane,
             "link": link,
             "link_dropped": dropped,
             "paths": report.paths,
@@ -155,15 +164,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             source_hash.to_hex()
         ));
         line(&format!(
-            "goodput  {} ({} bytes in {:.2} s, reader {}; the link dropped {} packets)",
+            "goodput  {} ({} bytes in {:.2} s, {} plane, reader {}; the links dropped {} packets)",
             rate(report.goodput_bps),
             report.bytes,
             report.seconds,
+            report.plane.name(),
             report.reader,
             dropped
         ));
         for p in &report.paths {
-            line(&format!("path     {}", path_share(p, report.bytes)));
+            line(&format!("path     {}", path_share(p, &report.paths)));
         }
     }
     Ok(())

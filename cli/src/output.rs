@@ -29,14 +29,19 @@ pub fn rate(bits_per_sec: f64) -> String {
     }
 }
 
-/// `NAME: BYTES bytes (SHARE %), rtt RTT ms`: one path of a finished
-/// multi-path transfer of `total` bytes.
+/// `NAME: BYTES bytes (SHARE %), rtt RTT ms[, loss L %]`: one path of a
+/// finished multi-path transfer; the share is of all paths' bytes (on the
+/// FEC plane, shard bytes delivered, repairs included).
 pub fn path_share(
-    p: &chunkstream_engine::session::multipath_sender::PathReport,
-    total: u64,
+    p: &chunkstream_engine::multipath::spec::PathReport,
+    all: &[chunkstream_engine::multipath::spec::PathReport],
 ) -> String {
+    let total: u64 = all.iter().map(|q| q.bytes).sum();
+    let loss = p
+        .loss
+        .map_or(String::new(), |l| format!(", loss {:.1} %", l * 100.0));
     format!(
-        "{}: {} bytes ({:.0} %), rtt {:.1} ms",
+        "{}: {} bytes ({:.0} %), rtt {:.1} ms{loss}",
         p.name,
         p.bytes,
         p.bytes as f64 * 100.0 / total.max(1) as f64,

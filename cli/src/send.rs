@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chunkstream_engine::manifest::collect_sources;
 use chunkstream_engine::multipath::priority::Class;
-use chunkstream_engine::session::multipath_sender::PathSpec;
+use chunkstream_engine::multipath::spec::PathSpec;
 use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
 use chunkstream_engine::source::ReaderKind;
 use chunkstream_engine::transport::Congestion;
@@ -47,19 +47,23 @@ pub struct SendArgs {
     /// A file or folder with a priority class: critical=PATH, high=PATH or
     /// normal=PATH (repeatable). While several classes have data they share
     /// the bandwidth 50/30/20 (critical/high/normal); an idle class's share
-    /// goes to the others. Reliable plane.
+    /// goes to the others. Both planes, any number of paths.
     #[arg(long, value_name = "CLASS=PATH", value_parser = parse_priority)]
     pub priority: Vec<(Class, PathBuf)>,
     /// The receiver's address, HOST:PORT (one path; shorthand for a single
     /// --path HOST:PORT).
     #[arg(long, value_name = "ADDR", required_unless_present = "path")]
     pub to: Option<String>,
-    /// A path: LOCAL=REMOTE, where LOCAL is an interface name (bound with
-    /// SO_BINDTODEVICE) or a local IP address, and REMOTE the receiver's
-    /// HOST:PORT on that network; repeat for several paths (see `paths`).
-    /// Blocks go to the path that would finish them first; a path that dies
-    /// has its blocks re-sent on the others and is re-dialled.
-    #[arg(long, value_name = "LOCAL=REMOTE", value_parser = PathSpec::parse)]
+    /// A path: LOCAL=REMOTE[@RATE], where LOCAL is an interface name (bound
+    /// with SO_BINDTODEVICE) or a local IP address, REMOTE the receiver's
+    /// HOST:PORT on that network, and RATE an optional cap on this path
+    /// alone (e.g. eth0=10.0.1.2:4433@50mbit; units kbit, mbit, gbit, KB, MB,
+    /// GB). Repeat for several paths (see `paths`). On the FEC plane each
+    /// path has its own rate controller and a block's shards spread over all
+    /// of them; on the reliable plane blocks go to the path that would
+    /// finish them first. A path that dies is made up for on the others and
+    /// re-dialled.
+    #[arg(long, value_name = "LOCAL=REMOTE[@RATE]", value_parser = PathSpec::parse)]
     pub path: Vec<PathSpec>,
     /// The receiver's certificate fingerprint, as `recv` printed it.
     #[arg(long, value_name = "FINGERPRINT")]
@@ -73,19 +77,19 @@ pub struct SendArgs {
     /// How source files are read.
     #[arg(long, value_enum, default_value = "auto")]
     pub reader: ReaderArg,
-    /// Cap the sending rate, e.g. 200mbit or 25MB/s.
+    /// Cap the whole transfer (the sum over all paths), e.g. 200mbit or
+    /// 25MB/s. A single path's cap is `--path ...@RATE`.
     #[arg(long, value_name = "RATE", value_parser = rate_bits)]
     pub max_rate: Option<u64>,
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
-    /// Data plane: `fec` (Reed-Solomon-coded shards as QUIC datagrams,
-    /// repaired on the receiver's reports, paced by our own rate controller;
-    /// keeps its speed on lossy paths), `reliable` (one QUIC stream per
-    /// block, QUIC retransmits; collapses on lossy paths, fastest on clean
-    /// LANs above ~3 Gbit/s, and the only one that stripes over several
-    /// paths), or `auto`: fec on one path, reliable with several paths or
-    /// any --priority input.
+    /// Data plane: `fec` (Reed-Solomon-coded shards as QUIC datagrams over
+    /// every path, repaired on the receiver's reports, each path paced by
+    /// its own rate controller; keeps its speed on lossy paths), `reliable`
+    /// (one QUIC stream per block, QUIC retransmits; collapses on lossy
+    /// paths, fastest on clean LANs above ~3 Gbit/s), or `auto`: fec, and
+    /// reliable if the receiver takes no QUIC datagrams.
     #[arg(long, value_enum, default_value = "auto")]
     pub plane: PlaneArg,
     /// FEC plane: recovery shards sent up front, `adaptive` (from the
@@ -137,7 +141,7 @@ fn parse_mtu(s: &str) -> Result<MtuArg, String> {
 /// Data plane choices on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PlaneArg {
-    /// fec on one path; reliable with several paths or any --priority input.
+    /// fec; reliable if the receiver takes no datagrams.
     Auto,
     /// One QUIC stream per block.
     Reliable,
@@ -146,16 +150,14 @@ pub enum PlaneArg {
 }
 
 impl PlaneArg {
-    /// What `auto` means for a send over `paths` paths, with or without
-    /// `--priority` inputs.
-    /// Decision (recorded in README): the FEC plane is the default because
-    /// on any lossy path it keeps its speed where the reliable plane does
-    /// not finish (results/README.md), and on a clean 200 Mbit/s WAN path it
-    /// is within a few % of it; it is single-path and has no priority
-    /// classes, so those keep the reliable plane.
-    fn resolve(self, paths: usize, prioritised: bool) -> Self {
+    /// What `auto` means. Decision (recorded in README): the FEC plane,
+    /// on any number of paths and with priorities, because on any lossy
+    /// path it keeps its speed where the reliable plane does not finish
+    /// (results/README.md), and on a clean WAN path it is within a few % of
+    /// it. The engine falls back to the reliable plane, and says so, when
+    /// the receiver takes no datagrams.
+    fn resolve(self) -> Self {
         match self {
-            Self::Auto if paths > 1 || prioritised => Self::Reliable,
             Self::Auto => Self::Fec,
             chosen => chosen,
         }
@@ -172,15 +174,17 @@ fn resolve(to: &str) -> Result<SocketAddr> {
 pub async fn run(args: SendArgs) -> Result<()> {
     let mut paths = args.path.clone();
     if let Some(to) = &args.to {
-        paths.insert(
-            0,
-            PathSpec {
-                local: chunkstream_engine::session::multipath_sender::LocalBind::Any,
-                remote: resolve(to)?,
-            },
-        );
+        paths.insert(0, PathSpec::to(resolve(to)?));
     }
-    let first = paths.remove(0);
+    let max_rate = args.max_rate.map(|bits| bits / 8);
+    if max_rate == Some(0) {
+        anyhow::bail!("--max-rate must be above zero");
+    }
+    let (_, warnings) = chunkstream_engine::multipath::spec::PathList::new(paths.clone(), max_rate)
+        .map_err(anyhow::Error::msg)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     // Positional inputs are Normal; each --priority input keeps its class.
     let mut sources = Vec::new();
     let mut classes = Vec::new();
@@ -194,24 +198,16 @@ pub async fn run(args: SendArgs) -> Result<()> {
         classes.extend(std::iter::repeat_n(*class, s.len()));
         sources.extend(s);
     }
-    let mut cfg = SendConfig::new(first.remote, args.peer, args.token.clone());
-    cfg.local = first.local;
-    cfg.extra_paths = paths;
+    let mut cfg = SendConfig::new(paths[0].remote, args.peer, args.token.clone());
+    cfg.paths = paths;
     cfg.classes = classes;
-    let plane = args
-        .plane
-        .resolve(1 + cfg.extra_paths.len(), !args.priority.is_empty());
-    if plane == PlaneArg::Fec && cfg.classes.iter().any(|c| *c != Class::Normal) {
-        anyhow::bail!(
-            "--priority classes share bandwidth on the reliable plane only; drop --plane fec"
-        );
-    }
+    let plane = args.plane.resolve();
     cfg.block_size = args.block_size;
     cfg.reader = args.reader.into();
-    cfg.max_rate = args.max_rate.map(|bits| bits / 8);
+    cfg.max_rate = max_rate;
     cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
     if plane == PlaneArg::Fec {
-        cfg.fec = Some(chunkstream_engine::session::fec_sender::FecConfig {
+        cfg.fec = Some(chunkstream_engine::send::FecConfig {
             redundancy: args.fec,
             corrupt_every: args.corrupt_every,
             mtu: args.mtu.0,
@@ -227,7 +223,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
     let json = args.json;
     let mut bar = None;
     let mut last_progress: Option<std::time::Instant> = None;
-    let mut path_rates: Vec<chunkstream_engine::session::multipath_sender::PathRate> = Vec::new();
+    let mut path_rates: Vec<chunkstream_engine::multipath::spec::PathRate> = Vec::new();
     let started = std::time::Instant::now();
     let result = send_files(sources, &cfg, |event| match event {
         SendEvent::Started {
@@ -332,7 +328,7 @@ fn print_report(r: &SendReport, json: bool) {
         r.plane.name()
     ));
     for p in &r.paths {
-        line(&format!("path {}, {:?}", path_share(p, r.bytes), p.state));
+        line(&format!("path {}, {:?}", path_share(p, &r.paths), p.state));
     }
     if let Some(f) = &r.fec {
         line(&format!(
@@ -354,12 +350,9 @@ mod tests {
     use super::PlaneArg;
 
     #[test]
-    fn auto_is_fec_on_one_path_and_reliable_otherwise() {
-        assert_eq!(PlaneArg::Auto.resolve(1, false), PlaneArg::Fec);
-        assert_eq!(PlaneArg::Auto.resolve(3, false), PlaneArg::Reliable);
-        assert_eq!(PlaneArg::Auto.resolve(1, true), PlaneArg::Reliable);
-        // An explicit choice stands (the engine refuses what it cannot do).
-        assert_eq!(PlaneArg::Fec.resolve(3, false), PlaneArg::Fec);
-        assert_eq!(PlaneArg::Reliable.resolve(1, false), PlaneArg::Reliable);
+    fn auto_is_fec_and_an_explicit_choice_stands() {
+        assert_eq!(PlaneArg::Auto.resolve(), PlaneArg::Fec);
+        assert_eq!(PlaneArg::Fec.resolve(), PlaneArg::Fec);
+        assert_eq!(PlaneArg::Reliable.resolve(), PlaneArg::Reliable);
     }
 }

@@ -1,7 +1,7 @@
-//! Priority classes on one shaped link (loopback relay, 80 Mbit/s, no root):
-//! three inputs, one per class, share the link 50/30/20 while all three
-//! have data (within ±5 points, from `send --json` progress lines), each
-//! arrives intact; a lone Normal input gets the whole link.
+//! Priority classes on one shaped link (loopback relay, 80 Mbit/s, no root),
+//! on both planes: three inputs, one per class, share the link 50/30/20
+//! while all three have data (within ±5 points, from `send --json` progress
+//! lines), each arrives intact; a lone Normal input gets the whole link.
 
 mod common;
 
@@ -46,7 +46,16 @@ fn lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_classes_share_the_link_50_30_20_while_all_are_busy() {
+async fn three_classes_share_the_link_50_30_20_on_the_fec_plane() {
+    share_50_30_20("fec").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_classes_share_the_link_50_30_20_on_the_reliable_plane() {
+    share_50_30_20("reliable").await;
+}
+
+async fn share_50_30_20(plane: &str) {
     let _one_at_a_time = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let size = 32u64 << 20;
@@ -62,7 +71,8 @@ async fn three_classes_share_the_link_50_30_20_while_all_are_busy() {
     let relay = shaped(rx.addr.parse().unwrap()).await;
     let mut cmd = Command::new(BIN);
     cmd.args(["send", "--to", &relay.local_addr().to_string()])
-        .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"]);
+        .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
+        .args(["--plane", plane]);
     for n in names {
         cmd.arg("--priority").arg(format!(
             "{n}={}",
@@ -92,7 +102,7 @@ async fn three_classes_share_the_link_50_30_20_while_all_are_busy() {
     let moved: Vec<f64> = (0..3).map(|i| last[i] - first[i]).collect();
     let total: f64 = moved.iter().sum();
     let shares: Vec<f64> = moved.iter().map(|m| m / total).collect();
-    println!("shares while all three were busy: {shares:.3?}");
+    println!("{plane}: shares while all three were busy: {shares:.3?}");
     for (s, want) in shares.iter().zip([0.5, 0.3, 0.2]) {
         assert!(
             (s - want).abs() <= 0.05,

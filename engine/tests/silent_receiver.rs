@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chunkstream_engine::manifest::SourceFile;
+use chunkstream_engine::send::FecConfig;
 use chunkstream_engine::session::control::read_frame;
-use chunkstream_engine::session::fec_sender::FecConfig;
 use chunkstream_engine::session::{SendConfig, SessionError, send_files};
 use chunkstream_engine::transport::identity::Identity;
 use chunkstream_engine::transport::{Congestion, Tuning, server_endpoint};

@@ -101,8 +101,14 @@ impl ShardCollector {
         self.max_blocks
     }
 
-    fn is_finished(&self, (f, b): BlockId) -> bool {
+    fn done(&self, (f, b): BlockId) -> bool {
         self.finished[f as usize][(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// Whether the block was decoded, verified and written (the caller
+    /// checked that it exists).
+    pub fn is_finished(&self, file: u32, block: u64) -> bool {
+        self.done((file, block))
     }
 
     /// Files a shard of block (`header.file`, `header.block`), whose length
@@ -136,7 +142,7 @@ impl ShardCollector {
             ));
         }
         let attempt = self.attempts.get(&id).copied().unwrap_or(0);
-        if header.attempt != attempt || self.is_finished(id) || self.decoding.contains_key(&id) {
+        if header.attempt != attempt || self.done(id) || self.decoding.contains_key(&id) {
             return Ok(Accepted::Unneeded);
         }
         if !self.partial.contains_key(&id) && self.partial.len() >= self.max_blocks {

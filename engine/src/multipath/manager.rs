@@ -55,6 +55,7 @@ struct Path {
     acked_bytes: u64,
     backoff: Duration,
     redial_at: Option<Instant>,
+    cap: Option<f64>,
 }
 
 /// What [`PathManager::check`] decided.
@@ -103,6 +104,7 @@ impl PathManager {
                     acked_bytes: 0,
                     backoff: FIRST_BACKOFF,
                     redial_at: None,
+                    cap: None,
                 })
                 .collect(),
             dead_after,
@@ -164,7 +166,14 @@ impl PathManager {
     fn estimate(p: &Path) -> f64 {
         p.rate
             .unwrap_or(p.cwnd as f64 / p.srtt.as_secs_f64())
+            .min(p.cap.unwrap_or(f64::INFINITY))
             .max(1.0)
+    }
+
+    /// Path `i` may carry at most `bytes_per_sec` (its `@RATE` cap): the
+    /// schedule counts it no faster than that.
+    pub fn set_cap(&mut self, i: usize, bytes_per_sec: Option<f64>) {
+        self.paths[i].cap = bytes_per_sec;
     }
 
     /// The live path that would finish `bytes` first, if any. A live path

@@ -7,6 +7,10 @@
 //!   liveness and re-dial back-off.
 //! * [`priority`]: deficit round robin over Critical / High / Normal
 //!   (50 / 30 / 20), work-conserving.
+//!
+//! And [`spec`]: the path list as the user gives it (`--path LOCAL=REMOTE[@RATE]`),
+//! parsed and checked once.
 
 pub mod manager;
 pub mod priority;
+pub mod spec;

@@ -91,6 +91,18 @@ impl<T> Drr<T> {
         self.queues[class.index()].len()
     }
 
+    /// Items waiting in all classes.
+    pub fn total(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// Keeps only the items `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for q in &mut self.queues {
+            q.retain(|(item, _)| keep(item));
+        }
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.queues.iter().all(VecDeque::is_empty)

@@ -25,9 +25,12 @@
 //!
 //! * **Which block next**: the driver's block source merges one reader
 //!   pipeline per priority class by deficit round robin (50/30/20), so
-//!   blocks are admitted in the classes' turns. Repairs of admitted blocks
-//!   go ahead of every new shard, so a Critical block's repairs are not
-//!   held up behind Normal shards.
+//!   blocks are admitted in the classes' turns; and the new shards of
+//!   admitted blocks wait in one queue per class, from which deficit round
+//!   robin picks the next shard, so the wire follows 50/30/20 at once, not
+//!   one window of admitted blocks later. Repairs of admitted blocks go
+//!   ahead of every new shard, so a Critical block's repairs are not held
+//!   up behind Normal shards.
 //! * **Which shards**: [`SendAccounts`] plans each block's sources and
 //!   up-front recovery shards, and fresh recovery shards for the deficits
 //!   the receiver reports. The deficit list is the session's and arrives
@@ -58,7 +61,7 @@ use crate::fec::report_clock::ReportClock;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
 use crate::multipath::manager::{PathEvent, PathManager, PathState};
-use crate::multipath::priority::Class;
+use crate::multipath::priority::{Class, Drr};
 use crate::session::SessionError;
 use crate::session::file_hashes::FileHashes;
 use crate::wire::{BlockHeader, FecStatus, Frame};
@@ -185,6 +188,8 @@ struct PathTx {
     last_report: Instant,
     shards_sent: u64,
     delivered: u64,
+    /// Delivered on this path's earlier connections.
+    delivered_before: u64,
     cap: Option<f64>,
 }
 
@@ -203,6 +208,7 @@ impl PathTx {
             last_report: now,
             shards_sent: 0,
             delivered: 0,
+            delivered_before: 0,
             cap,
         }
     }
@@ -215,8 +221,8 @@ pub struct PathFigures {
     pub state: PathState,
     /// Shards sent on it (all its connections).
     pub shards_sent: u64,
-    /// Shard payload bytes the receiver reported on it (current
-    /// connection).
+    /// Shard payload bytes the receiver reported on it (all its
+    /// connections).
     pub delivered: u64,
     /// Its controller's pacing rate (payload bytes per second).
     pub rate: f64,
@@ -230,6 +236,7 @@ pub struct PathFigures {
 struct Admitted {
     class: Class,
     at: Instant,
+    digest: crate::hash::BlockDigest,
 }
 
 /// The FEC plane's sender state for one session.
@@ -241,7 +248,9 @@ pub struct SenderCore {
     accounts: SendAccounts,
     hashes: FileHashes,
     blocks: HashMap<BlockId, Admitted>,
-    fresh: VecDeque<ShardRef>,
+    /// New shards, by class: deficit round robin picks the class whose
+    /// shard goes next (50/30/20 of the shards while all have some).
+    fresh: Drr<ShardRef>,
     urgent: VecDeque<ShardRef>,
     paths: Vec<PathTx>,
     manager: PathManager,
@@ -295,7 +304,7 @@ impl SenderCore {
             accounts: SendAccounts::new(cfg.redundancy),
             hashes,
             blocks: HashMap::new(),
-            fresh: VecDeque::new(),
+            fresh: Drr::new(cfg.shard_bytes as u64),
             urgent: VecDeque::new(),
             paths,
             manager: PathManager::new(n, cfg.dead_after, now),
@@ -327,7 +336,7 @@ impl SenderCore {
     pub fn wants_block(&self) -> bool {
         !self.hashes.all_read()
             && self.accounts.in_flight() < self.cfg.max_blocks
-            && self.fresh.len() < MAX_QUEUED
+            && self.fresh.total() < MAX_QUEUED
     }
 
     /// Whether a block's shards may still be asked for (the driver keeps
@@ -356,17 +365,28 @@ impl SenderCore {
             .get(file as usize)
             .copied()
             .unwrap_or(Class::Normal);
-        self.fresh.extend(self.accounts.add(file, block, geometry));
-        self.blocks
-            .insert((file, block), Admitted { class, at: now });
+        let shard_bytes = self.cfg.shard_bytes as u64;
+        for shard in self.accounts.add(file, block, geometry) {
+            self.fresh.push(class, shard, shard_bytes);
+        }
+        self.blocks.insert(
+            (file, block),
+            Admitted {
+                class,
+                at: now,
+                digest: header.digest,
+            },
+        );
     }
 
     /// Path `path` is connected (first time or again): a fresh controller.
     pub fn path_up(&mut self, path: usize, now: Instant) {
         let cap = self.paths[path].cap;
-        let sent = self.paths[path].shards_sent;
+        let old = &self.paths[path];
+        let (sent, delivered) = (old.shards_sent, old.delivered_before + old.delivered);
         self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
         self.paths[path].shards_sent = sent;
+        self.paths[path].delivered_before = delivered;
         self.manager.on_up(path, now);
     }
 
@@ -543,8 +563,13 @@ impl SenderCore {
     }
 
     /// The next shard to send and the path to send it on, if any may leave
-    /// now. The caller sends it and calls [`Self::on_sent`].
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(usize, ShardRef)> {
+    /// now on a path for which `room` says the transport can take one. The
+    /// caller sends it and calls [`Self::on_sent`] (or [`Self::unsent`]).
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        room: impl Fn(usize) -> bool,
+    ) -> Option<(usize, ShardRef)> {
         if self.urgent.is_empty() && self.fresh.is_empty() {
             for p in &mut self.paths {
                 p.pacer.idle();
@@ -556,9 +581,12 @@ impl SenderCore {
         {
             return None;
         }
-        let path = self.pick_path(now)?;
+        let path = self.pick_path(now, room)?;
         loop {
-            let shard = self.urgent.pop_front().or_else(|| self.fresh.pop_front())?;
+            let shard = self
+                .urgent
+                .pop_front()
+                .or_else(|| self.fresh.pop().map(|(_, s)| s))?;
             // Acknowledged blocks may still have queued repairs.
             if self.blocks.contains_key(&(shard.file, shard.block)) {
                 return Some((path, shard));
@@ -568,10 +596,10 @@ impl SenderCore {
 
     /// The live, reporting path with the fullest pacing budget (round robin
     /// when quinn paces).
-    fn pick_path(&mut self, now: Instant) -> Option<usize> {
+    fn pick_path(&mut self, now: Instant, room: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.paths.len();
         let live: Vec<usize> = (0..n)
-            .filter(|&i| self.manager.state(i) == PathState::Up)
+            .filter(|&i| self.manager.state(i) == PathState::Up && room(i))
             .collect();
         let reporting: Vec<usize> = live
             .iter()
@@ -623,9 +651,47 @@ impl SenderCore {
         self.urgent.push_front(shard);
     }
 
-    /// The next control frame to send (on any live path).
+    /// The next control frame to send, on the control path.
     pub fn poll_control(&mut self) -> Option<Frame> {
         self.control.pop_front()
+    }
+
+    /// Whether control frames wait to be sent.
+    pub fn has_control(&self) -> bool {
+        !self.control.is_empty()
+    }
+
+    /// The control path changed (the old one failed, with frames perhaps
+    /// unread in its stream): queue again everything the receiver needs
+    /// and may have missed. FEC_SETUP, the digest of every unacknowledged
+    /// block and the hash of every file hashed and not done; the receiver
+    /// takes an identical copy of what it has as a no-op.
+    pub fn control_path_lost(&mut self) {
+        let mut again = VecDeque::new();
+        again.push_back(Frame::FecSetup {
+            shard_bytes: self.cfg.shard_bytes as u16,
+            max_blocks: self.cfg.max_blocks as u16,
+        });
+        let mut unacked: Vec<_> = self.blocks.iter().collect();
+        unacked.sort_by_key(|(id, _)| **id);
+        for (&(file, block), a) in unacked {
+            again.push_back(Frame::BlockDigest {
+                file,
+                block,
+                digest: a.digest,
+            });
+        }
+        for (f, h) in self.hashes.hashes.iter().enumerate() {
+            if let (Some(h), false) = (h, self.done[f]) {
+                again.push_back(Frame::FileHash {
+                    file: f as u32,
+                    hash: *h.as_bytes(),
+                });
+            }
+        }
+        // Frames still queued come after (they are newer).
+        again.extend(self.control.drain(..));
+        self.control = again;
     }
 
     /// The next thing to report.
@@ -650,7 +716,7 @@ impl SenderCore {
         PathFigures {
             state: self.manager.state(path),
             shards_sent: p.shards_sent,
-            delivered: p.delivered,
+            delivered: p.delivered_before + p.delivered,
             rate: p.rate.rate(),
             loss: p.rate.random_loss(),
             srtt: p.srtt,
@@ -736,7 +802,7 @@ mod tests {
 
     fn drain(c: &mut SenderCore, now: Instant) -> Vec<(usize, ShardRef)> {
         let mut out = Vec::new();
-        while let Some((p, s)) = c.poll_transmit(now) {
+        while let Some((p, s)) = c.poll_transmit(now, |_| true) {
             c.on_sent(p, &s, now);
             out.push((p, s));
         }

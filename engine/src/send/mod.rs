@@ -1,9 +1,71 @@
-//! The sending side built as one sans-IO core ([`core`]) and one async
-//! driver around it.
+//! The sending side of the FEC plane, built as one sans-IO core ([`core`])
+//! and one async driver around it ([`driver`]).
 //!
-//! [`core::SenderCore`] holds every decision of a FEC-plane session over
-//! any number of paths: block accounts, per-path rate control and pacing,
-//! the rate caps, liveness, progress. The driver owns quinn, the dialer and
-//! the reader and does what the core says.
+//! [`core::SenderCore`] holds every decision of a session over any number
+//! of paths: block accounts, per-path rate control and pacing, the rate
+//! caps, priorities' repairs, liveness, progress. The driver owns quinn,
+//! the dialer and the reader and does what the core says. The reliable
+//! plane still has its own drivers in [`crate::session`] (one path,
+//! several paths); moving it into this core as a second plane is the next
+//! step.
 
 pub mod core;
+pub(crate) mod driver;
+
+use crate::fec::accounts::Redundancy;
+
+/// FEC-plane settings of a send.
+#[derive(Debug, Clone)]
+pub struct FecConfig {
+    /// Up-front redundancy.
+    pub redundancy: Redundancy,
+    /// Most unacknowledged blocks.
+    pub max_blocks: usize,
+    /// Test hook: flip a byte in every n-th shard (fault tests only).
+    pub corrupt_every: Option<u64>,
+    /// UDP payload size to pin (`None`: leave quinn's MTU discovery on; the
+    /// shard size is then fixed by the MTU at the session's start).
+    pub mtu: Option<u16>,
+}
+
+impl Default for FecConfig {
+    fn default() -> Self {
+        Self {
+            redundancy: Redundancy::Adaptive,
+            max_blocks: 64,
+            corrupt_every: None,
+            mtu: Some(crate::transport::FEC_MTU),
+        }
+    }
+}
+
+/// What the FEC plane did, for reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FecReport {
+    /// `--fec` as used.
+    pub redundancy: String,
+    /// Congestion control as used (`rate`, `cubic`, `bbr`).
+    pub congestion: String,
+    /// Payload bytes per shard.
+    pub shard_bytes: usize,
+    /// Datagrams sent.
+    pub shards_sent: u64,
+    /// Source shards planned.
+    pub source_shards: u64,
+    /// Recovery shards sent up front.
+    pub upfront_recovery: u64,
+    /// Recovery shards sent in answer to deficits.
+    pub repair_shards: u64,
+    /// Source shards re-sent after a block ran out of recovery shards.
+    pub exhausted: u64,
+    /// Blocks the receiver asked for again (digest failed).
+    pub retried_blocks: u64,
+    /// Random-loss level the controller measured.
+    pub random_loss: f64,
+    /// The controller's last pacing rate (bits/s; `rate` only).
+    pub final_rate_bps: f64,
+    /// Block latency, from admitting a block (digest sent, shards queued)
+    /// to its BLOCK_ACK; reported with the reliable plane's, not here.
+    #[serde(skip)]
+    pub block_latency: Option<crate::metrics::LatencySummary>,
+}

@@ -128,6 +128,16 @@ impl BlockSource {
         }
     }
 
+    /// Block buffers of the smallest pipeline's pool (all of them with one
+    /// pipeline).
+    pub fn buffers_per_class(&self) -> usize {
+        self.pipelines
+            .iter()
+            .map(|p| p.1.buffers)
+            .min()
+            .unwrap_or(self.buffers)
+    }
+
     /// Whether blocks of several classes compete (one pipeline per class).
     pub fn prioritised(&self) -> bool {
         self.pipelines.len() > 1

@@ -48,6 +48,7 @@ pub struct FecReceive {
     waiting: HashMap<(u32, u64), CompleteBlock>,
     max_digests: usize,
     paths: Vec<PathCounts>,
+    setup: (u16, u16),
 }
 
 impl FecReceive {
@@ -86,6 +87,7 @@ impl FecReceive {
             waiting: HashMap::new(),
             max_digests: 2 * usize::from(max_blocks) + 64,
             paths: Vec::new(),
+            setup: (shard_bytes, max_blocks),
         })
     }
 
@@ -155,6 +157,13 @@ impl FecReceive {
         digest: BlockDigest,
     ) -> Result<Option<(CompleteBlock, BlockDigest)>, SessionError> {
         Self::check_block(manifest, file, block)?;
+        // Sent again after the sender's control path changed: a digest
+        // already known or of a block already written is a no-op.
+        if self.collector.is_finished(file, block)
+            || self.digests.get(&(file, block)) == Some(&digest)
+        {
+            return Ok(None);
+        }
         if self.digests.len() >= self.max_digests {
             return Err(SessionError::Protocol(format!(
                 "more than {} block digests outstanding",
@@ -163,6 +172,12 @@ impl FecReceive {
         }
         self.digests.insert((file, block), digest);
         Ok(self.waiting.remove(&(file, block)).map(|c| (c, digest)))
+    }
+
+    /// Whether a FEC_SETUP announces what this plane was set up with (a
+    /// copy sent again after the sender's control path changed).
+    pub fn same_setup(&self, shard_bytes: u16, max_blocks: u16) -> bool {
+        self.setup == (shard_bytes, max_blocks)
     }
 
     /// The block was verified and written: forget it.

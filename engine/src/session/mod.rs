@@ -1,12 +1,11 @@
 //! Sender and receiver drivers: the async code that ties the sans-IO
 //! pieces (wire codec, tracker, pacer) to quinn, the reader and the disk.
 
-mod admission;
+pub(crate) mod admission;
 pub mod classes;
 pub mod control;
 pub mod error;
 pub mod fec_receive;
-pub mod fec_sender;
 pub(crate) mod file_hashes;
 pub mod multipath_sender;
 pub mod pacer;

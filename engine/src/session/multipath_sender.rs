@@ -18,7 +18,7 @@
 //! the pooled buffer) until acknowledged, so a re-send costs no re-read.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
@@ -29,138 +29,14 @@ use super::SessionError;
 use super::control::{self, ControlWriter};
 use crate::manifest::Manifest;
 use crate::multipath::manager::{BlockId, PathEvent, PathManager, PathState};
-use crate::transport::identity::{Fingerprint, PinnedCertVerifier};
-use crate::transport::{Tuning, client_endpoint};
+use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
+use crate::transport::Tuning;
+use crate::transport::identity::Fingerprint;
 use crate::wire::{Frame, PROTOCOL_VERSION, close_code};
 use crate::work::PreparedBlock;
 
 /// How long the transfer survives with no path up at all.
 pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
-
-/// Which local interface a path leaves from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalBind {
-    /// Whatever the routing table picks.
-    Any,
-    /// A local address.
-    Addr(IpAddr),
-    /// An interface name, bound with `SO_BINDTODEVICE`.
-    Device(String),
-}
-
-impl std::str::FromStr for LocalBind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            return Err("empty local side".into());
-        }
-        if let Ok(ip) = s.parse() {
-            return Ok(Self::Addr(ip));
-        }
-        if s.len() > 15 || s.contains(['/', ' ']) {
-            return Err(format!(
-                "{s:?} is neither an IP address nor an interface name"
-            ));
-        }
-        Ok(Self::Device(s.to_owned()))
-    }
-}
-
-/// One path: where it leaves from, and the receiver's address on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathSpec {
-    /// Local side.
-    pub local: LocalBind,
-    /// The receiver's address on this network.
-    pub remote: SocketAddr,
-}
-
-impl PathSpec {
-    /// A name for displays: `LOCAL=REMOTE`.
-    pub fn name(&self) -> String {
-        match &self.local {
-            LocalBind::Any => self.remote.to_string(),
-            LocalBind::Addr(ip) => format!("{ip}={}", self.remote),
-            LocalBind::Device(d) => format!("{d}={}", self.remote),
-        }
-    }
-
-    /// Parses `LOCAL=REMOTE` (`REMOTE` alone leaves from anywhere).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (local, remote) = match s.split_once('=') {
-            Some((l, r)) => (l.parse()?, r),
-            None => (LocalBind::Any, s),
-        };
-        let remote = std::net::ToSocketAddrs::to_socket_addrs(remote)
-            .map_err(|e| format!("--path {s:?}: cannot resolve {remote:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("--path {s:?}: {remote:?} resolves to nothing"))?;
-        Ok(Self { local, remote })
-    }
-
-    /// The endpoint for this path.
-    pub fn endpoint(
-        &self,
-        peer: Fingerprint,
-        tuning: &Tuning,
-    ) -> Result<(Endpoint, std::sync::Arc<PinnedCertVerifier>), SessionError> {
-        let any: IpAddr = if self.remote.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
-        let (addr, device) = match &self.local {
-            LocalBind::Any => (any, None),
-            LocalBind::Addr(ip) => (*ip, None),
-            LocalBind::Device(d) => (any, Some(d.as_str())),
-        };
-        Ok(client_endpoint(
-            SocketAddr::new(addr, 0),
-            device,
-            peer,
-            tuning,
-        )?)
-    }
-}
-
-/// A path's state changed (for progress and `--json`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PathChange {
-    /// Path index (order of `--path`).
-    pub path: usize,
-    /// `LOCAL=REMOTE`.
-    pub name: String,
-    /// New state.
-    pub state: PathState,
-    /// Seconds since the transfer started.
-    pub at: f64,
-}
-
-/// Per-path totals of a finished transfer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PathReport {
-    /// `LOCAL=REMOTE`.
-    pub name: String,
-    /// File bytes acknowledged on this path.
-    pub bytes: u64,
-    /// Bytes quinn put on the wire on this path (all its connections).
-    pub wire_bytes: u64,
-    /// Last smoothed RTT seen (ms).
-    pub rtt_ms: f64,
-    /// Final state.
-    pub state: PathState,
-}
-
-/// One path's measured delivery rate and state, for progress displays.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PathRate {
-    /// `LOCAL=REMOTE`.
-    pub name: String,
-    /// Delivery rate measured from acknowledgements (bits/s; 0 before any).
-    pub rate_bps: f64,
-    /// Current state.
-    pub state: PathState,
-}
 
 /// What the multi-path driver reports as it goes.
 pub(crate) enum MpProgress {
@@ -214,7 +90,7 @@ impl Conns {
 }
 
 /// Dials `spec` on `endpoint` and joins session `session_id`.
-async fn join(
+pub(crate) async fn join(
     endpoint: Endpoint,
     remote: SocketAddr,
     session_id: [u8; 16],
@@ -264,7 +140,6 @@ pub(crate) struct Primary<'a> {
     pub conn: Connection,
     pub control: ControlWriter,
     pub frames: Frames,
-    pub spec: PathSpec,
     pub endpoint: &'a Endpoint,
 }
 
@@ -272,11 +147,12 @@ pub(crate) struct Primary<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_multipath(
     primary: Primary<'_>,
-    extra: &[PathSpec],
+    specs: &[PathSpec],
     session_id: [u8; 16],
     token: &str,
     peer: Fingerprint,
     tuning: &Tuning,
+    max_rate: Option<u64>,
     pipeline: &mut super::classes::BlockSource,
     manifest: &Manifest,
     hashes: &mut super::file_hashes::FileHashes,
@@ -284,13 +160,21 @@ pub(crate) async fn run_multipath(
     mut on_progress: impl FnMut(MpProgress),
 ) -> Result<Vec<PathReport>, SessionError> {
     let file_count = manifest.files().len();
-    let specs: Vec<PathSpec> = std::iter::once(primary.spec.clone())
-        .chain(extra.iter().cloned())
-        .collect();
     let n = specs.len();
+    // `--max-rate` paces the whole transfer, `@RATE` each path: a block
+    // leaves when both allow it.
+    let mut total_pacer = max_rate.map(super::pacer::Pacer::new);
+    let mut path_pacers: Vec<Option<super::pacer::Pacer>> = specs
+        .iter()
+        .map(|p| p.cap.map(super::pacer::Pacer::new))
+        .collect();
+    let mut next_dispatch: Option<Instant> = None;
     let now = Instant::now();
     let dead_after = (tuning.keep_alive * 3).max(Duration::from_millis(1500));
     let mut manager = PathManager::new(n, dead_after, now);
+    for (i, p) in specs.iter().enumerate() {
+        manager.set_cap(i, p.cap.map(|c| c as f64));
+    }
     let mut endpoints: Vec<Option<Endpoint>> = vec![None; n];
     endpoints[0] = Some(primary.endpoint.clone());
     let mut conns = Conns {
@@ -383,6 +267,25 @@ pub(crate) async fn run_multipath(
                 break;
             }
             let Some(path) = &conns.live[i] else { break };
+            // The caps: wait (without holding up acknowledgements) until
+            // both pacers let the block go.
+            let now = Instant::now();
+            let ready = [total_pacer.as_ref(), path_pacers[i].as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.ready_at(now))
+                .max()
+                .unwrap_or(now);
+            if ready > now {
+                next_dispatch = Some(ready);
+                break;
+            }
+            for p in [total_pacer.as_mut(), path_pacers[i].as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                p.reserve(now, bytes);
+            }
             queue.pop_front();
             let block = block.clone();
             let conn = path.conn.clone();
@@ -499,6 +402,9 @@ pub(crate) async fn run_multipath(
                     }
                 }
             }
+            _ = tokio::time::sleep_until(next_dispatch.unwrap_or_else(Instant::now).into()), if next_dispatch.is_some() => {
+                next_dispatch = None;
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 for (i, path) in conns.live.iter().enumerate() {
@@ -565,6 +471,7 @@ pub(crate) async fn run_multipath(
                 wire_bytes: wire,
                 rtt_ms: last_rtt[i].as_secs_f64() * 1e3,
                 state: manager.state(i),
+                loss: None,
             }
         })
         .collect();

@@ -22,6 +22,12 @@ impl Pacer {
         }
     }
 
+    /// When the next bytes may leave, asked at `now` (without reserving).
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
+        self.next.map_or(now, |n| n.max(earliest)).max(now)
+    }
+
     /// Reserves `bytes` at time `now`; returns when they may be sent.
     pub fn reserve(&mut self, now: Instant, bytes: u64) -> Instant {
         let earliest = now.checked_sub(self.burst).unwrap_or(now);

@@ -754,10 +754,11 @@ async fn session_body(
                 Some((path, frame)) = paths.frames_rx.recv() => match frame {
                     Ok(Some(Frame::FileHash { file, hash })) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
                     Ok(Some(Frame::FecSetup { shard_bytes, max_blocks })) => {
-                        if fec.is_some() {
-                            return Err(SessionError::Protocol("FEC_SETUP sent twice".into()));
+                        match &fec {
+                            Some(state) if state.same_setup(shard_bytes, max_blocks) => {}
+                            Some(_) => return Err(SessionError::Protocol("FEC_SETUP sent twice, and different".into())),
+                            None => fec = Some(FecReceive::new(&manifest, shard_bytes, max_blocks)?),
                         }
-                        fec = Some(FecReceive::new(&manifest, shard_bytes, max_blocks)?);
                         None
                     }
                     Ok(Some(Frame::BlockDigest { file, block, digest })) => {

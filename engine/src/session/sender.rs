@@ -23,6 +23,9 @@ use super::file_hashes::FileHashes;
 use super::pacer::Pacer;
 use crate::manifest::{Manifest, SourceFile};
 use crate::multipath::priority::Class;
+use crate::multipath::spec::{PathList, PathSpec};
+use crate::send::driver::Progress;
+use crate::send::{FecConfig, FecReport};
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
@@ -33,8 +36,9 @@ use crate::work::{Plane, PreparedBlock, start_pipeline_for};
 /// cap and a 10 s connect timeout.
 #[derive(Debug, Clone)]
 pub struct SendConfig {
-    /// Receiver address.
-    pub to: SocketAddr,
+    /// The paths to the receiver; the first opens the session. Checked by
+    /// [`PathList::new`] before anything is sent.
+    pub paths: Vec<PathSpec>,
     /// Pinned receiver fingerprint.
     pub peer: Fingerprint,
     /// Shared token.
@@ -43,7 +47,7 @@ pub struct SendConfig {
     pub block_size: u64,
     /// Reader backend.
     pub reader: ReaderKind,
-    /// Optional cap in bytes per second.
+    /// Optional cap on the whole transfer (all paths), bytes per second.
     pub max_rate: Option<u64>,
     /// How long to wait for the receiver to answer.
     pub connect_timeout: Duration,
@@ -51,15 +55,12 @@ pub struct SendConfig {
     pub memory_budget: usize,
     /// Transport knobs.
     pub tuning: Tuning,
-    /// `Some`: use the FEC plane (falls back to the reliable plane, with a
-    /// [`SendEvent::PlaneFallback`], if the receiver takes no datagrams).
-    pub fec: Option<super::fec_sender::FecConfig>,
-    /// Where the first path (to `to`) leaves from.
-    pub local: super::multipath_sender::LocalBind,
-    /// More paths to the same receiver (multi-path; reliable plane only).
-    pub extra_paths: Vec<super::multipath_sender::PathSpec>,
+    /// `Some`: use the FEC plane, over every path (falls back to the
+    /// reliable plane, with a [`SendEvent::PlaneFallback`], if the receiver
+    /// takes no datagrams).
+    pub fec: Option<FecConfig>,
     /// Priority class of each source file, in order (empty: all Normal).
-    /// Classes share the bandwidth 50/30/20 (reliable plane only).
+    /// Classes share the bandwidth 50/30/20, on either plane.
     pub classes: Vec<Class>,
 }
 
@@ -67,7 +68,7 @@ impl SendConfig {
     /// Defaults for a given receiver.
     pub fn new(to: SocketAddr, peer: Fingerprint, token: impl Into<String>) -> Self {
         Self {
-            to,
+            paths: vec![PathSpec::to(to)],
             peer,
             token: token.into(),
             block_size: 1 << 20,
@@ -77,10 +78,15 @@ impl SendConfig {
             memory_budget: 64 << 20,
             tuning: Tuning::default(),
             fec: None,
-            local: super::multipath_sender::LocalBind::Any,
-            extra_paths: Vec::new(),
             classes: Vec::new(),
         }
+    }
+
+    /// The receiver's address on the first path.
+    pub fn to(&self) -> SocketAddr {
+        self.paths
+            .first()
+            .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |p| p.remote)
     }
 }
 
@@ -113,9 +119,9 @@ pub enum SendEvent {
         name: String,
     },
     /// A path came up, went down, or is being re-dialled (multi-path).
-    Path(super::multipath_sender::PathChange),
+    Path(crate::multipath::spec::PathChange),
     /// Every path's delivery rate and state, every 100 ms (multi-path).
-    PathRates(Vec<super::multipath_sender::PathRate>),
+    PathRates(Vec<crate::multipath::spec::PathRate>),
     /// The FEC plane was asked for but cannot be used; the reliable plane
     /// carries the transfer instead.
     PlaneFallback {
@@ -155,9 +161,9 @@ pub struct SendReport {
     /// Time from handing each block to QUIC to the receiver's BLOCK_ACK.
     pub block_latency: Option<crate::metrics::LatencySummary>,
     /// What the FEC plane did (FEC plane only).
-    pub fec: Option<super::fec_sender::FecReport>,
+    pub fec: Option<FecReport>,
     /// Per path (multi-path only): bytes, wire bytes, RTT, final state.
-    pub paths: Vec<super::multipath_sender::PathReport>,
+    pub paths: Vec<crate::multipath::spec::PathReport>,
 }
 
 /// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
@@ -175,35 +181,29 @@ pub async fn send_files(
         })
         .collect();
     let manifest = Manifest::new(cfg.block_size, entries)?;
+    if cfg.max_rate == Some(0) {
+        return Err(SessionError::Usage("--max-rate must be above zero".into()));
+    }
+    let (paths, warnings) =
+        PathList::new(cfg.paths.clone(), cfg.max_rate).map_err(SessionError::Usage)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let mut tuning = cfg.tuning.clone();
     if let Some(fec) = &cfg.fec {
-        if !cfg.extra_paths.is_empty() {
-            return Err(SessionError::Usage(
-                "the FEC plane runs over one path for now; drop --plane fec or the extra --path"
-                    .into(),
-            ));
-        }
         // One shard size for the whole session.
         tuning.pinned_mtu = fec.mtu;
     }
-    if !cfg.extra_paths.is_empty() && cfg.max_rate.is_some() {
-        return Err(SessionError::Usage(
-            "--max-rate applies to one path for now; drop it or the extra --path".into(),
-        ));
-    }
-    if !cfg.extra_paths.is_empty() {
+    if paths.paths().len() > 1 {
         // Notice a dead path within a few keep-alives.
         tuning.keep_alive = tuning.keep_alive.min(Duration::from_millis(500));
     }
-    let primary = super::multipath_sender::PathSpec {
-        local: cfg.local.clone(),
-        remote: cfg.to,
-    };
-    let (endpoint, verifier) = primary.endpoint(cfg.peer, &tuning)?;
+    let (endpoint, verifier) = paths.paths()[0].endpoint(cfg.peer, &tuning)?;
     let conn = connect(&endpoint, cfg, &verifier).await?;
     let result = run(
         &endpoint,
         &conn,
+        &paths,
         sources,
         manifest,
         cfg,
@@ -219,7 +219,11 @@ pub async fn send_files(
     // Let the close reach the peer, but never hang on it.
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     result.map(|mut r| {
-        r.wire_bytes = conn.stats().udp_tx.bytes;
+        r.wire_bytes = if r.paths.is_empty() {
+            conn.stats().udp_tx.bytes
+        } else {
+            r.paths.iter().map(|p| p.wire_bytes).sum()
+        };
         r
     })
 }
@@ -230,19 +234,19 @@ async fn connect(
     verifier: &crate::transport::identity::PinnedCertVerifier,
 ) -> Result<Connection, SessionError> {
     let unreachable = || SessionError::Unreachable {
-        addr: cfg.to,
+        addr: cfg.to(),
         secs: cfg.connect_timeout.as_secs().max(1),
     };
     let connecting = endpoint
-        .connect(cfg.to, "chunkstream")
-        .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {}: {e}", cfg.to)))?;
+        .connect(cfg.to(), "chunkstream")
+        .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {}: {e}", cfg.to())))?;
     match tokio::time::timeout(cfg.connect_timeout, connecting).await {
         Err(_) => Err(unreachable()),
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => {
             if let Some(got) = *verifier.mismatch.lock().unwrap_or_else(|p| p.into_inner()) {
                 return Err(SessionError::WrongFingerprint {
-                    addr: cfg.to,
+                    addr: cfg.to(),
                     expected: cfg.peer,
                     got,
                 });
@@ -271,7 +275,7 @@ fn block_source(
         .into_iter()
         .filter(|c| class_of_file.contains(c))
         .collect();
-    if present.len() <= 1 || plane != Plane::Reliable {
+    if present.len() <= 1 {
         let p = start_pipeline_for(
             cfg.reader,
             sources,
@@ -335,6 +339,7 @@ pub(crate) fn peer_error(code: u16, message: String) -> SessionError {
 async fn run(
     endpoint: &Endpoint,
     conn: &Connection,
+    paths: &PathList,
     sources: Vec<SourceFile>,
     manifest: Manifest,
     cfg: &SendConfig,
@@ -349,7 +354,7 @@ async fn run(
     let mut control = ControlWriter(send);
     let mut frames = control::spawn_reader(recv);
     let session_id: [u8; 16] = rand::random();
-    let mut admission = Admission::new(cfg.to, Instant::now(), cfg.connect_timeout);
+    let mut admission = Admission::new(cfg.to(), Instant::now(), cfg.connect_timeout);
     control
         .send(&Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -399,13 +404,59 @@ async fn run(
     }
     let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
     let started_event = SendEvent::Started {
-        remote: cfg.to,
+        remote: cfg.to(),
         reader: pipeline.reader,
         total_bytes,
         files: manifest.files().len(),
     };
     if admission.admitted() {
         on_event(&started_event);
+    }
+
+    let mut acks = Acks::new(pipeline.class_of_file.clone());
+
+    if let (Plane::Fec { shard_bytes }, Some(fec)) = (plane, &cfg.fec) {
+        let outcome = crate::send::driver::run(
+            crate::send::driver::Primary {
+                conn: conn.clone(),
+                control,
+                frames,
+                endpoint,
+                admission,
+            },
+            crate::send::driver::Session {
+                paths: paths.paths(),
+                session_id,
+                token: &cfg.token,
+                peer: cfg.peer,
+                tuning,
+                max_rate: cfg.max_rate,
+                started,
+            },
+            &mut pipeline,
+            &manifest,
+            shard_bytes,
+            fec,
+            |p| match p {
+                Progress::Admitted => on_event(&started_event),
+                Progress::Acked {
+                    bytes, file, rtt, ..
+                } => on_event(&acks.record(file, bytes, rtt)),
+                Progress::FileDone { file } => on_event(&SendEvent::FileDone {
+                    name: manifest.files()[file].name.clone(),
+                }),
+                Progress::Path(change) => on_event(&SendEvent::Path(change)),
+                Progress::Rates(rates) => on_event(&SendEvent::PathRates(rates)),
+            },
+        )
+        .await?;
+        let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
+        report.block_latency = outcome.report.block_latency.clone();
+        report.fec = Some(outcome.report);
+        if paths.paths().len() > 1 {
+            report.paths = outcome.paths;
+        }
+        return Ok(report);
     }
 
     let file_count = manifest.files().len();
@@ -421,55 +472,20 @@ async fn run(
                 .await?;
         }
     }
-    let mut acks = Acks::new(pipeline.class_of_file.clone());
-
-    if let (Plane::Fec { shard_bytes }, Some(fec)) = (plane, &cfg.fec) {
-        let fec_report = super::fec_sender::run_fec(
-            conn,
-            &mut control,
-            &mut frames,
-            &mut pipeline,
-            &manifest,
-            shard_bytes,
-            fec,
-            tuning,
-            cfg.max_rate,
-            &mut fh,
-            admission,
-            |p, conn| match p {
-                super::fec_sender::Progress::Admitted => on_event(&started_event),
-                super::fec_sender::Progress::Acked { bytes, file } => {
-                    on_event(&acks.record(file, bytes, conn.rtt()))
-                }
-                super::fec_sender::Progress::FileDone { file } => on_event(&SendEvent::FileDone {
-                    name: manifest.files()[file].name.clone(),
-                }),
-            },
-        )
-        .await?;
-        let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
-        report.block_latency = fec_report.block_latency;
-        report.fec = Some(fec_report);
-        return Ok(report);
-    }
-
-    if !cfg.extra_paths.is_empty() {
+    if paths.paths().len() > 1 {
         let reports = super::multipath_sender::run_multipath(
             super::multipath_sender::Primary {
                 conn: conn.clone(),
                 control,
                 frames,
-                spec: super::multipath_sender::PathSpec {
-                    local: cfg.local.clone(),
-                    remote: cfg.to,
-                },
                 endpoint,
             },
-            &cfg.extra_paths,
+            paths.paths(),
             session_id,
             &cfg.token,
             cfg.peer,
             tuning,
+            cfg.max_rate,
             &mut pipeline,
             &manifest,
             &mut fh,

@@ -97,8 +97,15 @@ impl ReceiveTracker {
                 self.manifest.files().len()
             )
         })?;
-        if f.announced.replace(hash).is_some() {
-            return Err(format!("FILE_HASH for file {file} sent twice"));
+        match f.announced {
+            // Sent again after the sender's control path changed.
+            Some(known) if known == hash => return Ok(None),
+            Some(_) => {
+                return Err(format!(
+                    "FILE_HASH for file {file} sent twice, and different"
+                ));
+            }
+            None => f.announced = Some(hash),
         }
         Ok(self.ready(file))
     }
@@ -215,12 +222,18 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_refused() {
+    fn duplicates_are_refused_and_an_identical_hash_again_is_a_no_op() {
         let (mut t, _) = setup(&[10]);
         t.block_arrived(0, 0).unwrap();
         assert!(t.block_arrived(0, 0).unwrap_err().contains("twice"));
         t.file_hash(0, [1; 32]).unwrap();
-        assert!(t.file_hash(0, [1; 32]).unwrap_err().contains("twice"));
+        // Sent again after the sender's control path changed.
+        assert_eq!(t.file_hash(0, [1; 32]), Ok(None));
+        assert!(
+            t.file_hash(0, [2; 32])
+                .unwrap_err()
+                .contains("twice, and different")
+        );
         assert!(t.file_hash(9, [1; 32]).unwrap_err().contains("file 9 of 1"));
     }
 }

@@ -1,0 +1,568 @@
+//! The FEC plane's async driver: one loop around [`SenderCore`] that owns
+//! the QUIC connections (one per path), the dialer and the reader.
+//!
+//! The first path arrives connected, HELLO and MANIFEST sent (see
+//! [`crate::session::sender`]); shards start at once, and the receiver's
+//! WELCOME and READY are checked by [`Admission`] as they come. Once
+//! admitted, every other path is dialled and joins the session
+//! ([`crate::session::multipath_sender::join`]); each one that comes up is
+//! handed to the core, which paces and fills it. Every millisecond the
+//! loop feeds each path's quinn statistics to the core, runs its timers,
+//! and sends the shards it hands out (as QUIC datagrams, only while quinn
+//! has room for them in that connection's buffer, so one full path never
+//! holds up the others). Control frames go on one path, the *control
+//! path*; when it fails, another takes over and the core queues again what
+//! the receiver may have missed.
+//!
+//! A path that fails or falls silent is closed and re-dialled with
+//! back-off; the transfer goes on while one path lives, and fails when none
+//! has been up for [`ALL_DOWN_LIMIT`]. A receiver that ends the session
+//! (ERROR frame, or a connection closed with an error code) ends it here
+//! too, with its reason. With one path, any failure of that path is the
+//! end, as before.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::{Connection, Endpoint};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::core::{CoreConfig, CoreEvent, PathFigures, SenderCore};
+use super::{FecConfig, FecReport};
+use crate::fec::accounts::ShardRef;
+use crate::fec::cc::WindowHandle;
+use crate::manifest::Manifest;
+use crate::multipath::manager::PathState;
+use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
+use crate::session::SessionError;
+use crate::session::admission::Admission;
+use crate::session::classes::BlockSource;
+use crate::session::control::ControlWriter;
+use crate::session::multipath_sender::join;
+use crate::transport::identity::Fingerprint;
+use crate::transport::{Congestion, Tuning};
+use crate::wire::{Frame, SHARD_HEADER_LEN, ShardHeader, close_code};
+use crate::work::PreparedBlock;
+
+/// How long the transfer survives with no path up at all.
+pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
+/// How long dialling one path may take.
+const DIAL_LIMIT: Duration = Duration::from_secs(5);
+
+type Frames = mpsc::Receiver<Result<Option<Frame>, SessionError>>;
+type Merged = (usize, u64, Result<Option<Frame>, SessionError>);
+
+/// What the driver reports as it goes.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// The receiver sent READY (shards were already on their way).
+    Admitted,
+    /// A block was acknowledged.
+    Acked {
+        bytes: u64,
+        file: usize,
+        rtt: Duration,
+    },
+    /// A file was verified and renamed.
+    FileDone { file: usize },
+    /// A path changed state.
+    Path(PathChange),
+    /// Every path's rate, every 100 ms (several paths only).
+    Rates(Vec<PathRate>),
+}
+
+/// The first path, connected, HELLO and MANIFEST sent.
+pub(crate) struct Primary<'a> {
+    pub conn: Connection,
+    pub control: ControlWriter,
+    pub frames: Frames,
+    pub endpoint: &'a Endpoint,
+    pub admission: Admission,
+}
+
+/// Who the session is with.
+pub(crate) struct Session<'a> {
+    pub paths: &'a [PathSpec],
+    pub session_id: [u8; 16],
+    pub token: &'a str,
+    pub peer: Fingerprint,
+    pub tuning: &'a Tuning,
+    pub max_rate: Option<u64>,
+    pub started: Instant,
+}
+
+/// What the FEC plane did.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub report: FecReport,
+    pub paths: Vec<PathReport>,
+    pub hashes: Vec<Option<blake3::Hash>>,
+}
+
+struct Link {
+    conn: Connection,
+    control: ControlWriter,
+    window: WindowHandle,
+}
+
+/// The connections: the live one per path, and what closed ones sent.
+struct Links {
+    live: Vec<Option<Link>>,
+    endpoints: Vec<Option<(Endpoint, WindowHandle)>>,
+    wire_done: Vec<u64>,
+    generation: Vec<u64>,
+    merged: mpsc::Sender<Merged>,
+}
+
+impl Links {
+    /// Starts forwarding path `i`'s control frames, tagged with a new
+    /// generation so a closed connection's frames are not taken for its
+    /// successor's.
+    fn attach(&mut self, i: usize, link: Link, mut frames: Frames) {
+        self.generation[i] += 1;
+        let (tx, generation) = (self.merged.clone(), self.generation[i]);
+        tokio::spawn(async move {
+            while let Some(item) = frames.recv().await {
+                let last = !matches!(item, Ok(Some(_)));
+                if tx.send((i, generation, item)).await.is_err() || last {
+                    return;
+                }
+            }
+            let _ = tx.send((i, generation, Ok(None))).await;
+        });
+        self.live[i] = Some(link);
+    }
+
+    fn retire(&mut self, i: usize, why: &[u8]) {
+        if let Some(l) = self.live[i].take() {
+            self.wire_done[i] += l.conn.stats().udp_tx.bytes;
+            l.conn.close(close_code::DONE.into(), why);
+        }
+        self.generation[i] += 1;
+    }
+
+    fn wire_bytes(&self, i: usize) -> u64 {
+        self.wire_done[i]
+            + self.live[i]
+                .as_ref()
+                .map_or(0, |l| l.conn.stats().udp_tx.bytes)
+    }
+}
+
+/// Whether a path's failure ends the session: the receiver closed the
+/// connection on purpose, with an error.
+fn receiver_ended(conn: &Connection) -> Option<SessionError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code.into_inner() as u32 != close_code::DONE =>
+        {
+            Some(SessionError::from_connection(
+                quinn::ConnectionError::ApplicationClosed(c),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
+    let (g, recovery) = block
+        .recovery
+        .as_ref()
+        .expect("FEC blocks carry recovery shards");
+    let mut d = BytesMut::with_capacity(SHARD_HEADER_LEN + shard_bytes);
+    d.put_slice(
+        &ShardHeader {
+            file: shard.file,
+            block: shard.block,
+            index: shard.index,
+            attempt: shard.attempt,
+        }
+        .encode(),
+    );
+    let i = usize::from(shard.index);
+    if i < g.k {
+        d.put_slice(&g.source_shard(&block.data, i));
+    } else {
+        let j = i - g.k;
+        d.put_slice(&recovery[j * shard_bytes..(j + 1) * shard_bytes]);
+    }
+    if corrupt {
+        let last = d.len() - 1;
+        d[last] ^= 0x5a;
+    }
+    d.freeze()
+}
+
+fn rate_of(figures: &PathFigures, before: u64, secs: f64) -> f64 {
+    figures.delivered.saturating_sub(before) as f64 * 8.0 / secs.max(1e-3)
+}
+
+/// Runs the FEC plane over every path until each file is done.
+pub(crate) async fn run(
+    primary: Primary<'_>,
+    session: Session<'_>,
+    pipeline: &mut BlockSource,
+    manifest: &Manifest,
+    shard_bytes: usize,
+    fec: &FecConfig,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Outcome, SessionError> {
+    let specs = session.paths;
+    let n = specs.len();
+    let tuning = session.tuning;
+    let paced = tuning.congestion == Congestion::Rate;
+    // A block holds its pooled buffer until acknowledged. With priority
+    // classes each class has its own pool: more blocks in flight than one
+    // pool holds would let the classes' pools, not the scheduler, decide
+    // the shares (measured: 38/33/29 instead of 50/30/20 with 63 in flight
+    // over pools of 21).
+    let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers_per_class().max(1));
+    let mut cfg = CoreConfig::default();
+    cfg.redundancy(fec.redundancy)
+        .max_blocks(max_blocks)
+        .shard_bytes(shard_bytes)
+        .paced(paced)
+        .max_rate(session.max_rate.map(|r| r as f64))
+        .path_caps(specs.iter().map(|p| p.cap.map(|c| c as f64)).collect())
+        // With one path there is nothing to fail over to: quinn's idle
+        // timeout decides when the receiver is gone, as it always did.
+        .dead_after(if n == 1 {
+            tuning.idle_timeout * 2
+        } else {
+            (tuning.keep_alive * 3).max(Duration::from_millis(1500))
+        });
+    let now = Instant::now();
+    let mut core = SenderCore::new(manifest.clone(), pipeline.class_of_file.clone(), cfg, now);
+    let (merged_tx, mut merged_rx) = mpsc::channel::<Merged>(256);
+    let mut links = Links {
+        live: (0..n).map(|_| None).collect(),
+        endpoints: vec![None; n],
+        wire_done: vec![0; n],
+        generation: vec![0; n],
+        merged: merged_tx,
+    };
+    links.endpoints[0] = Some((primary.endpoint.clone(), tuning.rate_window.clone()));
+    links.attach(
+        0,
+        Link {
+            conn: primary.conn,
+            control: primary.control,
+            window: tuning.rate_window.clone(),
+        },
+        primary.frames,
+    );
+    core.path_up(0, now);
+    let mut admission = primary.admission;
+    let change = |path: usize, state: PathState| {
+        Progress::Path(PathChange {
+            path,
+            name: specs[path].name(),
+            state,
+            at: session.started.elapsed().as_secs_f64(),
+        })
+    };
+    on_progress(change(0, PathState::Up));
+
+    type Dialed = (
+        usize,
+        Result<(Connection, ControlWriter, Frames), SessionError>,
+    );
+    let mut dials: JoinSet<Dialed> = JoinSet::new();
+    let dial =
+        |dials: &mut JoinSet<Dialed>, links: &mut Links, i: usize| -> Result<(), SessionError> {
+            let endpoint = match &links.endpoints[i] {
+                Some((e, _)) => e.clone(),
+                None => {
+                    // Each path's connection gets its own window handle: its
+                    // controller is the core's controller for that path.
+                    let mut t = tuning.clone();
+                    t.rate_window = WindowHandle::default();
+                    let (e, _) = specs[i].endpoint(session.peer, &t)?;
+                    links.endpoints[i] = Some((e.clone(), t.rate_window));
+                    e
+                }
+            };
+            let (remote, token, id) = (
+                specs[i].remote,
+                session.token.as_bytes().to_vec(),
+                session.session_id,
+            );
+            dials.spawn(async move { (i, join(endpoint, remote, id, token, DIAL_LIMIT).await) });
+            Ok(())
+        };
+
+    let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
+    let mut latency = crate::metrics::BlockLatency::default();
+    let mut control_path = 0usize;
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rates = Instant::now();
+    let mut rate_marks = vec![0u64; n];
+    let mut all_down_since: Option<Instant> = None;
+    let mut shards_sent = 0u64;
+    let shard_len = SHARD_HEADER_LEN + shard_bytes;
+
+    while !core.is_done() {
+        tokio::select! {
+            block = pipeline.next(), if core.wants_block() => {
+                let block = block?;
+                let g = block.recovery.as_ref().expect("FEC pipeline").0;
+                tracing::trace!(file = block.header.file, block = block.header.block, "admitted");
+                core.admit_block(Instant::now(), &block.header, g);
+                blocks.insert((block.header.file, block.header.block), block);
+            }
+            Some((i, generation, item)) = merged_rx.recv() => {
+                if generation != links.generation[i] {
+                    continue;
+                }
+                let now = Instant::now();
+                match item {
+                    Ok(Some(frame)) if i == 0 && !admission.admitted() => {
+                        if admission.on_frame(frame)? {
+                            on_progress(Progress::Admitted);
+                            for j in 1..n {
+                                on_progress(change(j, PathState::Connecting));
+                                dial(&mut dials, &mut links, j)?;
+                            }
+                        }
+                    }
+                    Ok(Some(frame)) => core.handle_frame(i, frame, now)?,
+                    Ok(None) | Err(_) => {
+                        let conn = links.live[i].as_ref().map(|l| l.conn.clone());
+                        if let Some(e) = conn.as_ref().and_then(receiver_ended) {
+                            return Err(e);
+                        }
+                        if n == 1 || !admission.admitted() {
+                            return Err(match (item, conn.and_then(|c| c.close_reason())) {
+                                (_, Some(r)) => SessionError::from_connection(r),
+                                (Err(e), None) => e,
+                                _ => SessionError::Protocol("the receiver closed the control stream".into()),
+                            });
+                        }
+                        core.path_failed(i, now);
+                    }
+                }
+            }
+            Some(dialed) = dials.join_next(), if !dials.is_empty() => {
+                let (i, result) = dialed.map_err(|e| SessionError::ConnectionLost(format!("dialling failed: {e}")))?;
+                let now = Instant::now();
+                match result {
+                    Ok((conn, control, frames)) => {
+                        let window = links.endpoints[i].as_ref().map(|e| e.1.clone()).unwrap_or_default();
+                        links.attach(i, Link { conn, control, window }, frames);
+                        core.path_up(i, now);
+                        on_progress(change(i, PathState::Up));
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = i, error = %e, "dialling a path failed");
+                        if matches!(e, SessionError::Refused(_)) {
+                            return Err(e);
+                        }
+                        core.redial_failed(i, now);
+                        on_progress(change(i, PathState::Down));
+                    }
+                }
+            }
+            // A receiver that never answers HELLO (see `admission`).
+            _ = tokio::time::sleep_until(admission.deadline().into()), if !admission.admitted() => {
+                admission.check_deadline(Instant::now())?;
+            }
+            _ = pace.tick() => {
+                let now = Instant::now();
+                for (i, link) in links.live.iter().enumerate() {
+                    if let Some(l) = link {
+                        let stats = l.conn.stats();
+                        core.handle_path_stats(i, now, l.conn.rtt(), stats.udp_rx.bytes, stats.path.sent_packets, stats.path.lost_packets);
+                    }
+                }
+                core.tick(now);
+                for (i, link) in links.live.iter().enumerate() {
+                    if let Some(l) = link {
+                        l.window.set(core.window(i));
+                    }
+                }
+                // Without our pacing (quinn's Cubic or BBR), at most this
+                // many shards per wake-up; quinn's buffer bounds them too.
+                let mut budget = if paced { usize::MAX } else { 256 * n };
+                let room = |i: usize| {
+                    links.live[i].as_ref().is_some_and(|l| l.conn.datagram_send_buffer_space() >= shard_len)
+                };
+                while budget > 0 {
+                    let Some((i, shard)) = core.poll_transmit(now, room) else { break };
+                    let (Some(block), Some(link)) = (blocks.get(&(shard.file, shard.block)), &links.live[i]) else {
+                        continue;
+                    };
+                    shards_sent += 1;
+                    let corrupt = fec.corrupt_every.is_some_and(|k| shards_sent % k.max(1) == 0);
+                    let d = datagram(block, &shard, shard_bytes, corrupt);
+                    match link.conn.send_datagram(d) {
+                        Ok(()) => core.on_sent(i, &shard, now),
+                        Err(e) => {
+                            core.unsent(shard);
+                            if let Some(e) = receiver_ended(&link.conn) {
+                                return Err(e);
+                            }
+                            if n == 1 {
+                                return Err(match link.conn.close_reason() {
+                                    Some(r) => SessionError::from_connection(r),
+                                    None => SessionError::ConnectionLost(format!("sending a shard: {e}")),
+                                });
+                            }
+                            tracing::debug!(path = i, error = %e, "sending a shard failed");
+                            core.path_failed(i, now);
+                            break;
+                        }
+                    }
+                    budget -= 1;
+                }
+                if n > 1 && now.duration_since(last_rates) >= Duration::from_millis(100) {
+                    let secs = now.duration_since(last_rates).as_secs_f64();
+                    last_rates = now;
+                    let rates = (0..n)
+                        .map(|i| {
+                            let f = core.path_figures(i);
+                            let r = rate_of(&f, rate_marks[i], secs);
+                            rate_marks[i] = f.delivered;
+                            PathRate { name: specs[i].name(), rate_bps: r, state: f.state }
+                        })
+                        .collect();
+                    on_progress(Progress::Rates(rates));
+                }
+            }
+        }
+        // What the core decided.
+        let now = Instant::now();
+        while let Some(event) = core.poll_event() {
+            match event {
+                CoreEvent::BlockAcked {
+                    file,
+                    block,
+                    bytes,
+                    latency: l,
+                    ..
+                } => {
+                    blocks.remove(&(file, block));
+                    latency.record(l);
+                    let rtt = links.live[control_path]
+                        .as_ref()
+                        .map_or(Duration::ZERO, |l| l.conn.rtt());
+                    on_progress(Progress::Acked {
+                        bytes,
+                        file: file as usize,
+                        rtt,
+                    });
+                }
+                CoreEvent::FileDone { file } => on_progress(Progress::FileDone {
+                    file: file as usize,
+                }),
+                CoreEvent::PathDied { path } => {
+                    links.retire(path, b"path failed");
+                    on_progress(change(path, PathState::Down));
+                }
+                CoreEvent::Redial { path } => {
+                    on_progress(change(path, PathState::Connecting));
+                    dial(&mut dials, &mut links, path)?;
+                }
+            }
+        }
+        // Control frames, on the control path while it lives.
+        while core.has_control() {
+            if links.live[control_path].is_none() {
+                let Some(next) = (0..n).find(|&i| links.live[i].is_some()) else {
+                    break;
+                };
+                tracing::debug!(from = control_path, to = next, "control path moves");
+                control_path = next;
+                core.control_path_lost();
+            }
+            let Some(frame) = core.poll_control() else {
+                break;
+            };
+            let link = links.live[control_path].as_mut().expect("checked above");
+            if let Err(e) = link.control.send(&frame).await {
+                if let Some(e) = receiver_ended(&link.conn) {
+                    return Err(e);
+                }
+                if n == 1 {
+                    return Err(e);
+                }
+                core.path_failed(control_path, now);
+                links.retire(control_path, b"path failed");
+                on_progress(change(control_path, PathState::Down));
+            }
+        }
+        if links.live.iter().all(Option::is_none) {
+            let since = *all_down_since.get_or_insert(now);
+            if now.duration_since(since) > ALL_DOWN_LIMIT {
+                return Err(SessionError::ConnectionLost(format!(
+                    "no path has been up for {} s",
+                    ALL_DOWN_LIMIT.as_secs()
+                )));
+            }
+        } else {
+            all_down_since = None;
+        }
+    }
+
+    let (sources, upfront, repairs, exhausted) = core.planned();
+    let figures: Vec<PathFigures> = (0..n).map(|i| core.path_figures(i)).collect();
+    let report = FecReport {
+        redundancy: fec.redundancy.to_string(),
+        congestion: match tuning.congestion {
+            Congestion::Rate => "rate",
+            Congestion::Cubic => "cubic",
+            Congestion::Bbr => "bbr",
+        }
+        .into(),
+        shard_bytes,
+        shards_sent: core.shards_sent,
+        source_shards: sources,
+        upfront_recovery: upfront,
+        repair_shards: repairs,
+        exhausted,
+        retried_blocks: core.retried_blocks,
+        random_loss: core.planned_loss(),
+        final_rate_bps: if paced {
+            figures
+                .iter()
+                .filter(|f| f.state == PathState::Up)
+                .map(|f| f.rate * 8.0)
+                .sum()
+        } else {
+            0.0
+        },
+        block_latency: latency.summary(),
+    };
+    let paths = (0..n)
+        .map(|i| {
+            let f = &figures[i];
+            let offered = f.shards_sent * shard_bytes as u64;
+            PathReport {
+                name: specs[i].name(),
+                bytes: f.delivered,
+                wire_bytes: links.wire_bytes(i),
+                rtt_ms: f.srtt.as_secs_f64() * 1e3,
+                state: f.state,
+                loss: (offered > 0).then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
+            }
+        })
+        .collect();
+    let hashes = (0..manifest.files().len())
+        .map(|f| core.file_hash(f))
+        .collect();
+    for i in 0..n {
+        if let Some(l) = &links.live[i] {
+            l.conn.close(close_code::DONE.into(), b"done");
+        }
+    }
+    for (e, _) in links.endpoints.iter().flatten().skip(1) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
+    }
+    Ok(Outcome {
+        report,
+        paths,
+        hashes,
+    })
+}
