@@ -193,7 +193,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    if !(bytes >= 1.0) || !bytes.is_finite() {
+    if bytes.is_nan() || bytes < 1.0 || !bytes.is_finite() {
         return Err(format!("rate {s:?} must be above zero"));
     }
     Ok(bytes as u64)

@@ -451,7 +451,7 @@ async fn run(
         )
         .await?;
         let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
-        report.block_latency = outcome.report.block_latency.clone();
+        report.block_latency = outcome.report.block_latency;
         report.fec = Some(outcome.report);
         if paths.paths().len() > 1 {
             report.paths = outcome.paths;
