@@ -307,7 +307,8 @@ fn receiver_args(
         | Contender::ChunkstreamFec
         | Contender::ChunkstreamFecFixed
         | Contender::ChunkstreamFecBbr
-        | Contender::ChunkstreamFecMtuAuto => vec![
+        | Contender::ChunkstreamFecMtuAuto
+        | Contender::ChunkstreamFecOnePath => vec![
             s("recv"),
             s("--listen"),
             s(listen),
@@ -401,7 +402,8 @@ fn sender_args(
         | Contender::ChunkstreamFec
         | Contender::ChunkstreamFecFixed
         | Contender::ChunkstreamFecBbr
-        | Contender::ChunkstreamFecMtuAuto) => [
+        | Contender::ChunkstreamFecMtuAuto
+        | Contender::ChunkstreamFecOnePath) => [
             s("send"),
             source,
             s("--to"),
@@ -511,9 +513,9 @@ async fn attempt(
         .as_str()
         .context("no address")?
         .parse()?;
-    // The reliable plane stripes over every path of the scenario; every
-    // other contender uses the first path.
-    let used = if contender == Contender::Chunkstream && tun.is_none() {
+    // chunkstream's modes use every path of the scenario; every other
+    // contender (and the one-path FEC mode) uses the first.
+    let used = if contender.uses_every_path() && tun.is_none() {
         point.paths.len()
     } else {
         1

@@ -51,6 +51,10 @@ pub enum Contender {
     /// `send --plane fec --mtu auto`: MTU discovery left on, to measure
     /// what pinning the MTU is worth.
     ChunkstreamFecMtuAuto,
+    /// `send --plane fec` over the scenario's first path only (the best
+    /// one, by convention): what one interface gets, beside the FEC plane
+    /// over all of them.
+    ChunkstreamFecOnePath,
     /// Plain quinn, one stream, Cubic.
     QuinnCubic,
     /// Plain quinn, one stream, BBR (quinn's experimental controller),
@@ -106,6 +110,7 @@ impl Contender {
             Self::ChunkstreamFecFixed => "chunkstream-fec-10+3",
             Self::ChunkstreamFecBbr => "chunkstream-fec-bbr",
             Self::ChunkstreamFecMtuAuto => "chunkstream-fec-mtu-auto",
+            Self::ChunkstreamFecOnePath => "chunkstream-fec-one-path",
             Self::QuinnCubic => "quinn-cubic",
             Self::QuinnBbr => "quinn-bbr",
             Self::QuinnBbrDefault => "quinn-bbr-default",
@@ -147,7 +152,14 @@ impl Contender {
                 | Self::ChunkstreamFecFixed
                 | Self::ChunkstreamFecBbr
                 | Self::ChunkstreamFecMtuAuto
+                | Self::ChunkstreamFecOnePath
         )
+    }
+
+    /// Whether the contender uses every path of a multi-path scenario
+    /// (chunkstream's modes); the others use the first.
+    pub fn uses_every_path(self) -> bool {
+        self.is_chunkstream() && self != Self::ChunkstreamFecOnePath
     }
 
     /// Extra `send` arguments of a chunkstream mode.
@@ -158,6 +170,7 @@ impl Contender {
             Self::ChunkstreamFecFixed => &["--plane", "fec", "--fec", "10+3"],
             Self::ChunkstreamFecBbr => &["--plane", "fec", "--fec", "adaptive", "--cc", "bbr"],
             Self::ChunkstreamFecMtuAuto => &["--plane", "fec", "--mtu", "auto"],
+            Self::ChunkstreamFecOnePath => &["--plane", "fec", "--fec", "adaptive"],
             _ => &[],
         }
     }
@@ -531,6 +544,7 @@ mod tests {
                 "loss-sweep-tcp",
                 "loss-sweep-tun",
                 "multipath",
+                "multipath-lossy",
                 "quick"
             ]
         );
