@@ -20,12 +20,16 @@
 //!            compare, (fsync), rename NAME.part → NAME, FILE_DONE to the sender
 //! ```
 //!
-//! On the FEC plane (`--plane fec`) the sender's driver is
-//! `session::fec_sender`: shards go out as QUIC datagrams paced by
-//! [`fec::rate`], the receiver files them in a [`fec::collector`], decodes a
-//! block from any `k` shards on Rayon, and reports deficits that
-//! [`fec::accounts`] answers with fresh recovery shards (judging each report
-//! by when it was written, [`fec::report_clock`]).
+//! On the FEC plane (the default) the sender is [`send`]: a sans-IO core
+//! ([`send::core::SenderCore`]) and one driver around it. Shards go out as
+//! QUIC datagrams over every path, each path paced by its own [`fec::rate`]
+//! controller; the receiver files them in a [`fec::collector`] whichever
+//! path they came on ([`session::fec_receive`]), decodes a block from any
+//! `k` shards on Rayon, and reports per path what arrived and, for the
+//! session, which blocks still need how many shards; [`fec::accounts`]
+//! answers with fresh recovery shards (judging each report by when it was
+//! written, [`fec::report_clock`]). The reliable plane still has its own
+//! drivers in [`session`] (one path, several paths).
 //!
 //! ## Module map
 //!
@@ -40,10 +44,11 @@
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
 //! | [`work`] | the Rayon stage between reader and network |
 //! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, report clock, rate controller, quinn window adapter |
-//! | [`multipath`] * | path manager (ECF, liveness, re-dial) and the DRR priority scheduler |
+//! | [`multipath`] * | path manager (ECF, liveness, re-dial), the DRR priority scheduler, the `--path` list |
+//! | [`send`] | the FEC plane's sender: `core` * (every decision, any number of paths) and its driver |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
-//! | [`session`] | sender and receiver drivers; `tracker` * and `pacer` * are sans-IO |
+//! | [`session`] | reliable-plane sender drivers, the receiver; `tracker` *, `fec_receive` * and `pacer` * are sans-IO |
 //!
 //! ## Glossary
 //!

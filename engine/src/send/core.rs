@@ -2,7 +2,7 @@
 //! machine for a session over any number of paths.
 //!
 //! In the manner of quinn-proto's `Connection`, [`SenderCore`] does no I/O.
-//! Its driver ([`super::driver`]) feeds it what happens, each with `now`:
+//! Its driver (`send/driver.rs`) feeds it what happens, each with `now`:
 //!
 //! * blocks from the reader, already hashed and encoded, in the priority
 //!   scheduler's order ([`SenderCore::admit_block`], while

@@ -1,5 +1,5 @@
 //! The sending side of the FEC plane, built as one sans-IO core ([`core`])
-//! and one async driver around it ([`driver`]).
+//! and one async driver around it (`driver.rs`).
 //!
 //! [`core::SenderCore`] holds every decision of a session over any number
 //! of paths: block accounts, per-path rate control and pacing, the rate
