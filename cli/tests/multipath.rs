@@ -392,6 +392,39 @@ async fn max_rate_caps_the_sum_of_the_paths_and_a_path_cap_its_path() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_whose_remote_never_answers_is_named_and_the_others_carry_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("partial.bin");
+    write_file(&src, 8 << 20, 35);
+    let rx = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let to: SocketAddr = rx.addr.parse().unwrap();
+    let good = relay("127.0.0.1:0".parse().unwrap(), to, 40, 60).await;
+    // A UDP socket that takes datagrams and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addrs = [good.local_addr(), silent.local_addr().unwrap()];
+    let done = send_over(&rx, &src, &addrs, &[]).await;
+    let paths = done["paths"].as_array().unwrap();
+    // Dialling it times out (5 s) and is retried with back-off: never up.
+    assert_ne!(paths[1]["state"], "up", "{done}");
+    assert_eq!(paths[1]["bytes"], 0, "{done}");
+    assert!(
+        paths[1]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with(&addrs[1].to_string()),
+        "{done}"
+    );
+    let (status, _, _) = rx.wait(secs(20));
+    assert!(status.success());
+    assert_same_file(&src, &tmp.path().join("out/partial.bin"));
+    good.stop().await;
+}
+
 #[test]
 fn bad_path_lists_and_caps_are_refused_or_warned_about() {
     let tmp = tempfile::tempdir().unwrap();

@@ -289,7 +289,11 @@ pub(crate) async fn run(
                 session.token.as_bytes().to_vec(),
                 session.session_id,
             );
-            dials.spawn(async move { (i, join(endpoint, remote, id, token, DIAL_LIMIT).await) });
+            let span = tracing::info_span!("path", index = i, name = %specs[i].name());
+            dials.spawn(tracing::Instrument::instrument(
+                async move { (i, join(endpoint, remote, id, token, DIAL_LIMIT).await) },
+                span,
+            ));
             Ok(())
         };
 

@@ -16,3 +16,9 @@ pub mod tracker;
 pub use error::SessionError;
 pub use receiver::{BindError, Receiver, RecvEvent, SessionSummary};
 pub use sender::{SendConfig, SendEvent, SendReport, SentFile, send_files};
+
+/// The first bytes of a session id in hex: enough to tell sessions apart
+/// in logs (`session=3f1c9a0b`).
+pub(crate) fn short_id(id: &[u8; 16]) -> String {
+    id[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

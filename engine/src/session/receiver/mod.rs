@@ -1,0 +1,223 @@
+//! The receiving side: endpoints on every `--listen` address, one session per
+//! authenticated connection.
+//!
+//! [`Receiver::bind`] opens the output folder (proving it writable) and binds
+//! the endpoints; [`Receiver::serve`] accepts connections. A connection whose
+//! TLS handshake fails or whose token is wrong is refused and reported, but
+//! is not a session: `--once` keeps waiting for a real one.
+//!
+//! Inside a session, every block stream is read by its own task, checked
+//! against the manifest, then verified (BLAKE3 against the header's digest)
+//! and written at its offset into `NAME.part` by a Rayon job. The
+//! [`ReceiveTracker`] says when a file has all its blocks and its announced
+//! hash; the file is then verified as a whole, synced, renamed to `NAME`,
+//! and FILE_DONE is sent. A failure (disk full, hash mismatch, peer gone)
+//! keeps the `.part` files and never renames.
+//!
+//! One concept per file:
+//!
+//! * this file: binding the endpoints and the accept loop;
+//! * `handshake`: HELLO, the token, and the registry that joins a further
+//!   path (connection) to its running session;
+//! * `paths`: the path set: streams, datagrams and control frames of every
+//!   path of a session, merged;
+//! * `session`: one session's loop: manifest, block streams, FEC
+//!   reassembly (the sans-IO [`super::fec_receive`]), the tracker;
+//! * `storage`: `.part` files, receive buffers, the writer thread, renaming.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::Endpoint;
+use tokio::sync::mpsc;
+
+use super::error::SessionError;
+use crate::names::{OutputDir, OutputError};
+use crate::transport::identity::{Fingerprint, Identity};
+use crate::transport::{Tuning, server_endpoint};
+
+/// How long an unauthenticated connection may take to say HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a receiver reports as it works.
+#[derive(Debug, Clone)]
+pub enum RecvEvent {
+    /// A connection was refused before any session started.
+    Refused {
+        /// Who.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A sender was accepted and announced its files.
+    SessionStarted {
+        /// Who.
+        peer: SocketAddr,
+        /// Number of files.
+        files: usize,
+        /// Total bytes.
+        bytes: u64,
+    },
+    /// Another path (connection) joined a running session.
+    PathJoined {
+        /// Who, from where.
+        peer: SocketAddr,
+    },
+    /// A file was verified and renamed into place.
+    FileDone {
+        /// Its name.
+        name: String,
+        /// Its BLAKE3, verified.
+        blake3: String,
+        /// Its size.
+        bytes: u64,
+    },
+}
+
+/// A finished session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// The sender.
+    pub peer: SocketAddr,
+    /// Files received.
+    pub files: usize,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Wall time of the session.
+    pub seconds: f64,
+}
+
+/// A bound receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    endpoints: Vec<Endpoint>,
+    out: OutputDir,
+    token: String,
+    fingerprint: Fingerprint,
+    fsync: bool,
+}
+
+/// Errors starting a receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The output folder is unusable.
+    #[error("output folder is not writable: {0}")]
+    Output(#[from] OutputError),
+    /// An endpoint could not be bound.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// No `--listen` address.
+    #[error("no listen address")]
+    NoListen,
+}
+
+impl Receiver {
+    /// Opens `out` and binds one endpoint per listen address.
+    pub fn bind(
+        listen: &[SocketAddr],
+        out: &Path,
+        token: String,
+        identity: &Identity,
+        tuning: &Tuning,
+    ) -> Result<Self, BindError> {
+        if listen.is_empty() {
+            return Err(BindError::NoListen);
+        }
+        let out = OutputDir::open(out)?;
+        let endpoints = listen
+            .iter()
+            .map(|&addr| server_endpoint(addr, identity, tuning))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            endpoints,
+            out,
+            token,
+            fingerprint: identity.fingerprint(),
+            fsync: false,
+        })
+    }
+
+    /// With `true`, every file is synced to disk before it is renamed into
+    /// place and reported done (slower; survives power loss). Off by
+    /// default, as in rsync and scp: the data is verified either way.
+    pub fn set_fsync(&mut self, fsync: bool) -> &mut Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// The addresses really bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// The certificate fingerprint senders must pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Accepts sessions until the first one ends (`once`) or forever.
+    /// Returns the result of that session with `once`.
+    pub async fn serve(
+        &self,
+        once: bool,
+        on_event: impl Fn(RecvEvent) + Send + Sync + 'static,
+    ) -> Result<SessionSummary, SessionError> {
+        let on_event = Arc::new(on_event);
+        let (incoming_tx, mut incoming_rx) = mpsc::channel(16);
+        for endpoint in &self.endpoints {
+            let (endpoint, tx) = (endpoint.clone(), incoming_tx.clone());
+            tokio::spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    if tx.send(incoming).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(incoming_tx);
+        let (result_tx, mut result_rx) = mpsc::channel(16);
+        let sessions: Sessions = Arc::default();
+        loop {
+            tokio::select! {
+                incoming = incoming_rx.recv() => {
+                    let Some(incoming) = incoming else {
+                        return Err(SessionError::ConnectionLost("all endpoints closed".into()));
+                    };
+                    let ctx = SessionContext { out: self.out.clone(), token: self.token.clone(), fsync: self.fsync, sessions: sessions.clone() };
+                    let (on_event, result_tx) = (on_event.clone(), result_tx.clone());
+                    tokio::spawn(async move {
+                        let outcome = handle_connection(incoming, ctx, &*on_event).await;
+                        let _ = result_tx.send(outcome).await;
+                    });
+                }
+                Some(outcome) = result_rx.recv() => match outcome {
+                    Outcome::NotASession { peer, reason } => on_event(RecvEvent::Refused { peer, reason }),
+                    Outcome::Joined { peer } => on_event(RecvEvent::PathJoined { peer }),
+                    Outcome::Session(result) => {
+                        if let Err(e) = &result {
+                            tracing::warn!("session failed: {e}");
+                        }
+                        if once {
+                            for e in &self.endpoints {
+                                let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
+                            }
+                            return result;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+mod handshake;
+mod paths;
+mod session;
+mod storage;
+
+use handshake::{Outcome, SessionContext, Sessions, handle_connection};
