@@ -264,12 +264,13 @@ pub async fn run(args: SendArgs) -> Result<()> {
         }
         SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
         SendEvent::Path(change) => {
+            let why = change.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
             if json {
-                json_line(&json!({"event": "path", "path": change.path, "name": change.name, "state": change.state, "at": change.at}));
+                json_line(&json!({"event": "path", "path": change.path, "name": change.name, "state": change.state, "at": change.at, "reason": change.reason}));
             } else if let Some(b) = &bar {
-                b.println(format!("path {} ({}) {:?} at {:.1} s", change.path, change.name, change.state, change.at));
+                b.println(format!("path {} ({}) {:?} at {:.1} s{why}", change.path, change.name, change.state, change.at));
             } else {
-                eprintln!("path {} ({}) {:?} at {:.1} s", change.path, change.name, change.state, change.at);
+                eprintln!("path {} ({}) {:?} at {:.1} s{why}", change.path, change.name, change.state, change.at);
             }
         }
         SendEvent::PathRates(rates) => path_rates.clone_from(rates),

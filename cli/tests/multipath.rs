@@ -425,6 +425,41 @@ async fn a_path_whose_remote_never_answers_is_named_and_the_others_carry_the_fil
     good.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_path_on_a_missing_interface_is_reported_and_the_transfer_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("iface.bin");
+    write_file(&src, 4 << 20, 36);
+    let rx = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let to: SocketAddr = rx.addr.parse().unwrap();
+    let good = relay("127.0.0.1:0".parse().unwrap(), to, 40, 61).await;
+    let mut args = send_args(&rx, &src, &[good.local_addr()]);
+    args.extend(["--path".into(), format!("nosuch0={}", good.local_addr())]);
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = events(&stdout)
+        .into_iter()
+        .find(|e| e["event"] == "path" && e["path"] == 1 && e["state"] == "down")
+        .unwrap_or_else(|| panic!("path 1 never reported down: {stdout}"));
+    let reason = down["reason"].as_str().unwrap();
+    assert!(reason.contains("nosuch0"), "{down}");
+    let (status, _, _) = rx.wait(secs(20));
+    assert!(status.success());
+    assert_same_file(&src, &tmp.path().join("out/iface.bin"));
+    good.stop().await;
+}
+
 #[test]
 fn bad_path_lists_and_caps_are_refused_or_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
@@ -465,6 +500,12 @@ fn bad_path_lists_and_caps_are_refused_or_warned_about() {
     let zero_path = run(&["--path", "127.0.0.1:9@0mbit"]);
     assert_eq!(zero_path.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&zero_path.stderr).contains("above zero"));
+    // An interface that does not exist, on the path that opens the session:
+    // the error names the path.
+    let no_such = run(&["--path", "nosuch0=127.0.0.1:9"]);
+    assert_ne!(no_such.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&no_such.stderr);
+    assert!(err.contains("--path nosuch0=127.0.0.1:9"), "{err}");
     // A path cap above the total is a warning; the send goes on (and here
     // finds no receiver).
     let above = run(&["--path", "127.0.0.1:9@1gbit", "--max-rate", "10mbit"]);

@@ -115,12 +115,11 @@ impl PathSpec {
             LocalBind::Addr(ip) => (*ip, None),
             LocalBind::Device(d) => (any, Some(d.as_str())),
         };
-        Ok(client_endpoint(
-            SocketAddr::new(addr, 0),
-            device,
-            peer,
-            tuning,
-        )?)
+        client_endpoint(SocketAddr::new(addr, 0), device, peer, tuning).map_err(|e| {
+            // Name the path: with several, "No such device" alone says
+            // nothing about which --path is wrong.
+            SessionError::Usage(format!("--path {}: {e}", self.name()))
+        })
     }
 }
 
@@ -135,6 +134,9 @@ pub struct PathChange {
     pub state: PathState,
     /// Seconds since the transfer started.
     pub at: f64,
+    /// Why, when it went down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Per-path totals of a finished transfer.

@@ -255,14 +255,16 @@ pub(crate) async fn run(
     );
     core.path_up(0, now);
     let mut admission = primary.admission;
-    let change = |path: usize, state: PathState| {
+    let change_why = |path: usize, state: PathState, reason: Option<String>| {
         Progress::Path(PathChange {
             path,
             name: specs[path].name(),
             state,
             at: session.started.elapsed().as_secs_f64(),
+            reason,
         })
     };
+    let change = |path: usize, state: PathState| change_why(path, state, None);
     on_progress(change(0, PathState::Up));
 
     type Dialed = (
@@ -279,7 +281,16 @@ pub(crate) async fn run(
                     // controller is the core's controller for that path.
                     let mut t = tuning.clone();
                     t.rate_window = WindowHandle::default();
-                    let (e, _) = specs[i].endpoint(session.peer, &t)?;
+                    // An interface that does not exist (yet) fails this
+                    // path's dial, not the transfer: it is tried again with
+                    // back-off.
+                    let (e, _) = match specs[i].endpoint(session.peer, &t) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            dials.spawn(async move { (i, Err(e)) });
+                            return Ok(());
+                        }
+                    };
                     links.endpoints[i] = Some((e.clone(), t.rate_window));
                     e
                 }
@@ -365,7 +376,7 @@ pub(crate) async fn run(
                             return Err(e);
                         }
                         core.redial_failed(i, now);
-                        on_progress(change(i, PathState::Down));
+                        on_progress(change_why(i, PathState::Down, Some(e.to_string())));
                     }
                 }
             }

@@ -206,6 +206,7 @@ pub(crate) async fn run_multipath(
             name: specs[path].name(),
             state,
             at: started.elapsed().as_secs_f64(),
+            reason: None,
         })
     };
 
