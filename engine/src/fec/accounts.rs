@@ -78,6 +78,33 @@ pub struct ShardRef {
     pub attempt: u8,
 }
 
+impl ShardRef {
+    /// The datagram carrying this shard of a block whose data is `data`,
+    /// laid out by `g`, with `recovery` its encoded recovery shards: the
+    /// shard header ([`crate::wire::ShardHeader`]) and the payload.
+    pub fn datagram(&self, g: &Geometry, data: &[u8], recovery: &[u8]) -> bytes::BytesMut {
+        use bytes::BufMut;
+        let mut d = bytes::BytesMut::with_capacity(crate::wire::SHARD_HEADER_LEN + g.shard_bytes);
+        d.put_slice(
+            &crate::wire::ShardHeader {
+                file: self.file,
+                block: self.block,
+                index: self.index,
+                attempt: self.attempt,
+            }
+            .encode(),
+        );
+        let i = usize::from(self.index);
+        if i < g.k {
+            d.put_slice(&g.source_shard(data, i));
+        } else {
+            let j = i - g.k;
+            d.put_slice(&recovery[j * g.shard_bytes..(j + 1) * g.shard_bytes]);
+        }
+        d
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Account {
     geometry: Geometry,

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -43,7 +43,7 @@ use crate::session::control::ControlWriter;
 use crate::session::multipath_sender::join;
 use crate::transport::identity::Fingerprint;
 use crate::transport::{Congestion, Tuning};
-use crate::wire::{Frame, SHARD_HEADER_LEN, ShardHeader, close_code};
+use crate::wire::{Frame, SHARD_HEADER_LEN, close_code};
 use crate::work::PreparedBlock;
 
 /// How long the transfer survives with no path up at all.
@@ -166,28 +166,12 @@ fn receiver_ended(conn: &Connection) -> Option<SessionError> {
     }
 }
 
-fn datagram(block: &PreparedBlock, shard: &ShardRef, shard_bytes: usize, corrupt: bool) -> Bytes {
+fn datagram(block: &PreparedBlock, shard: &ShardRef, corrupt: bool) -> Bytes {
     let (g, recovery) = block
         .recovery
         .as_ref()
         .expect("FEC blocks carry recovery shards");
-    let mut d = BytesMut::with_capacity(SHARD_HEADER_LEN + shard_bytes);
-    d.put_slice(
-        &ShardHeader {
-            file: shard.file,
-            block: shard.block,
-            index: shard.index,
-            attempt: shard.attempt,
-        }
-        .encode(),
-    );
-    let i = usize::from(shard.index);
-    if i < g.k {
-        d.put_slice(&g.source_shard(&block.data, i));
-    } else {
-        let j = i - g.k;
-        d.put_slice(&recovery[j * shard_bytes..(j + 1) * shard_bytes]);
-    }
+    let mut d = shard.datagram(g, &block.data, recovery);
     if corrupt {
         let last = d.len() - 1;
         d[last] ^= 0x5a;
@@ -411,7 +395,7 @@ pub(crate) async fn run(
                     };
                     shards_sent += 1;
                     let corrupt = fec.corrupt_every.is_some_and(|k| shards_sent % k.max(1) == 0);
-                    let d = datagram(block, &shard, shard_bytes, corrupt);
+                    let d = datagram(block, &shard, corrupt);
                     match link.conn.send_datagram(d) {
                         Ok(()) => core.on_sent(i, &shard, now),
                         Err(e) => {

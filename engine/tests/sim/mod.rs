@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use chunkstream_engine::fec::codec::{Geometry, encode_recovery, reconstruct};
 use chunkstream_engine::hash::block_digest;
 use chunkstream_engine::manifest::Manifest;
@@ -30,7 +30,7 @@ use chunkstream_engine::multipath::priority::{Class, Drr};
 use chunkstream_engine::send::core::{CoreConfig, CoreEvent, SenderCore};
 use chunkstream_engine::session::fec_receive::FecReceive;
 use chunkstream_engine::session::tracker::ReceiveTracker;
-use chunkstream_engine::wire::{Frame, ManifestEntry, ShardHeader};
+use chunkstream_engine::wire::{Frame, ManifestEntry};
 use chunkstream_netsim::link::{LinkConfig, LossModel, Verdict};
 use chunkstream_netsim::path::{Direction, SimPath, VirtualClock};
 
@@ -383,25 +383,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
         }
         while let Some((i, shard)) = core.poll_transmit(now, |_| true) {
             let block = &data[&(shard.file, shard.block)];
-            let g = block.geometry;
-            let mut d = BytesMut::with_capacity(SHARD_BYTES + 16);
-            d.put_slice(
-                &ShardHeader {
-                    file: shard.file,
-                    block: shard.block,
-                    index: shard.index,
-                    attempt: shard.attempt,
-                }
-                .encode(),
-            );
-            let idx = usize::from(shard.index);
-            if idx < g.k {
-                d.put_slice(&g.source_shard(&block.data, idx));
-            } else {
-                let j = idx - g.k;
-                d.put_slice(&block.recovery[j * SHARD_BYTES..(j + 1) * SHARD_BYTES]);
-            }
-            let d = d.freeze();
+            let d = shard
+                .datagram(&block.geometry, &block.data, &block.recovery)
+                .freeze();
             let spec = &scenario.paths[i];
             let sp = &mut spaths[i];
             let sample =
