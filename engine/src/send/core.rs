@@ -596,40 +596,46 @@ impl SenderCore {
 
     /// The live, reporting path with the fullest pacing budget (round robin
     /// when quinn paces).
+    /// Whether path `i` may take the next shard: up, with room in the
+    /// transport, and reporting (unless no live path reports).
+    fn candidate(
+        &self,
+        i: usize,
+        now: Instant,
+        any_reporting: bool,
+        room: &impl Fn(usize) -> bool,
+    ) -> bool {
+        self.manager.state(i) == PathState::Up
+            && room(i)
+            && !(any_reporting && self.stalled(i, now))
+    }
+
     fn pick_path(&mut self, now: Instant, room: impl Fn(usize) -> bool) -> Option<usize> {
+        // Called once per shard: no allocation here.
         let n = self.paths.len();
-        let live: Vec<usize> = (0..n)
-            .filter(|&i| self.manager.state(i) == PathState::Up && room(i))
-            .collect();
-        let reporting: Vec<usize> = live
-            .iter()
-            .copied()
-            .filter(|&i| !self.stalled(i, now))
-            .collect();
         // Every live path stalled: keep sending on all (one of them may only
         // have a slow return path).
-        let candidates = if reporting.is_empty() {
-            live
-        } else {
-            reporting
-        };
+        let any_reporting =
+            (0..n).any(|i| self.candidate(i, now, false, &room) && !self.stalled(i, now));
         if !self.cfg.paced {
-            let i = *candidates
-                .iter()
-                .find(|&&i| i >= self.next_path)
-                .or(candidates.first())?;
+            let i = (self.next_path..n)
+                .chain(0..self.next_path.min(n))
+                .find(|&i| self.candidate(i, now, any_reporting, &room))?;
             self.next_path = i + 1;
             return Some(i);
         }
-        candidates
-            .into_iter()
-            .map(|i| {
-                let rate = self.paths[i].rate.rate();
-                (i, self.paths[i].pacer.allowance(now, rate))
-            })
-            .filter(|&(_, a)| a > 0)
-            .max_by_key(|&(_, a)| a)
-            .map(|(i, _)| i)
+        let mut best: Option<(usize, usize)> = None;
+        for i in 0..n {
+            if !self.candidate(i, now, any_reporting, &room) {
+                continue;
+            }
+            let rate = self.paths[i].rate.rate();
+            let allowance = self.paths[i].pacer.allowance(now, rate);
+            if allowance > 0 && best.is_none_or(|(_, a)| allowance > a) {
+                best = Some((i, allowance));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     /// `shard` left on `path` at `now`.
