@@ -885,6 +885,41 @@ mod tests {
     }
 
     #[test]
+    fn a_new_control_path_gets_setup_unacked_digests_and_file_hashes_again() {
+        let t0 = Instant::now();
+        let mut c = core(2, t0);
+        for b in 0..4 {
+            admit(&mut c, b, t0);
+        }
+        // Everything so far went out on the old control path.
+        let sent: Vec<Frame> = std::iter::from_fn(|| c.poll_control()).collect();
+        assert!(matches!(sent[0], Frame::FecSetup { .. }));
+        assert_eq!(sent.len(), 1 + 4 + 1, "setup, 4 digests, the file hash");
+        c.handle_frame(0, Frame::BlockAck { file: 0, block: 1 }, t0)
+            .unwrap();
+        c.control_path_lost();
+        let again: Vec<Frame> = std::iter::from_fn(|| c.poll_control()).collect();
+        let digests: Vec<u64> = again
+            .iter()
+            .filter_map(|f| match f {
+                Frame::BlockDigest { block, .. } => Some(*block),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(again[0], Frame::FecSetup { .. }));
+        assert_eq!(digests, [0, 2, 3], "the acknowledged block is not repeated");
+        assert!(matches!(
+            again.last(),
+            Some(Frame::FileHash { file: 0, .. })
+        ));
+        // A file already done is not announced again.
+        c.handle_frame(0, Frame::FileDone { file: 0 }, t0).unwrap();
+        c.control_path_lost();
+        let third: Vec<Frame> = std::iter::from_fn(|| c.poll_control()).collect();
+        assert!(!third.iter().any(|f| matches!(f, Frame::FileHash { .. })));
+    }
+
+    #[test]
     fn a_path_whose_reports_stopped_takes_no_shards() {
         let t0 = Instant::now();
         let mut c = core(2, t0);

@@ -52,7 +52,7 @@ pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
 const DIAL_LIMIT: Duration = Duration::from_secs(5);
 
 type Frames = mpsc::Receiver<Result<Option<Frame>, SessionError>>;
-type Merged = (usize, u64, Result<Option<Frame>, SessionError>);
+type Merged = crate::session::control::TaggedFrame;
 
 /// What the driver reports as it goes.
 #[derive(Debug)]
@@ -120,18 +120,9 @@ impl Links {
     /// Starts forwarding path `i`'s control frames, tagged with a new
     /// generation so a closed connection's frames are not taken for its
     /// successor's.
-    fn attach(&mut self, i: usize, link: Link, mut frames: Frames) {
+    fn attach(&mut self, i: usize, link: Link, frames: Frames) {
         self.generation[i] += 1;
-        let (tx, generation) = (self.merged.clone(), self.generation[i]);
-        tokio::spawn(async move {
-            while let Some(item) = frames.recv().await {
-                let last = !matches!(item, Ok(Some(_)));
-                if tx.send((i, generation, item)).await.is_err() || last {
-                    return;
-                }
-            }
-            let _ = tx.send((i, generation, Ok(None))).await;
-        });
+        crate::session::control::forward_tagged(i, self.generation[i], frames, self.merged.clone());
         self.live[i] = Some(link);
     }
 

@@ -64,6 +64,30 @@ pub fn spawn_reader(mut recv: RecvStream) -> mpsc::Receiver<Result<Option<Frame>
     rx
 }
 
+/// A control frame (or the end of its stream) tagged with the path it came
+/// on and the generation of that path's connection, so that frames of a
+/// closed connection are not taken for its successor's.
+pub type TaggedFrame = (usize, u64, Result<Option<Frame>, SessionError>);
+
+/// Forwards every item of one path's frame reader into `merged`, tagged;
+/// the last item is an error or `Ok(None)` (the stream ended).
+pub fn forward_tagged(
+    path: usize,
+    generation: u64,
+    mut frames: mpsc::Receiver<Result<Option<Frame>, SessionError>>,
+    merged: mpsc::Sender<TaggedFrame>,
+) {
+    tokio::spawn(async move {
+        while let Some(item) = frames.recv().await {
+            let last = !matches!(item, Ok(Some(_)));
+            if merged.send((path, generation, item)).await.is_err() || last {
+                return;
+            }
+        }
+        let _ = merged.send((path, generation, Ok(None))).await;
+    });
+}
+
 /// Writes frames to the control stream.
 #[derive(Debug)]
 pub struct ControlWriter(pub SendStream);

@@ -274,6 +274,32 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_sent_again_is_a_no_op_and_a_setup_sent_again_is_recognised() {
+        let manifest = Manifest::new(
+            1024,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size: 1 << 20,
+            }],
+        )
+        .unwrap();
+        let mut fec = FecReceive::new(&manifest, 512, 1).unwrap();
+        // The limit is 2 × 1 + 64 outstanding digests: copies do not count.
+        for _ in 0..200 {
+            fec.on_digest(&manifest, 0, 7, [7; 32]).unwrap();
+        }
+        fec.finished(0, 7);
+        for _ in 0..200 {
+            assert!(fec.on_digest(&manifest, 0, 7, [7; 32]).unwrap().is_none());
+        }
+        for b in 0..66 {
+            fec.on_digest(&manifest, 0, b + 100, [1; 32]).unwrap();
+        }
+        assert!(fec.same_setup(512, 1));
+        assert!(!fec.same_setup(512, 2));
+    }
+
+    #[test]
     fn unknown_blocks_and_too_many_digests_are_refused() {
         let manifest = Manifest::new(
             1024,

@@ -183,23 +183,8 @@ pub(crate) async fn run_multipath(
         generation: vec![0u64; n],
     };
     let mut last_rtt = vec![Duration::ZERO; n];
-    let (frames_tx, mut frames_rx) =
-        mpsc::channel::<(usize, u64, Result<Option<Frame>, SessionError>)>(256);
-    let forward =
-        |i: usize,
-         gen_: u64,
-         mut frames: Frames,
-         tx: mpsc::Sender<(usize, u64, Result<Option<Frame>, SessionError>)>| {
-            tokio::spawn(async move {
-                while let Some(item) = frames.recv().await {
-                    let last = !matches!(item, Ok(Some(_)));
-                    if tx.send((i, gen_, item)).await.is_err() || last {
-                        return;
-                    }
-                }
-                let _ = tx.send((i, gen_, Ok(None))).await;
-            });
-        };
+    let (frames_tx, mut frames_rx) = mpsc::channel::<control::TaggedFrame>(256);
+    let forward = control::forward_tagged;
     let change = |path: usize, state: PathState| {
         MpProgress::Path(PathChange {
             path,
