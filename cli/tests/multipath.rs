@@ -68,6 +68,25 @@ fn send_args(rx: &Receiver, file: &Path, relays: &[SocketAddr]) -> Vec<String> {
     args
 }
 
+/// A source file of `size` bytes and a receiver (`--once`) in a fresh
+/// folder.
+fn bed(
+    name: &str,
+    size: u64,
+    seed: u64,
+) -> (tempfile::TempDir, std::path::PathBuf, Receiver, SocketAddr) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join(name);
+    write_file(&src, size, seed);
+    let rx = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let to = rx.addr.parse().unwrap();
+    (tmp, src, rx, to)
+}
+
 fn events(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
@@ -86,15 +105,7 @@ async fn three_unequal_paths_share_the_file_by_their_rates_on_the_reliable_plane
 }
 
 async fn stripe(plane: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("striped.bin");
-    write_file(&src, 40 << 20, 31);
-    let rx = Receiver::start(
-        &tmp.path().join("out"),
-        &tmp.path().join("state"),
-        &["--once"],
-    );
-    let to: SocketAddr = rx.addr.parse().unwrap();
+    let (tmp, src, rx, to) = bed("striped.bin", 40 << 20, 31);
     let rates = [20, 40, 60];
     let mut relays = Vec::new();
     for (i, r) in rates.iter().enumerate() {
@@ -165,15 +176,7 @@ async fn a_path_that_dies_and_comes_back_rejoins_on_the_reliable_plane() {
 }
 
 async fn failover(plane: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("failover.bin");
-    write_file(&src, 48 << 20, 32);
-    let rx = Receiver::start(
-        &tmp.path().join("out"),
-        &tmp.path().join("state"),
-        &["--once"],
-    );
-    let to: SocketAddr = rx.addr.parse().unwrap();
+    let (tmp, src, rx, to) = bed("failover.bin", 48 << 20, 32);
     let mut relays = Vec::new();
     for (i, r) in [8u64, 16, 24].iter().enumerate() {
         relays.push(Some(
@@ -269,15 +272,7 @@ async fn send_over(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fec_plane_keeps_going_over_three_lossy_paths() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("lossy.bin");
-    write_file(&src, 32 << 20, 33);
-    let rx = Receiver::start(
-        &tmp.path().join("out"),
-        &tmp.path().join("state"),
-        &["--once"],
-    );
-    let to: SocketAddr = rx.addr.parse().unwrap();
+    let (tmp, src, rx, to) = bed("lossy.bin", 32 << 20, 33);
     let paths = [(20u64, 0.01), (40, 0.02), (60, 0.05)];
     let mut relays = Vec::new();
     for (i, (rate, loss)) in paths.iter().enumerate() {
@@ -394,15 +389,7 @@ async fn max_rate_caps_the_sum_of_the_paths_and_a_path_cap_its_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_whose_remote_never_answers_is_named_and_the_others_carry_the_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("partial.bin");
-    write_file(&src, 8 << 20, 35);
-    let rx = Receiver::start(
-        &tmp.path().join("out"),
-        &tmp.path().join("state"),
-        &["--once"],
-    );
-    let to: SocketAddr = rx.addr.parse().unwrap();
+    let (tmp, src, rx, to) = bed("partial.bin", 8 << 20, 35);
     let good = relay("127.0.0.1:0".parse().unwrap(), to, 40, 60).await;
     // A UDP socket that takes datagrams and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -427,15 +414,7 @@ async fn a_path_whose_remote_never_answers_is_named_and_the_others_carry_the_fil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extra_path_on_a_missing_interface_is_reported_and_the_transfer_goes_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("iface.bin");
-    write_file(&src, 4 << 20, 36);
-    let rx = Receiver::start(
-        &tmp.path().join("out"),
-        &tmp.path().join("state"),
-        &["--once"],
-    );
-    let to: SocketAddr = rx.addr.parse().unwrap();
+    let (tmp, src, rx, to) = bed("iface.bin", 4 << 20, 36);
     let good = relay("127.0.0.1:0".parse().unwrap(), to, 40, 61).await;
     let mut args = send_args(&rx, &src, &[good.local_addr()]);
     args.extend(["--path".into(), format!("nosuch0={}", good.local_addr())]);
