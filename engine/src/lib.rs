@@ -28,8 +28,8 @@
 //! `k` shards on Rayon, and reports per path what arrived and, for the
 //! session, which blocks still need how many shards; [`fec::accounts`]
 //! answers with fresh recovery shards (judging each report by when it was
-//! written, [`fec::report_clock`]). The reliable plane still has its own
-//! drivers in [`session`] (one path, several paths).
+//! written, [`fec::report_clock`]). The reliable plane has one driver too,
+//! [`session::multipath_sender`], for one path or several.
 //!
 //! ## Module map
 //!

@@ -5,9 +5,8 @@
 //! of paths: block accounts, per-path rate control and pacing, the rate
 //! caps, priorities' repairs, liveness, progress. The driver owns quinn,
 //! the dialer and the reader and does what the core says. The reliable
-//! plane still has its own drivers in [`crate::session`] (one path,
-//! several paths); moving it into this core as a second plane is the next
-//! step.
+//! plane has one driver of its own ([`crate::session::multipath_sender`]);
+//! making it a plane of this core (blocks as streams) is the next step.
 
 pub mod core;
 pub(crate) mod driver;

@@ -1,5 +1,10 @@
-//! The sender's multi-path driver (reliable plane): one QUIC connection per
-//! path, blocks spread by the path manager, failover and re-dial.
+//! The reliable plane's driver, over one path or several: one QUIC
+//! connection per path, blocks spread by the path manager, failover and
+//! re-dial. With one path there is nothing to fail over to: any failure of
+//! that path ends the send with its reason, and quinn's idle timeout judges
+//! a silent receiver. With priority classes a block is taken from the
+//! scheduler only when the paths are about to need one, so that its order,
+//! not the order blocks were read in, is what leaves.
 //!
 //! The first path is dialled and negotiated as in a single-path session
 //! (HELLO, MANIFEST, READY). Every other path dials with the same session id
@@ -135,6 +140,15 @@ pub(crate) async fn join(
         })?
 }
 
+/// What the reliable plane did.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Per path: bytes, wire bytes, RTT, final state.
+    pub paths: Vec<PathReport>,
+    /// From handing each block to QUIC to its BLOCK_ACK.
+    pub block_latency: Option<crate::metrics::LatencySummary>,
+}
+
 /// Everything the driver needs from the session that set up path 0.
 pub(crate) struct Primary<'a> {
     pub conn: Connection,
@@ -158,7 +172,7 @@ pub(crate) async fn run_multipath(
     hashes: &mut super::file_hashes::FileHashes,
     started: Instant,
     mut on_progress: impl FnMut(MpProgress),
-) -> Result<Vec<PathReport>, SessionError> {
+) -> Result<Outcome, SessionError> {
     let file_count = manifest.files().len();
     let n = specs.len();
     // `--max-rate` paces the whole transfer, `@RATE` each path: a block
@@ -170,7 +184,16 @@ pub(crate) async fn run_multipath(
         .collect();
     let mut next_dispatch: Option<Instant> = None;
     let now = Instant::now();
-    let dead_after = (tuning.keep_alive * 3).max(Duration::from_millis(1500));
+    // With one path there is nothing to fail over to: quinn's idle timeout
+    // decides when the receiver is gone, and any failure ends the send.
+    let one_path = n == 1;
+    let dead_after = if one_path {
+        tuning.idle_timeout * 2
+    } else {
+        (tuning.keep_alive * 3).max(Duration::from_millis(1500))
+    };
+    let mut latency = crate::metrics::BlockLatency::default();
+    let prioritised = pipeline.prioritised();
     let mut manager = PathManager::new(n, dead_after, now);
     for (i, p) in specs.iter().enumerate() {
         manager.set_cap(i, p.cap.map(|c| c as f64));
@@ -243,8 +266,8 @@ pub(crate) async fn run_multipath(
             };
             let bytes = u64::from(block.header.len);
             let Some(i) = manager.pick(bytes) else { break };
-            let room = manager
-                .rate(i)
+            let rate = manager.rate(i);
+            let room = rate
                 .map_or(4 * block_size, |r| {
                     (r * last_rtt[i].as_secs_f64() * 2.5) as u64
                 })
@@ -309,7 +332,12 @@ pub(crate) async fn run_multipath(
             }
             unsent_hashes.remove(0);
         }
-        let admit = !reader_done && pending.len() < pipeline.buffers;
+        // With priority classes the scheduler's order is the share: take a
+        // block from it only when the paths are about to need one, not as
+        // soon as it is read (taken eagerly, blocks left in the order they
+        // were read: 31/30/39 instead of 50/30/20).
+        let admit =
+            !reader_done && pending.len() < pipeline.buffers && (!prioritised || queue.is_empty());
         tokio::select! {
             block = pipeline.next(), if admit => {
                 let block = block?;
@@ -324,6 +352,9 @@ pub(crate) async fn run_multipath(
             Some(joined) = writers.join_next(), if !writers.is_empty() => {
                 let (i, id, result) = joined.map_err(|e| SessionError::ConnectionLost(format!("block writer failed: {e}")))?;
                 if let Err(e) = result {
+                    if one_path {
+                        return Err(e);
+                    }
                     // The path broke under this block: the manager re-queues
                     // everything it carried.
                     tracing::debug!(path = i, error = %e, "block write failed");
@@ -362,6 +393,7 @@ pub(crate) async fn run_multipath(
                             return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
                         }
                         if let Some((_, sent_at)) = pending.remove(&(file, block)) {
+                            latency.record(sent_at.elapsed());
                             manager.on_acked((file, block), sent_at, Instant::now());
                             let rtt = conns.live[i].as_ref().map_or(Duration::ZERO, |p| p.conn.rtt());
                             on_progress(MpProgress::Acked { bytes: u64::from(manifest.block_span(file as usize, block).1), rtt, file: file as usize });
@@ -380,6 +412,14 @@ pub(crate) async fn run_multipath(
                     }
                     Ok(Some(Frame::Error { code, message })) => return Err(super::sender::peer_error(code, message)),
                     Ok(Some(other)) => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
+                    Ok(None) | Err(_) if one_path => {
+                        let reason = conns.live[i].as_ref().and_then(|p| p.conn.close_reason());
+                        return Err(match (item, reason) {
+                            (_, Some(r)) => SessionError::from_connection(r),
+                            (Err(e), None) => e,
+                            _ => SessionError::Protocol("the receiver closed the control stream".into()),
+                        });
+                    }
                     Ok(None) | Err(_) => {
                         if manager.state(i) == PathState::Up {
                             conns.retire(i, manager.on_failed(i, Instant::now()), &mut queue, b"path failed");
@@ -400,7 +440,7 @@ pub(crate) async fn run_multipath(
                         manager.on_stats(i, now, p.conn.rtt(), stats.path.cwnd, stats.udp_rx.bytes);
                     }
                 }
-                on_progress(MpProgress::Rates(
+                if !one_path { on_progress(MpProgress::Rates(
                     (0..n)
                         .map(|i| PathRate {
                             name: specs[i].name(),
@@ -408,7 +448,7 @@ pub(crate) async fn run_multipath(
                             state: manager.state(i),
                         })
                         .collect(),
-                ));
+                )); }
                 for event in manager.check(now) {
                     match event {
                         PathEvent::Died { path, requeue } => {
@@ -467,5 +507,8 @@ pub(crate) async fn run_multipath(
     for endpoint in endpoints.iter().flatten().skip(1) {
         let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     }
-    Ok(reports)
+    Ok(Outcome {
+        paths: reports,
+        block_latency: latency.summary(),
+    })
 }

@@ -1,10 +1,13 @@
-//! The sending side of a session, over one path.
+//! The sending side of a session: dialling, the handshake, and the choice of
+//! plane.
 //!
-//! [`send_files`] dials the receiver, proves itself (pinned fingerprint,
-//! token), announces the manifest, then runs the pipeline: the reader and
-//! Rayon hashing stage ([`crate::work::start_pipeline`]) produce blocks, each
-//! block goes out on its own unidirectional stream, and the whole-file hash
-//! follows on the control stream once every block of a file has been hashed.
+//! [`send_files`] dials the receiver on the first path, proves itself
+//! (pinned fingerprint, token), announces the manifest, then hands the
+//! session to its plane's driver: the FEC plane's ([`crate::send`], every
+//! path) or the reliable plane's ([`super::multipath_sender`], one path or
+//! several), each fed by the reader and Rayon hashing stage
+//! ([`crate::work::start_pipeline`]). The whole-file hash follows on the
+//! control stream once every block of a file has been hashed.
 //! Progress counts bytes the receiver acknowledged (BLOCK_ACK), not bytes
 //! handed to the socket. The session succeeds when the receiver reported
 //! FILE_DONE for every file.
@@ -13,14 +16,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
-use tokio::task::JoinSet;
 
 use super::admission::Admission;
 use super::classes::BlockSource;
 use super::control::{self, ControlWriter, write_error};
 use super::error::SessionError;
 use super::file_hashes::FileHashes;
-use super::pacer::Pacer;
 use crate::manifest::{Manifest, SourceFile};
 use crate::multipath::priority::Class;
 use crate::multipath::spec::{PathList, PathSpec};
@@ -467,7 +468,6 @@ async fn run(
         return Ok(report);
     }
 
-    let file_count = manifest.files().len();
     let mut fh = FileHashes::new(&manifest);
     // Empty files have no blocks: their hash is known now.
     for (f, hash) in fh.hashes.iter().enumerate() {
@@ -480,7 +480,7 @@ async fn run(
                 .await?;
         }
     }
-    if paths.paths().len() > 1 {
+    {
         let reports = super::multipath_sender::run_multipath(
             super::multipath_sender::Primary {
                 conn: conn.clone(),
@@ -517,93 +517,12 @@ async fn run(
         )
         .await?;
         let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
-        report.paths = reports;
-        return Ok(report);
-    }
-
-    // One path: its own cap (`@RATE`) and the total cap are the same limit.
-    let cap = [cfg.max_rate, paths.paths()[0].cap]
-        .into_iter()
-        .flatten()
-        .min();
-    let mut pacer = cap.map(Pacer::new);
-    let mut writers: JoinSet<Result<(), SessionError>> = JoinSet::new();
-    let mut reader_done = fh.all_read();
-    let mut latency = crate::metrics::BlockLatency::default();
-    let mut sent_at: std::collections::HashMap<(u32, u64), Instant> =
-        std::collections::HashMap::new();
-    let mut sent_blocks = 0u64;
-    let mut files_done = 0usize;
-    let mut done = vec![false; file_count];
-
-    // With priority classes, blocks are handed to quinn only a little ahead
-    // of the wire (two bandwidth-delay products, at least four blocks), so
-    // that the scheduler's order, not a deep queue, decides what is sent.
-    let prioritised = pipeline.prioritised();
-    let block_bytes = manifest.block_size() as f64;
-    while files_done < file_count {
-        let room = !prioritised || {
-            let secs = started.elapsed().as_secs_f64().max(0.05);
-            let bdp = acks.bytes as f64 / secs * conn.rtt().as_secs_f64();
-            (sent_at.len() as f64) < (2.0 * bdp / block_bytes).max(4.0)
-        };
-        tokio::select! {
-            block = pipeline.next(), if !reader_done && room => {
-                let block: PreparedBlock = block?;
-                if let Some((file, hash)) = fh.record(&block.header, &manifest) {
-                    control.send(&Frame::FileHash { file, hash: *hash.as_bytes() }).await?;
-                }
-                reader_done = fh.all_read();
-                if let Some(p) = pacer.as_mut() {
-                    let at = p.reserve(Instant::now(), u64::from(block.header.len));
-                    tokio::time::sleep_until(at.into()).await;
-                }
-                let conn = conn.clone();
-                // quinn round-robins streams of equal priority; strictly
-                // decreasing priorities send blocks one after another, so the
-                // receiver completes (and frees) each block early instead of
-                // holding dozens half-assembled.
-                let priority = i32::MAX - (sent_blocks.min(i32::MAX as u64) as i32);
-                sent_blocks += 1;
-                sent_at.insert((block.header.file, block.header.block), Instant::now());
-                writers.spawn(async move { send_block(&conn, block, priority).await });
-            }
-            Some(joined) = writers.join_next(), if !writers.is_empty() => {
-                match joined {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(SessionError::ConnectionLost(format!("block writer failed: {e}"))),
-                }
-            }
-            frame = next_frame(&mut frames, conn) => {
-                match frame? {
-                    Frame::BlockAck { file, block } => {
-                        if (file as usize) >= file_count || block >= manifest.block_count(file as usize) {
-                            return Err(SessionError::Protocol(format!("BLOCK_ACK for unknown block {block} of file {file}")));
-                        }
-                        let bytes = u64::from(manifest.block_span(file as usize, block).1);
-                        if let Some(at) = sent_at.remove(&(file, block)) {
-                            latency.record(at.elapsed());
-                        }
-                        on_event(&acks.record(file as usize, bytes, conn.rtt()));
-                    }
-                    Frame::FileDone { file } => {
-                        let f = file as usize;
-                        if f >= file_count || fh.hashes[f].is_none() || std::mem::replace(&mut done[f], true) {
-                            return Err(SessionError::Protocol(format!("unexpected FILE_DONE for file {file}")));
-                        }
-                        files_done += 1;
-                        on_event(&SendEvent::FileDone { name: manifest.files()[f].name.clone() });
-                    }
-                    Frame::Error { code, message } => return Err(peer_error(code, message)),
-                    other => return Err(SessionError::Protocol(format!("unexpected {:?} from the receiver", other.frame_type()))),
-                }
-            }
+        report.block_latency = reports.block_latency;
+        if paths.paths().len() > 1 {
+            report.paths = reports.paths;
         }
+        Ok(report)
     }
-    let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
-    report.block_latency = latency.summary();
-    Ok(report)
 }
 
 /// Acknowledged bytes, in all and per priority class, as progress events.

@@ -9,7 +9,7 @@
 //! Inside a session, every block stream is read by its own task, checked
 //! against the manifest, then verified (BLAKE3 against the header's digest)
 //! and written at its offset into `NAME.part` by a Rayon job. The
-//! [`ReceiveTracker`] says when a file has all its blocks and its announced
+//! [`ReceiveTracker`](super::tracker::ReceiveTracker) says when a file has all its blocks and its announced
 //! hash; the file is then verified as a whole, synced, renamed to `NAME`,
 //! and FILE_DONE is sent. A failure (disk full, hash mismatch, peer gone)
 //! keeps the `.part` files and never renames.
