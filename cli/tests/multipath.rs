@@ -114,19 +114,7 @@ async fn stripe(plane: &str) {
     let addrs: Vec<SocketAddr> = relays.iter().map(Relay::local_addr).collect();
     let mut args = send_args(&rx, &src, &addrs);
     args.extend(["--plane".into(), plane.into()]);
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done = events(&stdout)
-        .into_iter()
-        .find(|e| e["event"] == "done")
-        .unwrap();
+    let (stdout, done) = run_send(args).await;
     let paths = done["paths"].as_array().unwrap();
     assert_eq!(paths.len(), 3, "{done}");
     assert_eq!(done["plane"], plane, "{done}");
@@ -255,19 +243,26 @@ async fn send_over(
 ) -> serde_json::Value {
     let mut args = send_args(rx, src, relays);
     args.extend(extra.iter().map(|s| s.to_string()));
+    run_send(args).await.1
+}
+
+/// Runs `chunkstream-engine ARGS`, which must succeed: its stdout and its
+/// `done` line.
+async fn run_send(args: Vec<String>) -> (String, serde_json::Value) {
     let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    events(&stdout)
+    let done = events(&stdout)
         .into_iter()
         .find(|e| e["event"] == "done")
-        .expect("a done line")
+        .expect("a done line");
+    (stdout, done)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,20 +345,7 @@ async fn max_rate_caps_the_sum_of_the_paths_and_a_path_cap_its_path() {
         for a in &addrs {
             args.extend(["--path".into(), format!("127.0.0.1={a}")]);
         }
-        let result =
-            tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
-                .await
-                .unwrap();
-        let stdout = String::from_utf8_lossy(&result.stdout);
-        assert!(
-            result.status.success(),
-            "{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
-        let done = events(&stdout)
-            .into_iter()
-            .find(|e| e["event"] == "done")
-            .unwrap();
+        let (_, done) = run_send(args).await;
         let goodput = done["goodput_bps"].as_f64().unwrap();
         assert!(
             goodput <= 63e6,
@@ -418,15 +400,7 @@ async fn an_extra_path_on_a_missing_interface_is_reported_and_the_transfer_goes_
     let good = relay("127.0.0.1:0".parse().unwrap(), to, 40, 61).await;
     let mut args = send_args(&rx, &src, &[good.local_addr()]);
     args.extend(["--path".into(), format!("nosuch0={}", good.local_addr())]);
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, _) = run_send(args).await;
     let down = events(&stdout)
         .into_iter()
         .find(|e| e["event"] == "path" && e["path"] == 1 && e["state"] == "down")
