@@ -20,16 +20,17 @@
 //!            compare, (fsync), rename NAME.part → NAME, FILE_DONE to the sender
 //! ```
 //!
-//! On the FEC plane (the default) the sender is [`send`]: a sans-IO core
-//! ([`send::core::SenderCore`]) and one driver around it. Shards go out as
+//! The sender is [`send`]: a sans-IO core ([`send::core::SenderCore`]) and
+//! one driver around it, for both planes. On the FEC plane (the default)
+//! shards go out as
 //! QUIC datagrams over every path, each path paced by its own [`fec::rate`]
 //! controller; the receiver files them in a [`fec::collector`] whichever
 //! path they came on ([`session::fec_receive`]), decodes a block from any
 //! `k` shards on Rayon, and reports per path what arrived and, for the
 //! session, which blocks still need how many shards; [`fec::accounts`]
 //! answers with fresh recovery shards (judging each report by when it was
-//! written, [`fec::report_clock`]). The reliable plane has one driver too,
-//! [`session::multipath_sender`], for one path or several.
+//! written, [`fec::report_clock`]). On the reliable plane each block is a
+//! stream of its own, on the path the path manager picks.
 //!
 //! ## Module map
 //!
@@ -45,10 +46,10 @@
 //! | [`work`] | the Rayon stage between reader and network |
 //! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, report clock, rate controller, quinn window adapter |
 //! | [`multipath`] * | path manager (ECF, liveness, re-dial), the DRR priority scheduler, the `--path` list |
-//! | [`send`] | the FEC plane's sender: `core` * (every decision, any number of paths) and its driver |
+//! | [`send`] | the sender: `core` * (every decision, either plane, any number of paths), `streams` * (the reliable plane's dispatch) and the driver |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
-//! | [`session`] | reliable-plane sender drivers, the receiver; `tracker` *, `fec_receive` * and `pacer` * are sans-IO |
+//! | [`session`] | the handshake and choice of plane, the receiver; `tracker` *, `fec_receive` * and `pacer` * are sans-IO |
 //!
 //! ## Glossary
 //!

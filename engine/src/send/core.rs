@@ -54,6 +54,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use super::streams::BlockSend;
+use super::streams::StreamPlane;
 use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
 use crate::fec::rate::{RateConfig, RateController};
@@ -88,6 +90,18 @@ pub struct CoreConfig {
     max_rate: Option<f64>,
     path_caps: Vec<Option<f64>>,
     dead_after: Duration,
+    plane: Plane,
+    block_size: u64,
+    prioritised: bool,
+}
+
+/// How blocks travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// Erasure-coded shards as QUIC datagrams (the FEC plane).
+    Shards,
+    /// Whole blocks as QUIC streams (the reliable plane, [`super::streams`]).
+    Streams,
 }
 
 impl Default for CoreConfig {
@@ -100,6 +114,9 @@ impl Default for CoreConfig {
             max_rate: None,
             path_caps: vec![None],
             dead_after: Duration::from_millis(1500),
+            plane: Plane::Shards,
+            block_size: 1 << 20,
+            prioritised: false,
         }
     }
 }
@@ -142,6 +159,57 @@ impl CoreConfig {
         self.dead_after = d;
         self
     }
+    /// Shards (FEC) or streams (reliable).
+    pub fn plane(&mut self, plane: Plane) -> &mut Self {
+        self.plane = plane;
+        self
+    }
+    /// The session's block size (the reliable plane sizes each path's
+    /// room in blocks).
+    pub fn block_size(&mut self, bytes: u64) -> &mut Self {
+        self.block_size = bytes.max(1);
+        self
+    }
+    /// Whether files are in more than one priority class. On the reliable
+    /// plane a block is then admitted only when no other waits for a
+    /// stream, so that the scheduler's order, not the reader's, is what
+    /// leaves (admitted eagerly, blocks left in reading order: 31/30/39
+    /// instead of 50/30/20).
+    pub fn prioritised(&mut self, yes: bool) -> &mut Self {
+        self.prioritised = yes;
+        self
+    }
+}
+
+/// What to send next, on which path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transmit {
+    /// One shard as a datagram: send it, then [`SenderCore::on_sent`] (or
+    /// [`SenderCore::unsent`]).
+    Shard {
+        /// Path index.
+        path: usize,
+        /// Which shard.
+        shard: ShardRef,
+    },
+    /// One whole block on a new stream: open it, then report how it ended
+    /// with [`SenderCore::stream_finished`].
+    Block(BlockSend),
+}
+
+/// Path statistics from the transport.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathStats {
+    /// Smoothed RTT.
+    pub srtt: Duration,
+    /// Congestion window (bytes).
+    pub cwnd: u64,
+    /// UDP bytes received on the path's connection so far.
+    pub rx_bytes: u64,
+    /// Packets sent on it so far.
+    pub sent_packets: u64,
+    /// Packets declared lost so far.
+    pub lost_packets: u64,
 }
 
 /// What the core reports to its driver.
@@ -262,6 +330,8 @@ pub struct SenderCore {
     last_tick: Instant,
     last_liveness: Instant,
     next_path: usize,
+    /// The reliable plane's queue (`None` on the FEC plane).
+    streams: Option<StreamPlane>,
     /// Blocks the receiver asked for again.
     pub retried_blocks: u64,
     /// Shards handed out.
@@ -286,10 +356,14 @@ impl SenderCore {
             .collect();
         let hashes = FileHashes::new(&manifest);
         let mut control = VecDeque::new();
-        control.push_back(Frame::FecSetup {
-            shard_bytes: cfg.shard_bytes as u16,
-            max_blocks: cfg.max_blocks as u16,
-        });
+        let streams = (cfg.plane == Plane::Streams)
+            .then(|| StreamPlane::new(cfg.block_size, cfg.max_rate, &cfg.path_caps));
+        if streams.is_none() {
+            control.push_back(Frame::FecSetup {
+                shard_bytes: cfg.shard_bytes as u16,
+                max_blocks: cfg.max_blocks as u16,
+            });
+        }
         for (f, h) in hashes.hashes.iter().enumerate() {
             if let Some(h) = h {
                 control.push_back(Frame::FileHash {
@@ -297,6 +371,12 @@ impl SenderCore {
                     hash: *h.as_bytes(),
                 });
             }
+        }
+        let mut manager = PathManager::new(n, cfg.dead_after, now);
+        // The reliable plane's schedule counts a capped path no faster than
+        // its cap (else it waits for that path while others idle).
+        for (i, cap) in cfg.path_caps.iter().enumerate() {
+            manager.set_cap(i, *cap);
         }
         Self {
             done: vec![false; manifest.files().len()],
@@ -307,7 +387,7 @@ impl SenderCore {
             fresh: Drr::new(cfg.shard_bytes as u64),
             urgent: VecDeque::new(),
             paths,
-            manager: PathManager::new(n, cfg.dead_after, now),
+            manager,
             total: cfg.max_rate.map(|_| ShardPacer::new(cfg.shard_bytes, now)),
             files_done: 0,
             control,
@@ -315,6 +395,7 @@ impl SenderCore {
             last_tick: now,
             last_liveness: now,
             next_path: 0,
+            streams,
             retried_blocks: 0,
             shards_sent: 0,
             manifest,
@@ -334,9 +415,18 @@ impl SenderCore {
 
     /// Whether to admit another block now.
     pub fn wants_block(&self) -> bool {
-        !self.hashes.all_read()
-            && self.accounts.in_flight() < self.cfg.max_blocks
-            && self.fresh.total() < MAX_QUEUED
+        if self.hashes.all_read() {
+            return false;
+        }
+        match &self.streams {
+            Some(s) => {
+                self.blocks.len() < self.cfg.max_blocks
+                    && (!self.cfg.prioritised || s.queued() == 0)
+            }
+            None => {
+                self.accounts.in_flight() < self.cfg.max_blocks && self.fresh.total() < MAX_QUEUED
+            }
+        }
     }
 
     /// Whether a block's shards may still be asked for (the driver keeps
@@ -345,15 +435,20 @@ impl SenderCore {
         self.blocks.contains_key(&(file, block))
     }
 
-    /// Admits a hashed and encoded block: BLOCK_DIGEST (and FILE_HASH if it
-    /// was its file's last block) are queued, its shards join the queue.
-    pub fn admit_block(&mut self, now: Instant, header: &BlockHeader, geometry: Geometry) {
+    /// Admits a hashed block (on the FEC plane encoded too, with its
+    /// `geometry`). On the FEC plane BLOCK_DIGEST is queued and its shards
+    /// join the shard queue; on the reliable plane the block waits for a
+    /// stream (its header carries the digest). FILE_HASH is queued if it
+    /// was its file's last block.
+    pub fn admit_block(&mut self, now: Instant, header: &BlockHeader, geometry: Option<Geometry>) {
         let (file, block) = (header.file, header.block);
-        self.control.push_back(Frame::BlockDigest {
-            file,
-            block,
-            digest: header.digest,
-        });
+        if self.streams.is_none() {
+            self.control.push_back(Frame::BlockDigest {
+                file,
+                block,
+                digest: header.digest,
+            });
+        }
         if let Some((file, hash)) = self.hashes.record(header, &self.manifest) {
             self.control.push_back(Frame::FileHash {
                 file,
@@ -365,9 +460,15 @@ impl SenderCore {
             .get(file as usize)
             .copied()
             .unwrap_or(Class::Normal);
-        let shard_bytes = self.cfg.shard_bytes as u64;
-        for shard in self.accounts.add(file, block, geometry) {
-            self.fresh.push(class, shard, shard_bytes);
+        match (&mut self.streams, geometry) {
+            (Some(s), _) => s.admit((file, block)),
+            (None, Some(geometry)) => {
+                let shard_bytes = self.cfg.shard_bytes as u64;
+                for shard in self.accounts.add(file, block, geometry) {
+                    self.fresh.push(class, shard, shard_bytes);
+                }
+            }
+            (None, None) => debug_assert!(false, "a FEC block without its geometry"),
         }
         self.blocks.insert(
             (file, block),
@@ -393,8 +494,28 @@ impl SenderCore {
     /// Path `path`'s connection failed.
     pub fn path_failed(&mut self, path: usize, now: Instant) {
         if self.manager.state(path) == PathState::Up {
-            self.manager.on_failed(path, now);
+            let requeue = self.manager.on_failed(path, now);
+            if let Some(s) = &mut self.streams {
+                s.requeue(requeue);
+            }
             self.events.push_back(CoreEvent::PathDied { path });
+        }
+    }
+
+    /// The stream carrying block `block` of `file` on `path` ended: `ok`
+    /// if all of it was handed to the transport. A failed stream fails its
+    /// path (the blocks it carried go to the others); on a path already
+    /// taken for dead, the block is queued again if it has to be.
+    pub fn stream_finished(&mut self, path: usize, file: u32, block: u64, ok: bool, now: Instant) {
+        if ok {
+            return;
+        }
+        if self.manager.state(path) == PathState::Up {
+            self.path_failed(path, now);
+        } else if self.blocks.contains_key(&(file, block))
+            && let Some(s) = &mut self.streams
+        {
+            s.stream_failed((file, block), &self.manager);
         }
     }
 
@@ -403,25 +524,20 @@ impl SenderCore {
         self.manager.on_redial_failed(path, now);
     }
 
-    /// The transport's view of path `path`: smoothed RTT, UDP bytes
-    /// received so far on its connection, packets sent and declared lost.
-    pub fn handle_path_stats(
-        &mut self,
-        path: usize,
-        now: Instant,
-        srtt: Duration,
-        rx_bytes: u64,
-        sent_packets: u64,
-        lost_packets: u64,
-    ) {
+    /// The transport's view of path `path` now.
+    pub fn handle_path_stats(&mut self, path: usize, now: Instant, st: &PathStats) {
         if self.manager.state(path) != PathState::Up {
             return;
         }
-        self.manager.on_stats(path, now, srtt, 0, rx_bytes);
+        self.manager
+            .on_stats(path, now, st.srtt, st.cwnd, st.rx_bytes);
+        if let Some(s) = &mut self.streams {
+            s.on_rtt(path, st.srtt);
+        }
         let p = &mut self.paths[path];
-        p.srtt = srtt;
-        p.rate.on_rtt(now, srtt);
-        p.rate.on_packets(sent_packets, lost_packets);
+        p.srtt = st.srtt;
+        p.rate.on_rtt(now, st.srtt);
+        p.rate.on_packets(st.sent_packets, st.lost_packets);
     }
 
     /// A control frame from the receiver on path `path`.
@@ -440,15 +556,24 @@ impl SenderCore {
                     )));
                 }
                 // Acknowledgements come on every path: take the first.
-                if self.accounts.on_acked(file, block)
-                    && let Some(a) = self.blocks.remove(&(file, block))
-                {
+                let fresh = match &self.streams {
+                    Some(_) => self.blocks.contains_key(&(file, block)),
+                    None => self.accounts.on_acked(file, block),
+                };
+                if fresh && let Some(a) = self.blocks.remove(&(file, block)) {
+                    // The FEC plane measures from admission (shards of a
+                    // block leave over a while), the reliable plane from
+                    // the stream's opening.
+                    let latency = match &mut self.streams {
+                        Some(s) => s.on_acked((file, block), now, &mut self.manager),
+                        None => now.saturating_duration_since(a.at),
+                    };
                     self.events.push_back(CoreEvent::BlockAcked {
                         file,
                         block,
                         bytes: u64::from(self.manifest.block_span(file as usize, block).1),
                         class: a.class,
-                        latency: now.saturating_duration_since(a.at),
+                        latency,
                     });
                 }
             }
@@ -462,6 +587,11 @@ impl SenderCore {
                 if !std::mem::replace(&mut self.done[f], true) {
                     self.files_done += 1;
                     self.events.push_back(CoreEvent::FileDone { file });
+                }
+                if self.is_done()
+                    && let Some(s) = &mut self.streams
+                {
+                    s.settle(now, &mut self.manager);
                 }
             }
             Frame::FecStatus(st) => self.on_status(path, st, now),
@@ -520,7 +650,7 @@ impl SenderCore {
 
     /// Runs the controllers (every [`TICK`]) and liveness (every 100 ms).
     pub fn tick(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.last_tick) >= TICK {
+        if now.saturating_duration_since(self.last_tick) >= TICK && self.streams.is_none() {
             self.last_tick = now;
             let idle = self.urgent.is_empty() && self.fresh.is_empty();
             let (mut weighted, mut rates) = (0.0, 0.0);
@@ -550,7 +680,12 @@ impl SenderCore {
             self.last_liveness = now;
             for event in self.manager.check(now) {
                 self.events.push_back(match event {
-                    PathEvent::Died { path, .. } => CoreEvent::PathDied { path },
+                    PathEvent::Died { path, requeue } => {
+                        if let Some(s) = &mut self.streams {
+                            s.requeue(requeue);
+                        }
+                        CoreEvent::PathDied { path }
+                    }
                     PathEvent::Redial { path } => CoreEvent::Redial { path },
                 });
             }
@@ -562,10 +697,30 @@ impl SenderCore {
         self.paths[path].rate.window()
     }
 
-    /// The next shard to send and the path to send it on, if any may leave
-    /// now on a path for which `room` says the transport can take one. The
-    /// caller sends it and calls [`Self::on_sent`] (or [`Self::unsent`]).
+    /// What to send next and on which path, if anything may leave now on a
+    /// path for which `room` says the transport can take it: a shard (FEC
+    /// plane) or a block for a new stream (reliable plane).
     pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        room: impl Fn(usize) -> bool,
+    ) -> Option<Transmit> {
+        if let Some(s) = &mut self.streams {
+            let (blocks, manifest) = (&self.blocks, &self.manifest);
+            let len = |id: BlockId| {
+                blocks
+                    .contains_key(&id)
+                    .then(|| u64::from(manifest.block_span(id.0 as usize, id.1).1))
+            };
+            return s
+                .poll(now, &mut self.manager, len, room)
+                .map(Transmit::Block);
+        }
+        self.poll_shard(now, room)
+            .map(|(path, shard)| Transmit::Shard { path, shard })
+    }
+
+    fn poll_shard(
         &mut self,
         now: Instant,
         room: impl Fn(usize) -> bool,
@@ -674,18 +829,20 @@ impl SenderCore {
     /// takes an identical copy of what it has as a no-op.
     pub fn control_path_lost(&mut self) {
         let mut again = VecDeque::new();
-        again.push_back(Frame::FecSetup {
-            shard_bytes: self.cfg.shard_bytes as u16,
-            max_blocks: self.cfg.max_blocks as u16,
-        });
-        let mut unacked: Vec<_> = self.blocks.iter().collect();
-        unacked.sort_by_key(|(id, _)| **id);
-        for (&(file, block), a) in unacked {
-            again.push_back(Frame::BlockDigest {
-                file,
-                block,
-                digest: a.digest,
+        if self.streams.is_none() {
+            again.push_back(Frame::FecSetup {
+                shard_bytes: self.cfg.shard_bytes as u16,
+                max_blocks: self.cfg.max_blocks as u16,
             });
+            let mut unacked: Vec<_> = self.blocks.iter().collect();
+            unacked.sort_by_key(|(id, _)| **id);
+            for (&(file, block), a) in unacked {
+                again.push_back(Frame::BlockDigest {
+                    file,
+                    block,
+                    digest: a.digest,
+                });
+            }
         }
         for (f, h) in self.hashes.hashes.iter().enumerate() {
             if let (Some(h), false) = (h, self.done[f]) {
@@ -709,6 +866,10 @@ impl SenderCore {
     /// millisecond while shards wait for their pacing budget, else at the
     /// next tick.
     pub fn poll_timeout(&self, now: Instant) -> Instant {
+        if let Some(s) = &self.streams {
+            let next = self.last_liveness + LIVENESS_EVERY;
+            return s.wake_at().map_or(next, |w| w.min(next));
+        }
         if self.urgent.is_empty() && self.fresh.is_empty() {
             self.last_tick + TICK
         } else {
@@ -719,6 +880,16 @@ impl SenderCore {
     /// Path `path`'s figures.
     pub fn path_figures(&self, path: usize) -> PathFigures {
         let p = &self.paths[path];
+        if self.streams.is_some() {
+            return PathFigures {
+                state: self.manager.state(path),
+                shards_sent: 0,
+                delivered: self.manager.acked_bytes(path),
+                rate: self.manager.rate(path).unwrap_or(0.0),
+                loss: 0.0,
+                srtt: p.srtt,
+            };
+        }
         PathFigures {
             state: self.manager.state(path),
             shards_sent: p.shards_sent,
@@ -794,7 +965,7 @@ mod tests {
             len: 1 << 16,
             digest: [block as u8; 32],
         };
-        c.admit_block(now, &header, Geometry::new(1 << 16, 1024).unwrap());
+        c.admit_block(now, &header, Some(Geometry::new(1 << 16, 1024).unwrap()));
     }
 
     fn status(needed: Vec<(u32, u64, u32)>, micros: u64) -> Frame {
@@ -808,9 +979,9 @@ mod tests {
 
     fn drain(c: &mut SenderCore, now: Instant) -> Vec<(usize, ShardRef)> {
         let mut out = Vec::new();
-        while let Some((p, s)) = c.poll_transmit(now, |_| true) {
-            c.on_sent(p, &s, now);
-            out.push((p, s));
+        while let Some(Transmit::Shard { path, shard }) = c.poll_transmit(now, |_| true) {
+            c.on_sent(path, &shard, now);
+            out.push((path, shard));
         }
         out
     }
@@ -946,5 +1117,186 @@ mod tests {
         assert!(per_path[0] > 0);
         assert_eq!(per_path[1], 0, "a silent path is stalled");
         let _ = now;
+    }
+
+    fn streams_core(
+        paths: usize,
+        max_rate: Option<f64>,
+        prioritised: bool,
+        now: Instant,
+    ) -> SenderCore {
+        let manifest = Manifest::new(
+            1 << 16,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size: 8 << 16,
+            }],
+        )
+        .unwrap();
+        let mut cfg = CoreConfig::default();
+        cfg.plane(Plane::Streams)
+            .block_size(1 << 16)
+            .max_blocks(8)
+            .max_rate(max_rate)
+            .prioritised(prioritised)
+            .path_caps(vec![None; paths]);
+        let mut c = SenderCore::new(manifest, vec![Class::Normal], cfg, now);
+        for i in 0..paths {
+            c.path_up(i, now);
+        }
+        c
+    }
+
+    fn admit_stream(c: &mut SenderCore, block: u64, now: Instant) {
+        let header = BlockHeader {
+            file: 0,
+            block,
+            len: 1 << 16,
+            digest: [block as u8; 32],
+        };
+        c.admit_block(now, &header, None);
+    }
+
+    fn blocks_out(c: &mut SenderCore, now: Instant) -> Vec<BlockSend> {
+        std::iter::from_fn(|| match c.poll_transmit(now, |_| true) {
+            Some(Transmit::Block(b)) => Some(b),
+            Some(other) => panic!("a shard on the reliable plane: {other:?}"),
+            None => None,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn reliable_plane_fills_each_path_to_its_room_and_moves_a_dead_paths_blocks() {
+        let t0 = Instant::now();
+        let mut c = streams_core(2, None, false, t0);
+        for b in 0..8 {
+            admit_stream(&mut c, b, t0);
+        }
+        let out = blocks_out(&mut c, t0);
+        // No rate measured yet: four blocks of room on each path.
+        let on = |p: usize, out: &[BlockSend]| out.iter().filter(|b| b.path == p).count();
+        assert_eq!((on(0, &out), on(1, &out)), (4, 4), "{out:?}");
+        // Older blocks get higher stream priorities.
+        assert!(out.windows(2).all(|w| w[0].priority > w[1].priority));
+        // No FEC_SETUP, no digests (the block header carries them): only
+        // the file's hash once every block is read.
+        let control: Vec<Frame> = std::iter::from_fn(|| c.poll_control()).collect();
+        assert!(
+            matches!(control[..], [Frame::FileHash { file: 0, .. }]),
+            "{control:?}"
+        );
+
+        // Path 0 dies: its blocks come back first, and leave on path 1 as
+        // its own are acknowledged.
+        let t1 = t0 + Duration::from_millis(50);
+        c.path_failed(0, t1);
+        assert_eq!(c.poll_event(), Some(CoreEvent::PathDied { path: 0 }));
+        assert!(blocks_out(&mut c, t1).is_empty(), "path 1 is full");
+        for b in out.iter().filter(|b| b.path == 1) {
+            c.handle_frame(
+                1,
+                Frame::BlockAck {
+                    file: 0,
+                    block: b.block,
+                },
+                t1,
+            )
+            .unwrap();
+        }
+        let again = blocks_out(&mut c, t1);
+        let mut moved: Vec<u64> = again.iter().map(|b| b.block).collect();
+        let mut lost: Vec<u64> = out
+            .iter()
+            .filter(|b| b.path == 0)
+            .map(|b| b.block)
+            .collect();
+        moved.sort_unstable();
+        lost.sort_unstable();
+        assert_eq!(moved, lost);
+        assert!(again.iter().all(|b| b.path == 1));
+        // A stream failing on the dead path changes nothing: the block is
+        // on its way again already.
+        c.stream_finished(0, 0, lost[0], false, t1);
+        assert!(blocks_out(&mut c, t1).is_empty());
+        for b in &again {
+            c.handle_frame(
+                1,
+                Frame::BlockAck {
+                    file: 0,
+                    block: b.block,
+                },
+                t1,
+            )
+            .unwrap();
+        }
+        c.handle_frame(1, Frame::FileDone { file: 0 }, t1).unwrap();
+        assert!(c.is_done());
+        let acked = std::iter::from_fn(|| c.poll_event())
+            .filter(|e| matches!(e, CoreEvent::BlockAcked { .. }))
+            .count();
+        assert_eq!(acked, 8);
+        assert_eq!(c.path_figures(1).delivered, 8 << 16);
+        assert_eq!(c.path_figures(0).delivered, 0);
+    }
+
+    #[test]
+    fn a_failed_stream_on_a_live_path_fails_the_path() {
+        let t0 = Instant::now();
+        let mut c = streams_core(2, None, false, t0);
+        admit_stream(&mut c, 0, t0);
+        let out = blocks_out(&mut c, t0);
+        assert_eq!(out.len(), 1);
+        c.stream_finished(out[0].path, 0, 0, false, t0);
+        assert_eq!(
+            c.poll_event(),
+            Some(CoreEvent::PathDied { path: out[0].path })
+        );
+        let again = blocks_out(&mut c, t0);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].path, out[0].path);
+    }
+
+    #[test]
+    fn reliable_plane_holds_blocks_for_the_rate_cap() {
+        let t0 = Instant::now();
+        // 64 KiB per second: one block a second.
+        let mut c = streams_core(1, Some(65_536.0), false, t0);
+        for b in 0..3 {
+            admit_stream(&mut c, b, t0);
+        }
+        assert_eq!(blocks_out(&mut c, t0).len(), 1);
+        let wake = c.poll_timeout(t0);
+        // The next poll comes no later than liveness's, and the block waits
+        // for its turn.
+        assert!(wake <= t0 + LIVENESS_EVERY);
+        let half = t0 + Duration::from_millis(500);
+        c.tick(half);
+        assert!(blocks_out(&mut c, half).is_empty());
+        assert_eq!(c.poll_timeout(half), half + LIVENESS_EVERY);
+        let late = t0 + Duration::from_millis(950);
+        c.tick(late);
+        assert!(blocks_out(&mut c, late).is_empty());
+        let wake = c.poll_timeout(late);
+        assert!(
+            wake > late && wake <= t0 + Duration::from_millis(1000),
+            "{:?}",
+            wake - t0
+        );
+        assert_eq!(
+            blocks_out(&mut c, t0 + Duration::from_millis(1000)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn with_priority_classes_a_block_is_admitted_only_when_none_waits() {
+        let t0 = Instant::now();
+        let mut c = streams_core(1, None, true, t0);
+        assert!(c.wants_block());
+        admit_stream(&mut c, 0, t0);
+        assert!(!c.wants_block(), "block 0 still waits for a stream");
+        assert_eq!(blocks_out(&mut c, t0).len(), 1);
+        assert!(c.wants_block());
     }
 }

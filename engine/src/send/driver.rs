@@ -1,18 +1,20 @@
-//! The FEC plane's async driver: one loop around [`SenderCore`] that owns
-//! the QUIC connections (one per path), the dialer and the reader.
+//! The sender's async driver, for both planes: one loop around
+//! [`SenderCore`] that owns the QUIC connections (one per path), the dialer
+//! and the reader.
 //!
 //! The first path arrives connected, HELLO and MANIFEST sent (see
-//! [`crate::session::sender`]); shards start at once, and the receiver's
-//! WELCOME and READY are checked by [`Admission`] as they come. Once
-//! admitted, every other path is dialled and joins the session
-//! ([`crate::session::multipath_sender::join`]); each one that comes up is
-//! handed to the core, which paces and fills it. Every millisecond the
-//! loop feeds each path's quinn statistics to the core, runs its timers,
-//! and sends the shards it hands out (as QUIC datagrams, only while quinn
-//! has room for them in that connection's buffer, so one full path never
-//! holds up the others). Control frames go on one path, the *control
-//! path*; when it fails, another takes over and the core queues again what
-//! the receiver may have missed.
+//! [`crate::session::sender`]). On the FEC plane shards start at once, and
+//! the receiver's WELCOME and READY are checked by [`Admission`] as they
+//! come; the reliable plane arrives admitted. Once admitted, every other
+//! path is dialled and joins the session ([`join`]); each one that comes up
+//! is handed to the core. Every millisecond the loop feeds each path's
+//! quinn statistics to the core, runs its timers, and does what it hands
+//! out: a shard is sent as a QUIC datagram, only while quinn has room for
+//! it in that connection's buffer, so one full path never holds up the
+//! others; a block gets a stream of its own, written by a task, whose end
+//! the core hears of ([`send_block`]). Control frames go on one path, the
+//! *control path*; when it fails, another takes over and the core queues
+//! again what the receiver may have missed.
 //!
 //! A path that fails or falls silent is closed and re-dialled with
 //! back-off; the transfer goes on while one path lives, and fails when none
@@ -29,7 +31,7 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::core::{CoreConfig, CoreEvent, PathFigures, SenderCore};
+use super::core::{CoreConfig, CoreEvent, PathFigures, PathStats, Plane, SenderCore, Transmit};
 use super::{FecConfig, FecReport};
 use crate::fec::accounts::ShardRef;
 use crate::fec::cc::WindowHandle;
@@ -39,11 +41,10 @@ use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
 use crate::session::SessionError;
 use crate::session::admission::Admission;
 use crate::session::classes::BlockSource;
-use crate::session::control::ControlWriter;
-use crate::session::multipath_sender::join;
+use crate::session::control::{self, ControlWriter, write_error};
 use crate::transport::identity::Fingerprint;
 use crate::transport::{Congestion, Tuning};
-use crate::wire::{Frame, SHARD_HEADER_LEN, close_code};
+use crate::wire::{Frame, PROTOCOL_VERSION, SHARD_HEADER_LEN, close_code};
 use crate::work::PreparedBlock;
 
 /// How long the transfer survives with no path up at all.
@@ -93,12 +94,94 @@ pub(crate) struct Session<'a> {
     pub started: Instant,
 }
 
-/// What the FEC plane did.
+/// How blocks travel, with what the plane needs.
+pub(crate) enum Carriage<'a> {
+    /// FEC plane: shards of `shard_bytes` payload.
+    Shards {
+        shard_bytes: usize,
+        fec: &'a FecConfig,
+    },
+    /// Reliable plane: one stream per block.
+    Streams,
+}
+
+/// What the session's plane did.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    pub report: FecReport,
+    /// The FEC plane's figures (`None` on the reliable plane).
+    pub fec: Option<FecReport>,
     pub paths: Vec<PathReport>,
     pub hashes: Vec<Option<blake3::Hash>>,
+    pub block_latency: Option<crate::metrics::LatencySummary>,
+}
+
+/// Dials `remote` on `endpoint` and joins session `session_id` (HELLO with
+/// the session's id and token, answered by WELCOME).
+pub(crate) async fn join(
+    endpoint: Endpoint,
+    remote: std::net::SocketAddr,
+    session_id: [u8; 16],
+    token: Vec<u8>,
+    limit: Duration,
+) -> Result<(Connection, ControlWriter, Frames), SessionError> {
+    let attempt = async {
+        let conn = endpoint
+            .connect(remote, "chunkstream")
+            .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {remote}: {e}")))?
+            .await
+            .map_err(SessionError::from_connection)?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        let mut control = ControlWriter(send);
+        let mut frames = control::spawn_reader(recv);
+        control
+            .send(&Frame::Hello {
+                version: PROTOCOL_VERSION,
+                session_id,
+                token,
+            })
+            .await?;
+        match frames.recv().await {
+            Some(Ok(Some(Frame::Welcome { .. }))) => Ok((conn, control, frames)),
+            Some(Ok(Some(Frame::Error { code, message }))) => {
+                Err(crate::session::sender::peer_error(code, message))
+            }
+            Some(Err(e)) => Err(e),
+            _ => Err(SessionError::Protocol(
+                "expected WELCOME on a joining path".into(),
+            )),
+        }
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .map_err(|_| SessionError::Unreachable {
+            addr: remote,
+            secs: limit.as_secs().max(1),
+        })?
+}
+
+/// One block on its own stream: header, then the pooled buffer itself.
+pub(crate) async fn send_block(
+    conn: &Connection,
+    block: PreparedBlock,
+    priority: i32,
+) -> Result<(), SessionError> {
+    let mut stream = conn
+        .open_uni()
+        .await
+        .map_err(SessionError::from_connection)?;
+    let _ = stream.set_priority(priority);
+    stream
+        .write_all(&block.header.encode())
+        .await
+        .map_err(write_error)?;
+    stream.write_chunk(block.data).await.map_err(write_error)?;
+    stream
+        .finish()
+        .map_err(|e| SessionError::ConnectionLost(format!("finishing a block stream: {e}")))?;
+    Ok(())
 }
 
 struct Link {
@@ -174,33 +257,23 @@ fn rate_of(figures: &PathFigures, before: u64, secs: f64) -> f64 {
     figures.delivered.saturating_sub(before) as f64 * 8.0 / secs.max(1e-3)
 }
 
-/// Runs the FEC plane over every path until each file is done.
+/// Runs the session's plane over every path until each file is done.
 pub(crate) async fn run(
     primary: Primary<'_>,
     session: Session<'_>,
     pipeline: &mut BlockSource,
     manifest: &Manifest,
-    shard_bytes: usize,
-    fec: &FecConfig,
+    carriage: Carriage<'_>,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Outcome, SessionError> {
     let specs = session.paths;
     let n = specs.len();
     let tuning = session.tuning;
     let paced = tuning.congestion == Congestion::Rate;
-    // A block holds its pooled buffer until acknowledged. With priority
-    // classes each class has its own pool: more blocks in flight than one
-    // pool holds would let the classes' pools, not the scheduler, decide
-    // the shares (measured: 38/33/29 instead of 50/30/20 with 63 in flight
-    // over pools of 21).
-    let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers_per_class().max(1));
     let mut cfg = CoreConfig::default();
-    cfg.redundancy(fec.redundancy)
-        .max_blocks(max_blocks)
-        .shard_bytes(shard_bytes)
-        .paced(paced)
-        .max_rate(session.max_rate.map(|r| r as f64))
+    cfg.max_rate(session.max_rate.map(|r| r as f64))
         .path_caps(specs.iter().map(|p| p.cap.map(|c| c as f64)).collect())
+        .block_size(manifest.block_size())
         // With one path there is nothing to fail over to: quinn's idle
         // timeout decides when the receiver is gone, as it always did.
         .dead_after(if n == 1 {
@@ -208,6 +281,28 @@ pub(crate) async fn run(
         } else {
             (tuning.keep_alive * 3).max(Duration::from_millis(1500))
         });
+    let (shard_bytes, fec) = match carriage {
+        Carriage::Shards { shard_bytes, fec } => {
+            // A block holds its pooled buffer until acknowledged. With
+            // priority classes each class has its own pool: more blocks in
+            // flight than one pool holds would let the classes' pools, not
+            // the scheduler, decide the shares (measured: 38/33/29 instead
+            // of 50/30/20 with 63 in flight over pools of 21).
+            let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers_per_class().max(1));
+            cfg.redundancy(fec.redundancy)
+                .max_blocks(max_blocks)
+                .shard_bytes(shard_bytes)
+                .paced(paced);
+            (shard_bytes, Some(fec))
+        }
+        Carriage::Streams => {
+            cfg.plane(Plane::Streams)
+                .max_blocks(pipeline.buffers)
+                .prioritised(pipeline.prioritised());
+            (0, None)
+        }
+    };
+    let streams = fec.is_none();
     let now = Instant::now();
     let mut core = SenderCore::new(manifest.clone(), pipeline.class_of_file.clone(), cfg, now);
     let (merged_tx, mut merged_rx) = mpsc::channel::<Merged>(256);
@@ -282,8 +377,17 @@ pub(crate) async fn run(
             ));
             Ok(())
         };
+    // The reliable plane comes admitted: the other paths join at once.
+    if admission.admitted() {
+        for j in 1..n {
+            on_progress(change(j, PathState::Connecting));
+            dial(&mut dials, &mut links, j)?;
+        }
+    }
 
     let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
+    type Written = (usize, (u32, u64), Result<(), SessionError>);
+    let mut writers: JoinSet<Written> = JoinSet::new();
     let mut latency = crate::metrics::BlockLatency::default();
     let mut control_path = 0usize;
     let mut pace = tokio::time::interval(Duration::from_millis(1));
@@ -295,10 +399,12 @@ pub(crate) async fn run(
     let shard_len = SHARD_HEADER_LEN + shard_bytes;
 
     while !core.is_done() {
+        // Shards leave on the pacing tick; blocks whenever a path has room.
+        let mut transmit = streams;
         tokio::select! {
             block = pipeline.next(), if core.wants_block() => {
                 let block = block?;
-                let g = block.recovery.as_ref().expect("FEC pipeline").0;
+                let g = block.recovery.as_ref().map(|r| r.0);
                 tracing::trace!(file = block.header.file, block = block.header.block, "admitted");
                 core.admit_block(Instant::now(), &block.header, g);
                 blocks.insert((block.header.file, block.header.block), block);
@@ -335,6 +441,20 @@ pub(crate) async fn run(
                     }
                 }
             }
+            Some(joined) = writers.join_next(), if !writers.is_empty() => {
+                let (i, (file, block), result) = joined
+                    .map_err(|e| SessionError::ConnectionLost(format!("block writer failed: {e}")))?;
+                if let Err(e) = &result {
+                    if let Some(e) = links.live[i].as_ref().and_then(|l| receiver_ended(&l.conn)) {
+                        return Err(e);
+                    }
+                    if n == 1 {
+                        return Err(result.unwrap_err());
+                    }
+                    tracing::debug!(path = i, error = %e, "block write failed");
+                }
+                core.stream_finished(i, file, block, result.is_ok(), Instant::now());
+            }
             Some(dialed) = dials.join_next(), if !dials.is_empty() => {
                 let (i, result) = dialed.map_err(|e| SessionError::ConnectionLost(format!("dialling failed: {e}")))?;
                 let now = Instant::now();
@@ -364,56 +484,34 @@ pub(crate) async fn run(
                 for (i, link) in links.live.iter().enumerate() {
                     if let Some(l) = link {
                         let stats = l.conn.stats();
-                        core.handle_path_stats(i, now, l.conn.rtt(), stats.udp_rx.bytes, stats.path.sent_packets, stats.path.lost_packets);
+                        core.handle_path_stats(i, now, &PathStats {
+                            srtt: l.conn.rtt(),
+                            cwnd: stats.path.cwnd,
+                            rx_bytes: stats.udp_rx.bytes,
+                            sent_packets: stats.path.sent_packets,
+                            lost_packets: stats.path.lost_packets,
+                        });
                     }
                 }
                 core.tick(now);
-                for (i, link) in links.live.iter().enumerate() {
-                    if let Some(l) = link {
-                        l.window.set(core.window(i));
-                    }
-                }
-                // Without our pacing (quinn's Cubic or BBR), at most this
-                // many shards per wake-up; quinn's buffer bounds them too.
-                let mut budget = if paced { usize::MAX } else { 256 * n };
-                let room = |i: usize| {
-                    links.live[i].as_ref().is_some_and(|l| l.conn.datagram_send_buffer_space() >= shard_len)
-                };
-                while budget > 0 {
-                    let Some((i, shard)) = core.poll_transmit(now, room) else { break };
-                    let (Some(block), Some(link)) = (blocks.get(&(shard.file, shard.block)), &links.live[i]) else {
-                        continue;
-                    };
-                    shards_sent += 1;
-                    let corrupt = fec.corrupt_every.is_some_and(|k| shards_sent % k.max(1) == 0);
-                    let d = datagram(block, &shard, corrupt);
-                    match link.conn.send_datagram(d) {
-                        Ok(()) => core.on_sent(i, &shard, now),
-                        Err(e) => {
-                            core.unsent(shard);
-                            if let Some(e) = receiver_ended(&link.conn) {
-                                return Err(e);
-                            }
-                            if n == 1 {
-                                return Err(match link.conn.close_reason() {
-                                    Some(r) => SessionError::from_connection(r),
-                                    None => SessionError::ConnectionLost(format!("sending a shard: {e}")),
-                                });
-                            }
-                            tracing::debug!(path = i, error = %e, "sending a shard failed");
-                            core.path_failed(i, now);
-                            break;
+                if !streams {
+                    for (i, link) in links.live.iter().enumerate() {
+                        if let Some(l) = link {
+                            l.window.set(core.window(i));
                         }
                     }
-                    budget -= 1;
                 }
+                transmit = true;
                 if n > 1 && now.duration_since(last_rates) >= Duration::from_millis(100) {
                     let secs = now.duration_since(last_rates).as_secs_f64();
                     last_rates = now;
                     let rates = (0..n)
                         .map(|i| {
                             let f = core.path_figures(i);
-                            let r = rate_of(&f, rate_marks[i], secs);
+                            // Shards are counted as they arrive; blocks
+                            // arrive whole, so their paths' rates are the
+                            // manager's smoothed delivery rates.
+                            let r = if streams { f.rate * 8.0 } else { rate_of(&f, rate_marks[i], secs) };
                             rate_marks[i] = f.delivered;
                             PathRate { name: specs[i].name(), rate_bps: r, state: f.state }
                         })
@@ -422,8 +520,73 @@ pub(crate) async fn run(
                 }
             }
         }
-        // What the core decided.
         let now = Instant::now();
+        if transmit {
+            // Without our pacing (quinn's Cubic or BBR), at most this many
+            // shards per wake-up; quinn's buffer bounds them too.
+            let mut budget = if paced || streams {
+                usize::MAX
+            } else {
+                256 * n
+            };
+            let room = |i: usize| {
+                links.live[i]
+                    .as_ref()
+                    .is_some_and(|l| streams || l.conn.datagram_send_buffer_space() >= shard_len)
+            };
+            while budget > 0 {
+                match core.poll_transmit(now, room) {
+                    None => break,
+                    Some(Transmit::Block(b)) => {
+                        let (Some(block), Some(link)) =
+                            (blocks.get(&(b.file, b.block)), &links.live[b.path])
+                        else {
+                            core.stream_finished(b.path, b.file, b.block, false, now);
+                            continue;
+                        };
+                        let (block, conn, id) =
+                            (block.clone(), link.conn.clone(), (b.file, b.block));
+                        writers.spawn(async move {
+                            (b.path, id, send_block(&conn, block, b.priority).await)
+                        });
+                    }
+                    Some(Transmit::Shard { path: i, shard }) => {
+                        let (Some(block), Some(link)) =
+                            (blocks.get(&(shard.file, shard.block)), &links.live[i])
+                        else {
+                            continue;
+                        };
+                        shards_sent += 1;
+                        let corrupt = fec
+                            .and_then(|f| f.corrupt_every)
+                            .is_some_and(|k| shards_sent % k.max(1) == 0);
+                        let d = datagram(block, &shard, corrupt);
+                        match link.conn.send_datagram(d) {
+                            Ok(()) => core.on_sent(i, &shard, now),
+                            Err(e) => {
+                                core.unsent(shard);
+                                if let Some(e) = receiver_ended(&link.conn) {
+                                    return Err(e);
+                                }
+                                if n == 1 {
+                                    return Err(match link.conn.close_reason() {
+                                        Some(r) => SessionError::from_connection(r),
+                                        None => SessionError::ConnectionLost(format!(
+                                            "sending a shard: {e}"
+                                        )),
+                                    });
+                                }
+                                tracing::debug!(path = i, error = %e, "sending a shard failed");
+                                core.path_failed(i, now);
+                                break;
+                            }
+                        }
+                    }
+                }
+                budget -= 1;
+            }
+        }
+        // What the core decided.
         while let Some(event) = core.poll_event() {
             match event {
                 CoreEvent::BlockAcked {
@@ -496,35 +659,37 @@ pub(crate) async fn run(
         }
     }
 
-    let (sources, upfront, repairs, exhausted) = core.planned();
     let figures: Vec<PathFigures> = (0..n).map(|i| core.path_figures(i)).collect();
-    let report = FecReport {
-        redundancy: fec.redundancy.to_string(),
-        congestion: match tuning.congestion {
-            Congestion::Rate => "rate",
-            Congestion::Cubic => "cubic",
-            Congestion::Bbr => "bbr",
+    let report = fec.map(|fec| {
+        let (sources, upfront, repairs, exhausted) = core.planned();
+        FecReport {
+            redundancy: fec.redundancy.to_string(),
+            congestion: match tuning.congestion {
+                Congestion::Rate => "rate",
+                Congestion::Cubic => "cubic",
+                Congestion::Bbr => "bbr",
+            }
+            .into(),
+            shard_bytes,
+            shards_sent: core.shards_sent,
+            source_shards: sources,
+            upfront_recovery: upfront,
+            repair_shards: repairs,
+            exhausted,
+            retried_blocks: core.retried_blocks,
+            random_loss: core.planned_loss(),
+            final_rate_bps: if paced {
+                figures
+                    .iter()
+                    .filter(|f| f.state == PathState::Up)
+                    .map(|f| f.rate * 8.0)
+                    .sum()
+            } else {
+                0.0
+            },
+            block_latency: None,
         }
-        .into(),
-        shard_bytes,
-        shards_sent: core.shards_sent,
-        source_shards: sources,
-        upfront_recovery: upfront,
-        repair_shards: repairs,
-        exhausted,
-        retried_blocks: core.retried_blocks,
-        random_loss: core.planned_loss(),
-        final_rate_bps: if paced {
-            figures
-                .iter()
-                .filter(|f| f.state == PathState::Up)
-                .map(|f| f.rate * 8.0)
-                .sum()
-        } else {
-            0.0
-        },
-        block_latency: latency.summary(),
-    };
+    });
     let paths = (0..n)
         .map(|i| {
             let f = &figures[i];
@@ -535,7 +700,8 @@ pub(crate) async fn run(
                 wire_bytes: links.wire_bytes(i),
                 rtt_ms: f.srtt.as_secs_f64() * 1e3,
                 state: f.state,
-                loss: (offered > 0).then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
+                loss: (!streams && offered > 0)
+                    .then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
             }
         })
         .collect();
@@ -551,8 +717,9 @@ pub(crate) async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
     }
     Ok(Outcome {
-        report,
+        fec: report,
         paths,
         hashes,
+        block_latency: latency.summary(),
     })
 }

@@ -1,15 +1,17 @@
-//! The sending side of the FEC plane, built as one sans-IO core ([`core`])
-//! and one async driver around it (`driver.rs`).
+//! The sending side of a session, built as one sans-IO core ([`core`])
+//! and one async driver around it (`driver.rs`), for both planes.
 //!
 //! [`core::SenderCore`] holds every decision of a session over any number
-//! of paths: block accounts, per-path rate control and pacing, the rate
-//! caps, priorities' repairs, liveness, progress. The driver owns quinn,
-//! the dialer and the reader and does what the core says. The reliable
-//! plane has one driver of its own ([`crate::session::multipath_sender`]);
-//! making it a plane of this core (blocks as streams) is the next step.
+//! of paths: which block next (priorities), liveness and re-dial, file
+//! hashes, progress, the rate caps; and per plane, how blocks travel: on
+//! the FEC plane as shards, with block accounts and per-path rate control
+//! and pacing; on the reliable plane as streams (`streams.rs`), spread by
+//! the path manager. The driver owns quinn, the dialer and the reader and
+//! does what the core says.
 
 pub mod core;
 pub(crate) mod driver;
+mod streams;
 
 use crate::fec::accounts::Redundancy;
 

@@ -7,7 +7,6 @@ pub mod control;
 pub mod error;
 pub mod fec_receive;
 pub(crate) mod file_hashes;
-pub mod multipath_sender;
 pub mod pacer;
 pub mod receiver;
 pub mod sender;

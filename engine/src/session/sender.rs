@@ -3,9 +3,8 @@
 //!
 //! [`send_files`] dials the receiver on the first path, proves itself
 //! (pinned fingerprint, token), announces the manifest, then hands the
-//! session to its plane's driver: the FEC plane's ([`crate::send`], every
-//! path) or the reliable plane's ([`super::multipath_sender`], one path or
-//! several), each fed by the reader and Rayon hashing stage
+//! session to the sender's core and its driver ([`crate::send`]), for
+//! either plane over every path, fed by the reader and Rayon hashing stage
 //! ([`crate::work::start_pipeline`]). The whole-file hash follows on the
 //! control stream once every block of a file has been hashed.
 //! Progress counts bytes the receiver acknowledged (BLOCK_ACK), not bytes
@@ -19,19 +18,18 @@ use quinn::{Connection, Endpoint};
 
 use super::admission::Admission;
 use super::classes::BlockSource;
-use super::control::{self, ControlWriter, write_error};
+use super::control::{self, ControlWriter};
 use super::error::SessionError;
-use super::file_hashes::FileHashes;
 use crate::manifest::{Manifest, SourceFile};
 use crate::multipath::priority::Class;
 use crate::multipath::spec::{PathList, PathSpec};
-use crate::send::driver::Progress;
+use crate::send::driver::{Carriage, Progress};
 use crate::send::{FecConfig, FecReport};
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
 use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
-use crate::work::{Plane, PreparedBlock, start_pipeline_for};
+use crate::work::{Plane, start_pipeline_for};
 
 /// How to send. `Default` gives 1 MiB blocks, the automatic reader, no rate
 /// cap and a 10 s connect timeout.
@@ -423,106 +421,50 @@ async fn run(
     }
 
     let mut acks = Acks::new(pipeline.class_of_file.clone());
-
-    if let (Plane::Fec { shard_bytes }, Some(fec)) = (plane, &cfg.fec) {
-        let outcome = crate::send::driver::run(
-            crate::send::driver::Primary {
-                conn: conn.clone(),
-                control,
-                frames,
-                endpoint,
-                admission,
-            },
-            crate::send::driver::Session {
-                paths: paths.paths(),
-                session_id,
-                token: &cfg.token,
-                peer: cfg.peer,
-                tuning,
-                max_rate: cfg.max_rate,
-                started,
-            },
-            &mut pipeline,
-            &manifest,
-            shard_bytes,
-            fec,
-            |p| match p {
-                Progress::Admitted => on_event(&started_event),
-                Progress::Acked {
-                    bytes, file, rtt, ..
-                } => on_event(&acks.record(file, bytes, rtt)),
-                Progress::FileDone { file } => on_event(&SendEvent::FileDone {
-                    name: manifest.files()[file].name.clone(),
-                }),
-                Progress::Path(change) => on_event(&SendEvent::Path(change)),
-                Progress::Rates(rates) => on_event(&SendEvent::PathRates(rates)),
-            },
-        )
-        .await?;
-        let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
-        report.block_latency = outcome.report.block_latency;
-        report.fec = Some(outcome.report);
-        if paths.paths().len() > 1 {
-            report.paths = outcome.paths;
-        }
-        return Ok(report);
-    }
-
-    let mut fh = FileHashes::new(&manifest);
-    // Empty files have no blocks: their hash is known now.
-    for (f, hash) in fh.hashes.iter().enumerate() {
-        if let Some(hash) = hash {
-            control
-                .send(&Frame::FileHash {
-                    file: f as u32,
-                    hash: *hash.as_bytes(),
-                })
-                .await?;
-        }
-    }
-    {
-        let reports = super::multipath_sender::run_multipath(
-            super::multipath_sender::Primary {
-                conn: conn.clone(),
-                control,
-                frames,
-                endpoint,
-            },
-            paths.paths(),
+    let carriage = match (plane, &cfg.fec) {
+        (Plane::Fec { shard_bytes }, Some(fec)) => Carriage::Shards { shard_bytes, fec },
+        _ => Carriage::Streams,
+    };
+    let outcome = crate::send::driver::run(
+        crate::send::driver::Primary {
+            conn: conn.clone(),
+            control,
+            frames,
+            endpoint,
+            admission,
+        },
+        crate::send::driver::Session {
+            paths: paths.paths(),
             session_id,
-            &cfg.token,
-            cfg.peer,
+            token: &cfg.token,
+            peer: cfg.peer,
             tuning,
-            cfg.max_rate,
-            &mut pipeline,
-            &manifest,
-            &mut fh,
+            max_rate: cfg.max_rate,
             started,
-            |p| match p {
-                super::multipath_sender::MpProgress::Acked { bytes, rtt, file } => {
-                    on_event(&acks.record(file, bytes, rtt))
-                }
-                super::multipath_sender::MpProgress::FileDone { file } => {
-                    on_event(&SendEvent::FileDone {
-                        name: manifest.files()[file].name.clone(),
-                    })
-                }
-                super::multipath_sender::MpProgress::Path(change) => {
-                    on_event(&SendEvent::Path(change))
-                }
-                super::multipath_sender::MpProgress::Rates(rates) => {
-                    on_event(&SendEvent::PathRates(rates))
-                }
-            },
-        )
-        .await?;
-        let mut report = finish_report(&manifest, &fh.hashes, started, pipeline.reader, plane);
-        report.block_latency = reports.block_latency;
-        if paths.paths().len() > 1 {
-            report.paths = reports.paths;
-        }
-        Ok(report)
+        },
+        &mut pipeline,
+        &manifest,
+        carriage,
+        |p| match p {
+            Progress::Admitted => on_event(&started_event),
+            Progress::Acked {
+                bytes, file, rtt, ..
+            } => on_event(&acks.record(file, bytes, rtt)),
+            Progress::FileDone { file } => on_event(&SendEvent::FileDone {
+                name: manifest.files()[file].name.clone(),
+            }),
+            Progress::Path(change) => on_event(&SendEvent::Path(change)),
+            Progress::Rates(rates) => on_event(&SendEvent::PathRates(rates)),
+        },
+    )
+    .await?;
+    let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
+    report.block_latency = outcome.block_latency;
+    report.fec = outcome.fec;
+    if paths.paths().len() > 1 {
+        report.paths = outcome.paths;
     }
+    Ok(report)
 }
 
 /// Acknowledged bytes, in all and per priority class, as progress events.
@@ -584,26 +526,4 @@ fn finish_report(
         fec: None,
         paths: Vec::new(),
     }
-}
-
-/// One block on its own stream: header, then the pooled buffer itself.
-pub(crate) async fn send_block(
-    conn: &Connection,
-    block: PreparedBlock,
-    priority: i32,
-) -> Result<(), SessionError> {
-    let mut stream = conn
-        .open_uni()
-        .await
-        .map_err(SessionError::from_connection)?;
-    let _ = stream.set_priority(priority);
-    stream
-        .write_all(&block.header.encode())
-        .await
-        .map_err(write_error)?;
-    stream.write_chunk(block.data).await.map_err(write_error)?;
-    stream
-        .finish()
-        .map_err(|e| SessionError::ConnectionLost(format!("finishing a block stream: {e}")))?;
-    Ok(())
 }

@@ -27,7 +27,7 @@ use chunkstream_engine::fec::codec::{Geometry, encode_recovery, reconstruct};
 use chunkstream_engine::hash::block_digest;
 use chunkstream_engine::manifest::Manifest;
 use chunkstream_engine::multipath::priority::{Class, Drr};
-use chunkstream_engine::send::core::{CoreConfig, CoreEvent, SenderCore};
+use chunkstream_engine::send::core::{CoreConfig, CoreEvent, PathStats, SenderCore, Transmit};
 use chunkstream_engine::session::fec_receive::FecReceive;
 use chunkstream_engine::session::tracker::ReceiveTracker;
 use chunkstream_engine::wire::{Frame, ManifestEntry};
@@ -309,7 +309,17 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 sp.drops.pop_front();
                 sp.lost_known += 1;
             }
-            core.handle_path_stats(i, now, sp.srtt, sp.rx_bytes, sp.sent, sp.lost_known);
+            core.handle_path_stats(
+                i,
+                now,
+                &PathStats {
+                    srtt: sp.srtt,
+                    cwnd: 0,
+                    rx_bytes: sp.rx_bytes,
+                    sent_packets: sp.sent,
+                    lost_packets: sp.lost_known,
+                },
+            );
         }
         core.tick(now);
         while let Some(ev) = core.poll_event() {
@@ -358,7 +368,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 len,
                 digest: block_digest(&bytes, offset, manifest.files()[f as usize].size),
             };
-            core.admit_block(now, &header, geometry);
+            core.admit_block(now, &header, Some(geometry));
             data.insert(
                 (f, b),
                 Block {
@@ -381,7 +391,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 rtt,
             );
         }
-        while let Some((i, shard)) = core.poll_transmit(now, |_| true) {
+        while let Some(Transmit::Shard { path: i, shard }) = core.poll_transmit(now, |_| true) {
             let block = &data[&(shard.file, shard.block)];
             let d = shard
                 .datagram(&block.geometry, &block.data, &block.recovery)
