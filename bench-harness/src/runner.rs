@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::link::relay::{Relay, RelayConfig};
-use crate::link::tun::{ADDR_B, TunLink};
+use crate::link::tun::{ADDR_B, TunLink, path_addr};
 use crate::link::{LinkConfig, LossModel};
 use crate::report::{Report, Run};
 use crate::scenario::{Backend, Contender, Point, Scenario};
@@ -264,7 +264,7 @@ impl Link {
     fn stats(&self) -> Vec<crate::link::relay::RelayStats> {
         match self {
             Self::Relays(r) => r.iter().map(Relay::stats).collect(),
-            Self::Tun(t) => vec![t.stats()],
+            Self::Tun(t) => t.stats(),
         }
     }
 
@@ -277,7 +277,7 @@ impl Link {
                 }
                 out
             }
-            Self::Tun(t) => vec![t.stop().await],
+            Self::Tun(t) => t.stop_all().await,
         }
     }
 }
@@ -335,6 +335,13 @@ fn receiver_args(
         Contender::TcpCubic | Contender::TcpBbr => {
             vec![s("bench-peer"), s("tcp-recv"), s("--listen"), s(listen)]
         }
+        Contender::MptcpBbr => vec![
+            s("bench-peer"),
+            s("tcp-recv"),
+            s("--listen"),
+            s(listen),
+            s("--mptcp"),
+        ],
         Contender::Iperf3Cubic | Contender::Iperf3Bbr => {
             vec![s("bench-peer"), s("iperf3-recv"), s("--listen"), s(listen)]
         }
@@ -354,7 +361,11 @@ fn receiver_args(
 /// Where a contender's receiver listens: a fresh namespace has every port
 /// free, so the tools that want a known port get their usual one.
 fn listen_addr(contender: Contender, tun: bool) -> String {
-    let host = if tun {
+    let host = if contender == Contender::MptcpBbr {
+        // MPTCP's extra subflows arrive at the other paths' addresses: a
+        // listener bound to one address refuses them.
+        "0.0.0.0".to_owned()
+    } else if tun {
         ADDR_B.to_string()
     } else {
         "127.0.0.1".to_owned()
@@ -444,6 +455,16 @@ fn sender_args(
                 s(cc_name(contender)),
             ]
         }
+        Contender::MptcpBbr => vec![
+            s("bench-peer"),
+            s("tcp-send"),
+            source,
+            s("--to"),
+            s(to),
+            s("--cc"),
+            s(cc_name(contender)),
+            s("--mptcp"),
+        ],
         Contender::Iperf3Cubic | Contender::Iperf3Bbr => vec![
             s("bench-peer"),
             s("iperf3-send"),
@@ -485,7 +506,13 @@ async fn attempt(
 ) -> Result<()> {
     let out_dir = cfg.work_dir.join("received");
     let _ = std::fs::remove_dir_all(&out_dir);
-    let path = &point.paths[0];
+    // chunkstream's modes and MPTCP use every path of the scenario; every
+    // other contender (and the one-path FEC mode) uses the first.
+    let used = if contender.uses_every_path() {
+        point.paths.len()
+    } else {
+        1
+    };
     // The TUN link exists before the receiver, which listens inside it; the
     // relay is put in front of a receiver that already listens.
     let tun = match scenario.backend {
@@ -494,34 +521,63 @@ async fn attempt(
             static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
             let prefix = format!("c{:03}{n:04}", std::process::id() % 1000);
-            Some(TunLink::start(&prefix, path.clone(), reverse_of(path), seed).await?)
+            let paths = point.paths[..used]
+                .iter()
+                .map(|p| (p.clone(), reverse_of(p)))
+                .collect();
+            let link = TunLink::start_paths(&prefix, paths, seed).await?;
+            if contender == Contender::MptcpBbr {
+                link.enable_mptcp()?;
+            }
+            Some(link)
         }
         Backend::Relay => None,
     };
     let listen = listen_addr(contender, tun.is_some());
-    let mut receiver = Peer::spawn(exe_command(
-        &cfg.exe,
-        tun.as_ref(),
-        false,
-        &receiver_args(contender, &listen, cfg, &out_dir),
-    ))?;
+    let mut recv_args = receiver_args(contender, &listen, cfg, &out_dir);
+    if tun.is_some() && contender.is_chunkstream() {
+        // One listening address per path: each path's packets arrive on
+        // its own subnet.
+        for i in 1..used {
+            recv_args.extend(["--listen".to_owned(), format!("{}:0", path_addr(i, false))]);
+        }
+    }
+    let mut receiver = Peer::spawn(exe_command(&cfg.exe, tun.as_ref(), false, &recv_args))?;
     let listening = receiver
         .first_json(Duration::from_secs(10))
         .await
         .context("receiver did not start")?;
-    let server: std::net::SocketAddr = listening["addresses"][0]
-        .as_str()
+    let addresses: Vec<std::net::SocketAddr> = listening["addresses"]
+        .as_array()
         .context("no address")?
-        .parse()?;
-    // chunkstream's modes use every path of the scenario; every other
-    // contender (and the one-path FEC mode) uses the first.
-    let used = if contender.uses_every_path() && tun.is_none() {
-        point.paths.len()
-    } else {
-        1
-    };
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default().parse())
+        .collect::<Result<_, _>>()?;
+    let server = *addresses.first().context("no address")?;
     let (link, to, extra) = match tun {
-        Some(t) => (Link::Tun(t), server, Vec::new()),
+        Some(t) => {
+            // A wildcard listener (MPTCP) is reached at path 0's address.
+            let to = if server.ip().is_unspecified() {
+                std::net::SocketAddr::new(ADDR_B.into(), server.port())
+            } else {
+                server
+            };
+            let extra: Vec<String> = if contender.is_chunkstream() {
+                addresses[1..]
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, a)| {
+                        [
+                            "--path".to_owned(),
+                            format!("{}={a}", path_addr(i + 1, true)),
+                        ]
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (Link::Tun(t), to, extra)
+        }
         None => {
             let mut relays = Vec::new();
             for (i, p) in point.paths.iter().take(used).enumerate() {

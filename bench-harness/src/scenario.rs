@@ -78,6 +78,9 @@ pub enum Contender {
     Iperf3Bbr,
     /// rsync over SSH to a private sshd, TCP BBR (TUN backend only).
     RsyncSsh,
+    /// A file copy over kernel Multipath TCP, BBR on each subflow, one
+    /// subflow per path of the scenario (TUN backend only).
+    MptcpBbr,
 }
 
 /// Which link emulation carries a scenario.
@@ -120,6 +123,7 @@ impl Contender {
             Self::Iperf3Cubic => "iperf3-cubic",
             Self::Iperf3Bbr => "iperf3-bbr",
             Self::RsyncSsh => "rsync-ssh",
+            Self::MptcpBbr => "mptcp-bbr",
         }
     }
 
@@ -127,7 +131,12 @@ impl Contender {
     pub fn is_tcp(self) -> bool {
         matches!(
             self,
-            Self::TcpCubic | Self::TcpBbr | Self::Iperf3Cubic | Self::Iperf3Bbr | Self::RsyncSsh
+            Self::TcpCubic
+                | Self::TcpBbr
+                | Self::Iperf3Cubic
+                | Self::Iperf3Bbr
+                | Self::RsyncSsh
+                | Self::MptcpBbr
         )
     }
 
@@ -157,9 +166,9 @@ impl Contender {
     }
 
     /// Whether the contender uses every path of a multi-path scenario
-    /// (chunkstream's modes); the others use the first.
+    /// (chunkstream's modes and MPTCP); the others use the first.
     pub fn uses_every_path(self) -> bool {
-        self.is_chunkstream() && self != Self::ChunkstreamFecOnePath
+        (self.is_chunkstream() && self != Self::ChunkstreamFecOnePath) || self == Self::MptcpBbr
     }
 
     /// Extra `send` arguments of a chunkstream mode.
@@ -179,7 +188,7 @@ impl Contender {
     pub fn tcp_congestion(self) -> Option<&'static str> {
         match self {
             Self::TcpCubic | Self::Iperf3Cubic => Some("cubic"),
-            Self::TcpBbr | Self::Iperf3Bbr | Self::RsyncSsh => Some("bbr"),
+            Self::TcpBbr | Self::Iperf3Bbr | Self::RsyncSsh | Self::MptcpBbr => Some("bbr"),
             _ => None,
         }
     }
@@ -327,9 +336,10 @@ impl Scenario {
                 c.name()
             ));
         }
-        if raw.backend == Backend::Tun && raw.path.len() > 1 {
+        if raw.backend == Backend::Tun && raw.path.len() > crate::link::tun::MAX_PATHS {
             return Err(format!(
-                "backend = \"tun\" carries one path; this scenario has {} (multi-path scenarios run on the relay backend)",
+                "backend = \"tun\" carries at most {} paths; this scenario has {}",
+                crate::link::tun::MAX_PATHS,
                 raw.path.len()
             ));
         }
@@ -506,9 +516,9 @@ mod tests {
                 "unknown field `colour`",
             ),
             (
-                format!("{GOOD}\n[[path]]\nrate = \"10mbit\"\n")
+                format!("{GOOD}{}", "\n[[path]]\nrate = \"10mbit\"\n".repeat(9))
                     .replace("name = ", "backend = \"tun\"\nname = "),
-                "backend = \"tun\" carries one path",
+                "carries at most 9 paths; this scenario has 10",
             ),
         ];
         for (text, want) in cases {
@@ -545,6 +555,8 @@ mod tests {
                 "loss-sweep-tun",
                 "multipath",
                 "multipath-lossy",
+                "multipath-lossy-tun",
+                "multipath-tun",
                 "quick"
             ]
         );

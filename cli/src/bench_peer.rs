@@ -31,6 +31,9 @@ pub enum BenchPeer {
     TcpRecv {
         #[arg(long)]
         listen: SocketAddr,
+        /// Kernel Multipath TCP (IPPROTO_MPTCP).
+        #[arg(long)]
+        mptcp: bool,
     },
     /// Send a file over plain TCP with the named congestion controller.
     TcpSend {
@@ -39,6 +42,9 @@ pub enum BenchPeer {
         to: SocketAddr,
         #[arg(long, value_enum, default_value = "cubic")]
         cc: CcArg,
+        /// Kernel Multipath TCP (IPPROTO_MPTCP).
+        #[arg(long)]
+        mptcp: bool,
     },
     /// Serve one iperf3 test; first line: {"event":"listening",...}.
     Iperf3Recv {
@@ -128,8 +134,8 @@ impl From<CcArg> for Congestion {
 
 pub async fn run(cmd: BenchPeer) -> Result<()> {
     match cmd {
-        BenchPeer::TcpRecv { listen } => {
-            let listener = plain_tcp::bind(listen)?;
+        BenchPeer::TcpRecv { listen, mptcp } => {
+            let listener = plain_tcp::bind(listen, mptcp)?;
             json_line(
                 &json!({"event": "listening", "addresses": [listener.local_addr()?.to_string()]}),
             );
@@ -208,9 +214,15 @@ pub async fn run(cmd: BenchPeer) -> Result<()> {
                 "files": [{"blake3": hash}], "usage": r.usage}),
             );
         }
-        BenchPeer::TcpSend { file, to, cc } => {
+        BenchPeer::TcpSend {
+            file,
+            to,
+            cc,
+            mptcp,
+        } => {
             let name = cc.kernel_name();
-            match tokio::task::spawn_blocking(move || plain_tcp::send_file(&file, to, name)).await?
+            match tokio::task::spawn_blocking(move || plain_tcp::send_file(&file, to, name, mptcp))
+                .await?
             {
                 Ok(r) => json_line(
                     &json!({"event": "done", "bytes": r.bytes, "seconds": r.seconds,

@@ -2,19 +2,26 @@
 //! chunkstream and the TCP baselines (plain copy, iperf3, rsync over SSH)
 //! with their controllers named; every file-moving contender verified,
 //! iperf3 reported with its own rate and marked unverifiable, and no
-//! namespace is left behind. Skips with the reason outside CI.
+//! namespace is left behind; on several paths, kernel MPTCP and chunkstream
+//! use every one of them. Skips with the reason outside CI.
 
 mod common;
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use common::*;
+
+/// The tests compare the host's namespace list before and after: one at a
+/// time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn a_tun_scenario_runs_quic_and_tcp_over_the_same_link() {
     if skip_unless(is_root(), "the TUN backend needs root") {
         return;
     }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("tun.toml");
     std::fs::write(
@@ -82,6 +89,74 @@ loss = "0.5%"
         table.contains("iperf3-bbr") && table.contains('†'),
         "{table}"
     );
+    assert_eq!(namespaces(), before, "namespaces left behind");
+}
+
+#[test]
+fn mptcp_and_chunkstream_use_every_path_of_a_multi_path_tun_scenario() {
+    if skip_unless(is_root(), "the TUN backend needs root") {
+        return;
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("mp.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "mp-tun-tiny"
+file_size = "8MiB"
+timeout = "60s"
+backend = "tun"
+contenders = ["mptcp-bbr", "chunkstream-fec", "chunkstream", "tcp-bbr"]
+
+[[path]]
+rate = "40mbit"
+delay = "5ms"
+
+[[path]]
+rate = "40mbit"
+delay = "5ms"
+loss = "1%"
+"#,
+    )
+    .unwrap();
+    let before = namespaces();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("mp-tun-tiny.json")).unwrap(),
+    )
+    .unwrap();
+    for run in report["runs"].as_array().unwrap() {
+        let contender = run["contender"].as_str().unwrap();
+        assert_eq!(run["verified"], true, "{run}");
+        let delivered: Vec<u64> = run["delivered_bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .collect();
+        if contender == "tcp-bbr" {
+            // One path: the first.
+            assert_eq!(delivered.len(), 1, "{run}");
+        } else {
+            // Each of the two equal paths carried a real share.
+            assert_eq!(delivered.len(), 2, "{run}");
+            for d in &delivered {
+                assert!(*d >= 1 << 20, "{contender}: {delivered:?}");
+            }
+        }
+        if contender == "mptcp-bbr" {
+            assert_eq!(run["tcp_congestion"], "bbr", "{run}");
+        }
+    }
     assert_eq!(namespaces(), before, "namespaces left behind");
 }
 
