@@ -324,4 +324,25 @@ fn the_sender_vanishing_mid_transfer_keeps_the_part_file() {
     );
     assert!(part.exists());
     assert!(!out_dir.join("f.bin").exists());
+    // Beside it, the journal of what was written: every block it claims is
+    // in the .part, byte for byte.
+    let journal = std::fs::read(out_dir.join("f.bin.part.journal")).unwrap();
+    let parsed = chunkstream_engine::journal::parse(&journal).unwrap();
+    assert!(
+        parsed.header.matches("f.bin", 100 << 20, 20),
+        "{:?}",
+        parsed.header
+    );
+    assert!(!parsed.records.is_empty());
+    let data = std::fs::read(&part).unwrap();
+    let source = std::fs::read(&src).unwrap();
+    for (block, digest) in &parsed.records {
+        let at = (*block as usize) << 20;
+        let bytes = &data[at..(at + (1 << 20)).min(data.len())];
+        assert_eq!(bytes, &source[at..at + bytes.len()], "block {block}");
+        assert_eq!(
+            &chunkstream_engine::hash::block_digest(bytes, at as u64, data.len() as u64),
+            digest
+        );
+    }
 }

@@ -46,9 +46,11 @@ fn sizes_around_the_block_boundary_arrive_intact() {
             blake3_file(p),
             "sender's reported hash"
         );
+        let name = name.to_str().unwrap();
+        assert!(!out.join(format!("{name}.part")).exists());
         assert!(
-            !out.join(format!("{}.part", name.to_str().unwrap()))
-                .exists()
+            !out.join(format!("{name}.part.journal")).exists(),
+            "the journal goes with the .part"
         );
     }
 }

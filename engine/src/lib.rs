@@ -40,6 +40,7 @@
 //! |---|---|
 //! | [`wire`] * | protocol v1: frames and block headers, the bounds-checked decoder |
 //! | [`hash`] * | per-block BLAKE3 digests merged into the whole-file hash |
+//! | [`journal`] * | the receiver's block journal beside `NAME.part`: format v1, parsing that stops at the first torn record |
 //! | [`manifest`] * | files, sizes, block geometry; expanding `send PATH...` |
 //! | [`names`] | which received names are safe; creating `.part` files inside `--out` |
 //! | [`source`] | reader backends (io_uring, pread) and the buffer pool |
@@ -67,6 +68,7 @@
 
 pub mod fec;
 pub mod hash;
+pub mod journal;
 pub mod manifest;
 pub mod metrics;
 pub mod multipath;

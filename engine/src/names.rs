@@ -118,6 +118,56 @@ impl OutputDir {
         self.root.join(format!("{name}.part"))
     }
 
+    /// Path of the block journal of a (checked) name's partial file
+    /// ([`crate::journal`]).
+    pub fn journal_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join(format!("{name}.part{}", crate::journal::SUFFIX))
+    }
+
+    /// Creates (truncating) the journal beside `NAME.part`, which
+    /// [`Self::create_part`] made, and writes its header. Not through a
+    /// symbolic link.
+    pub fn create_journal(
+        &self,
+        header: &crate::journal::JournalHeader,
+    ) -> Result<File, OutputError> {
+        use std::io::Write;
+        let path = self.journal_path(&header.name);
+        let io_err = |source| OutputError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ELOOP) => OutputError::Escapes {
+                    name: header.name.clone(),
+                    component: format!("{}.part{}", header.name, crate::journal::SUFFIX),
+                },
+                _ => io_err(source),
+            })?;
+        file.write_all(&header.encode()).map_err(io_err)?;
+        Ok(file)
+    }
+
+    /// Removes the journal of `name` once its file is in place, if it is
+    /// ours for this file (a file the sender named like a journal is left
+    /// alone).
+    pub fn remove_journal(&self, name: &str, size: u64, block_size_log2: u8) {
+        let path = self.journal_path(name);
+        let ours = std::fs::read(&path).ok().is_some_and(|b| {
+            crate::journal::parse(&b).is_ok_and(|p| p.header.matches(name, size, block_size_log2))
+        });
+        if ours {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     /// Creates parent folders safely and opens `NAME.part` for writing,
     /// truncated to `size` bytes.
     pub fn create_part(&self, name: &str, size: u64) -> Result<File, OutputError> {

@@ -114,6 +114,7 @@ pub(super) async fn session_body(
         out: ctx.out.clone(),
         manifest: manifest.clone(),
         open: Mutex::new(vec![None; manifest.files().len()]),
+        journals: Mutex::new((0..manifest.files().len()).map(|_| None).collect()),
         finished: Mutex::new(vec![false; manifest.files().len()]),
         buffers: BlockBuffers::default(),
         fsync: ctx.fsync,

@@ -1,9 +1,13 @@
 //! Where received blocks go: `NAME.part` files inside `--out`, opened on
-//! first use; receive buffers reused across blocks; one writer thread doing
-//! every `pwrite`; and the final sync and rename. Errors name files
+//! first use, each with its block journal beside it (`NAME.part.journal`,
+//! [`crate::journal`]: one record per block written, so an interrupted
+//! transfer knows what it holds); receive buffers reused across blocks; one
+//! writer thread doing every `pwrite` and journal append; and the final
+//! sync and rename, after which the journal goes. Errors name files
 //! relative to what the user asked for, and say what was kept.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -51,6 +55,8 @@ pub(super) struct PartFiles {
     pub(super) out: OutputDir,
     pub(super) manifest: Arc<Manifest>,
     pub(super) open: Mutex<Vec<Option<Arc<File>>>>,
+    /// Each open `.part`'s journal (written by the writer thread only).
+    pub(super) journals: Mutex<Vec<Option<File>>>,
     /// Files renamed into place: a late second copy of one of their blocks
     /// (multi-path re-send) must not create a new `.part`.
     pub(super) finished: Mutex<Vec<bool>>,
@@ -72,11 +78,39 @@ impl PartFiles {
                 .create_part(&entry.name, entry.size)
                 .map_err(|e| storage_error(&self.out, &entry.name, e))?,
         );
+        let journal = self
+            .out
+            .create_journal(&crate::journal::JournalHeader {
+                name: entry.name.clone(),
+                size: entry.size,
+                block_size_log2: self.manifest.block_size_log2(),
+                identity: None,
+            })
+            .map_err(|e| storage_error(&self.out, &entry.name, e))?;
+        self.journals.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = Some(journal);
         open[file as usize] = Some(f.clone());
         Ok(f)
     }
 
+    /// Records a written block in its file's journal.
+    fn journal(&self, file: u32, block: u64, digest: &BlockDigest) -> Result<(), SessionError> {
+        let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(j) = journals[file as usize].as_mut() else {
+            return Ok(());
+        };
+        j.write_all(&crate::journal::encode_record(block, digest))
+            .map_err(|e| {
+                let name = &self.manifest.files()[file as usize].name;
+                let mut err = io_storage_error(&self.out, name, &e);
+                if let SessionError::Storage(m) = &mut err {
+                    *m = m.replacen(" while writing ", " while writing the journal of ", 1);
+                }
+                err
+            })
+    }
+
     pub(super) fn close(&self, file: u32) -> Option<Arc<File>> {
+        self.journals.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = None;
         self.open.lock().unwrap_or_else(|p| p.into_inner())[file as usize].take()
     }
 }
@@ -153,10 +187,13 @@ pub(super) fn spawn_writer(
                     continue;
                 }
                 let name = &parts.manifest.files()[job.file as usize].name;
-                let result = parts.get(job.file).and_then(|f| {
-                    f.write_all_at(&job.data, job.offset)
-                        .map_err(|e| io_storage_error(&parts.out, name, &e))
-                });
+                let result = parts
+                    .get(job.file)
+                    .and_then(|f| {
+                        f.write_all_at(&job.data, job.offset)
+                            .map_err(|e| io_storage_error(&parts.out, name, &e))
+                    })
+                    .and_then(|()| parts.journal(job.file, job.block, &job.digest));
                 parts.buffers.give(job.data);
                 let failed = result.is_err();
                 let _ = done.send(result.map(|()| Done::Block {
@@ -194,5 +231,10 @@ pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError>
     }
     drop(handle);
     std::fs::rename(parts.out.part_path(name), parts.out.final_path(name))
-        .map_err(|e| io_storage_error(&parts.out, name, &e))
+        .map_err(|e| io_storage_error(&parts.out, name, &e))?;
+    let size = parts.manifest.files()[file as usize].size;
+    parts
+        .out
+        .remove_journal(name, size, parts.manifest.block_size_log2());
+    Ok(())
 }
