@@ -34,12 +34,40 @@ pub struct RecvArgs {
     /// Exit after one session: 0 if it succeeded, 1 if it failed.
     #[arg(long)]
     pub once: bool,
+    /// Remove partial files (`NAME.part` and its journal) that no transfer
+    /// has written for longer than AGE (e.g. 12h, 7d, 30m, 90s) before
+    /// listening. Partial files are listed either way; a send of the same
+    /// file resumes from a partial one.
+    #[arg(long, value_name = "AGE", value_parser = age)]
+    pub discard_partial_older_than: Option<std::time::Duration>,
     /// Print one JSON object per line (the first has "event":"listening").
     #[arg(long)]
     pub json: bool,
     /// Tests: accept no QUIC datagrams (as a peer without the FEC plane).
     #[arg(long, hide = true)]
     pub no_datagrams: bool,
+}
+
+/// An age such as `90s`, `30m`, `12h` or `7d`.
+fn age(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age (try 12h or 7d)"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{s:?} is not an age: use s, m, h or d (try 12h or 7d)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
 }
 
 fn default_state_dir() -> PathBuf {
@@ -106,6 +134,42 @@ pub async fn run(args: RecvArgs) -> Result<()> {
         ));
     }
     let json = args.json;
+    let now = std::time::SystemTime::now();
+    if let Some(age) = args.discard_partial_older_than {
+        for p in chunkstream_engine::session::discard_partials(&args.out, age, now) {
+            if json {
+                json_line(
+                    &json!({"event": "partial_discarded", "name": p.name, "size": p.size, "age_s": p.age.as_secs_f64()}),
+                );
+            } else {
+                line(&format!(
+                    "discarded {}.part ({} bytes, untouched for {})",
+                    p.name,
+                    p.size,
+                    human_age(p.age)
+                ));
+            }
+        }
+    }
+    for p in chunkstream_engine::session::list_partials(&args.out, now) {
+        if json {
+            json_line(&json!({"event": "partial", "name": p.name, "size": p.size,
+                "journaled_bytes": p.journaled_bytes, "resumable": p.journal, "age_s": p.age.as_secs_f64()}));
+        } else {
+            line(&format!(
+                "partial file {}.part: {} of {} bytes written, {}, last written {} ago",
+                p.name,
+                p.journaled_bytes,
+                p.size,
+                if p.journal {
+                    "resumable"
+                } else {
+                    "no journal: not resumable"
+                },
+                human_age(p.age)
+            ));
+        }
+    }
     let result = receiver
         .serve(args.once, move |event| print_event(json, event))
         .await;
@@ -153,6 +217,21 @@ fn print_event(json: bool, event: RecvEvent) {
                 ));
             }
         }
+        RecvEvent::Resumed {
+            name,
+            bytes,
+            blocks,
+        } => {
+            if json {
+                json_line(
+                    &json!({"event": "resumed", "name": name, "resumed_bytes": bytes, "blocks": blocks}),
+                );
+            } else {
+                line(&format!(
+                    "resuming {name}: {bytes} bytes ({blocks} blocks) already here, verified"
+                ));
+            }
+        }
         RecvEvent::PathJoined { peer } => {
             if json {
                 json_line(&json!({"event": "path_joined", "peer": peer.to_string()}));
@@ -173,5 +252,27 @@ fn print_event(json: bool, event: RecvEvent) {
                 line(&format!("received {name} ({bytes} bytes) blake3 {blake3}"));
             }
         }
+    }
+}
+
+fn human_age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_parse_with_their_units() {
+        assert_eq!(super::age("90s").unwrap().as_secs(), 90);
+        assert_eq!(super::age("12h").unwrap().as_secs(), 43_200);
+        assert_eq!(super::age("7d").unwrap().as_secs(), 604_800);
+        assert!(super::age("7 weeks").unwrap_err().contains("s, m, h or d"));
+        assert!(super::age("h").unwrap_err().contains("not an age"));
     }
 }

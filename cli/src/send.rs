@@ -81,6 +81,11 @@ pub struct SendArgs {
     /// 25MB/s. A single path's cap is `--path ...@RATE`.
     #[arg(long, value_name = "RATE", value_parser = rate_bits)]
     pub max_rate: Option<u64>,
+    /// Send every block, even those the receiver already holds from an
+    /// interrupted earlier send of the same files (by default those are
+    /// checked block by block against the source and skipped).
+    #[arg(long)]
+    pub no_resume: bool,
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
@@ -205,6 +210,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
     cfg.block_size = args.block_size;
     cfg.reader = args.reader.into();
     cfg.max_rate = max_rate;
+    cfg.resume = !args.no_resume;
     cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
     if plane == PlaneArg::Fec {
         cfg.fec = Some(chunkstream_engine::send::FecConfig {
@@ -237,6 +243,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
         }
         SendEvent::Acked {
             acked_bytes,
+            resumed_bytes,
             by_class,
             rtt,
         } => {
@@ -258,6 +265,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
                 last_progress = Some(std::time::Instant::now());
                 json_line(&json!({"event": "progress", "at": started.elapsed().as_secs_f64(),
                     "acked_bytes": acked_bytes,
+                    "resumed_bytes": resumed_bytes,
                     "by_class": {"critical": by_class[0], "high": by_class[1], "normal": by_class[2]},
                     "rtt_ms": rtt.as_secs_f64() * 1e3, "paths": path_rates}));
             }
@@ -316,7 +324,15 @@ fn print_report(r: &SendReport, json: bool) {
     }
     if r.files.len() <= 10 {
         for f in &r.files {
-            line(&format!("{}  {}  ({} bytes)", f.blake3, f.name, f.bytes));
+            let resumed = if f.resumed_bytes > 0 {
+                format!(", {} already at the receiver", f.resumed_bytes)
+            } else {
+                String::new()
+            };
+            line(&format!(
+                "{}  {}  ({} bytes{resumed})",
+                f.blake3, f.name, f.bytes
+            ));
         }
     }
     line(&format!(

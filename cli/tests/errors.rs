@@ -10,18 +10,6 @@ use common::*;
 
 const ZERO_FP: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Polls `f` until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn one_error_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr
         .lines()

@@ -126,8 +126,10 @@ impl OutputDir {
     }
 
     /// Creates (truncating) the journal beside `NAME.part`, which
-    /// [`Self::create_part`] made, and writes its header. Not through a
-    /// symbolic link.
+    /// [`Self::create_part`] made, and writes its header; the file returned
+    /// appends (`O_APPEND`: a record is never written over another, even
+    /// by a session of an earlier attempt still winding down). Not through
+    /// a symbolic link.
     pub fn create_journal(
         &self,
         header: &crate::journal::JournalHeader,
@@ -152,7 +154,12 @@ impl OutputDir {
                 _ => io_err(source),
             })?;
         file.write_all(&header.encode()).map_err(io_err)?;
-        Ok(file)
+        drop(file);
+        OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err)
     }
 
     /// Removes the journal of `name` once its file is in place, if it is

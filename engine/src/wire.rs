@@ -61,6 +61,8 @@
 //!   HELLO(version, session id, token)  ──►
 //!   MANIFEST(block size, files)        ──►   (sent without waiting for WELCOME)
 //!                                      ◄──  WELCOME(version)      or ERROR + close
+//!                                      ◄──  HAVE* (v2: blocks of each file it already
+//!                                           holds from an interrupted transfer)
 //!                                      ◄──  READY                 or ERROR + close
 //!   block streams (any order, many in flight, after READY)  ──►
 //!     or, on the FEC plane, right after MANIFEST (without waiting for
@@ -96,6 +98,18 @@
 //! | 0x0a | BLOCK_DIGEST | S→R | `file:u32 block:u64 digest:[u8;32]` |
 //! | 0x0b | FEC_STATUS | R→S | `micros:u64 delivered:u64 shards:u64 count:u16 (file:u32 block:u64 needed:u32)*count` |
 //! | 0x0c | BLOCK_RETRY | R→S | `file:u32 block:u64 attempt:u8` |
+//! | 0x0d | HAVE | R→S | `file:u32 first:u64 count:u16 (digest_prefix:[u8;16])*count` |
+//!
+//! HAVE (version 2) lists a run of consecutive blocks `first..first+count`
+//! of a file that the receiver already holds, verified, in its `NAME.part`
+//! (see [`crate::journal`]), with the first 16 bytes of each block's digest;
+//! at most [`MAX_HAVE_BLOCKS`] per frame, as many frames as it takes, all
+//! before READY. The sender compares each with its own block's digest and
+//! does not send the blocks that match; a block that differs (the source
+//! changed) is sent as usual and replaces the receiver's. The whole-file
+//! hash still decides: a receiver claiming blocks it does not have only
+//! fails its own check. A sender asked to start afresh (`--no-resume`)
+//! ignores HAVE and sends every block.
 //!
 //! FEC_STATUS's `micros` is the receiver's clock (µs since the session
 //! started, one clock for all its paths), `delivered` the shard payload bytes
@@ -138,10 +152,13 @@
 //! allocates per-file and per-block state up front). A larger one is refused
 //! with an ERROR frame before that state is allocated.
 //!
-//! # Non-goals of v1
+//! # Versions
 //!
-//! No compression, no directory or permission metadata, no resume (a later
-//! version adds it); one session per connection.
+//! Version 2 adds HAVE (resume). HELLO carries the version; a receiver
+//! answers a sender of another version with ERROR (BAD_VERSION) naming
+//! both, which the sender shows, so a v1 peer gets a clear error on either
+//! side. No compression, no directory or permission metadata; one session
+//! per connection.
 //!
 //! ```
 //! use chunkstream_engine::wire::{decode_frame, Frame};
@@ -154,7 +171,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// TLS application protocol name; a peer without it fails the handshake.
 pub const ALPN: &[u8] = b"chunkstream/1";
 /// Bytes of a frame header: type and body length.
@@ -173,6 +190,10 @@ pub const MAX_MANIFEST_LEN: usize = 64 << 20;
 pub const SHARD_HEADER_LEN: usize = 4 + 8 + 2 + 1;
 /// Most incomplete blocks one FEC_STATUS lists.
 pub const MAX_STATUS_ENTRIES: usize = 1024;
+/// Most blocks one HAVE frame lists.
+pub const MAX_HAVE_BLOCKS: usize = 1024;
+/// Bytes of a block digest HAVE carries.
+pub const HAVE_DIGEST_LEN: usize = 16;
 /// Smallest and largest block size (log2): 1 KiB (one BLAKE3 chunk) .. 64 MiB.
 pub const MIN_BLOCK_SIZE_LOG2: u8 = 10;
 /// See [`MIN_BLOCK_SIZE_LOG2`].
@@ -286,6 +307,8 @@ pub enum FrameType {
     FecStatus = 0x0b,
     /// See [`Frame::BlockRetry`].
     BlockRetry = 0x0c,
+    /// HAVE
+    Have = 0x0d,
 }
 
 impl FrameType {
@@ -304,6 +327,7 @@ impl FrameType {
             0x0a => Self::BlockDigest,
             0x0b => Self::FecStatus,
             0x0c => Self::BlockRetry,
+            0x0d => Self::Have,
             other => return Err(WireError::UnknownFrameType(other)),
         })
     }
@@ -323,6 +347,7 @@ impl FrameType {
             Self::BlockDigest => "BLOCK_DIGEST",
             Self::FecStatus => "FEC_STATUS",
             Self::BlockRetry => "BLOCK_RETRY",
+            Self::Have => "HAVE",
         }
     }
 
@@ -341,6 +366,7 @@ impl FrameType {
             Self::BlockDigest => 4 + 8 + 32,
             Self::FecStatus => 8 + 8 + 8 + 2 + MAX_STATUS_ENTRIES * (4 + 8 + 4),
             Self::BlockRetry => 4 + 8 + 1,
+            Self::Have => 4 + 8 + 2 + MAX_HAVE_BLOCKS * HAVE_DIGEST_LEN,
         }
     }
 }
@@ -447,6 +473,16 @@ pub enum Frame {
         /// The attempt whose shards will be accepted from now on.
         attempt: u8,
     },
+    /// Blocks the receiver already holds (resume).
+    Have {
+        /// Index into the manifest.
+        file: u32,
+        /// First block of the run.
+        first: u64,
+        /// First [`HAVE_DIGEST_LEN`] bytes of each block's digest, from
+        /// `first` on (at most [`MAX_HAVE_BLOCKS`]).
+        digests: Vec<[u8; HAVE_DIGEST_LEN]>,
+    },
 }
 
 /// The body of FEC_STATUS.
@@ -478,6 +514,7 @@ impl Frame {
             Self::BlockDigest { .. } => FrameType::BlockDigest,
             Self::FecStatus(_) => FrameType::FecStatus,
             Self::BlockRetry { .. } => FrameType::BlockRetry,
+            Self::Have { .. } => FrameType::Have,
         }
     }
 
@@ -578,6 +615,19 @@ impl Frame {
                 body.put_u32(*file);
                 body.put_u64(*block);
                 body.put_u8(*attempt);
+            }
+            Self::Have {
+                file,
+                first,
+                digests,
+            } => {
+                let digests = &digests[..digests.len().min(MAX_HAVE_BLOCKS)];
+                body.put_u32(*file);
+                body.put_u64(*first);
+                body.put_u16(digests.len() as u16);
+                for d in digests {
+                    body.put_slice(d);
+                }
             }
         }
         let mut out = BytesMut::with_capacity(FRAME_HEADER_LEN + body.len());
@@ -692,6 +742,21 @@ impl Frame {
                 block: r.u64()?,
                 attempt: r.u8()?,
             },
+            FrameType::Have => {
+                let file = r.u32()?;
+                let first = r.u64()?;
+                let count = r.u16()? as usize;
+                r.check_len("HAVE entries", count, MAX_HAVE_BLOCKS)?;
+                let mut digests = Vec::with_capacity(count);
+                for _ in 0..count {
+                    digests.push(r.array::<HAVE_DIGEST_LEN>()?);
+                }
+                Self::Have {
+                    file,
+                    first,
+                    digests,
+                }
+            }
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes(name));
@@ -915,6 +980,16 @@ mod tests {
                     attempt,
                 }
             }),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<[u8; 16]>(), 0..40)
+            )
+                .prop_map(|(file, first, digests)| Frame::Have {
+                    file,
+                    first,
+                    digests
+                }),
         ]
     }
 

@@ -153,6 +153,42 @@ async fn next_frame(recv: &mut quinn::RecvStream) -> Option<Frame> {
         .flatten()
 }
 
+/// A sender of protocol version 1 (no resume) is told which versions
+/// meet, in an ERROR frame it shows its user, and nothing is written.
+#[tokio::test]
+async fn a_version_1_sender_gets_a_clear_version_error() {
+    let s = start_receiver().await;
+    let conn = dial(&s).await;
+    let (send, mut recv) = conn.open_bi().await.unwrap();
+    let mut control = ControlWriter(send);
+    control
+        .send(&Frame::Hello {
+            version: 1,
+            session_id: [9; 16],
+            token: TOKEN.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    match next_frame(&mut recv).await {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(code, error_code::BAD_VERSION);
+            assert!(
+                message.contains("unsupported protocol version 1")
+                    && message.contains(&format!("speaks {PROTOCOL_VERSION}")),
+                "{message}"
+            );
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert_eq!(PROTOCOL_VERSION, 2);
+    nothing_written(&s.outside);
+    let names: Vec<_> = std::fs::read_dir(&s.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["link"], "nothing but the test's own symlink");
+}
+
 /// Our FEC sender sends its first shards right after MANIFEST, before the
 /// receiver said READY. A receiver that refuses the manifest must refuse
 /// just the same with shards already queued, and write none of them.

@@ -267,3 +267,15 @@ pub fn assert_same_file(source: &Path, received: &Path) {
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

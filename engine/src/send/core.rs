@@ -66,7 +66,7 @@ use crate::multipath::manager::{PathEvent, PathManager, PathState};
 use crate::multipath::priority::{Class, Drr};
 use crate::session::SessionError;
 use crate::session::file_hashes::FileHashes;
-use crate::wire::{BlockHeader, FecStatus, Frame};
+use crate::wire::{BlockHeader, FecStatus, Frame, HAVE_DIGEST_LEN};
 
 type BlockId = (u32, u64);
 
@@ -93,6 +93,7 @@ pub struct CoreConfig {
     plane: Plane,
     block_size: u64,
     prioritised: bool,
+    resume: bool,
 }
 
 /// How blocks travel.
@@ -117,6 +118,7 @@ impl Default for CoreConfig {
             plane: Plane::Shards,
             block_size: 1 << 20,
             prioritised: false,
+            resume: true,
         }
     }
 }
@@ -179,6 +181,12 @@ impl CoreConfig {
         self.prioritised = yes;
         self
     }
+    /// Whether blocks the receiver already holds (HAVE) are skipped;
+    /// `false` (`send --no-resume`) sends every block.
+    pub fn resume(&mut self, yes: bool) -> &mut Self {
+        self.resume = yes;
+        self
+    }
 }
 
 /// What to send next, on which path.
@@ -227,6 +235,16 @@ pub enum CoreEvent {
         class: Class,
         /// From admission to acknowledgement.
         latency: Duration,
+    },
+    /// The receiver already holds this block (HAVE, same digest): it is
+    /// not sent (the driver frees its data).
+    BlockResumed {
+        /// File index.
+        file: u32,
+        /// Block index.
+        block: u64,
+        /// Its bytes.
+        bytes: u64,
     },
     /// The receiver verified and renamed a file.
     FileDone {
@@ -332,6 +350,9 @@ pub struct SenderCore {
     next_path: usize,
     /// The reliable plane's queue (`None` on the FEC plane).
     streams: Option<StreamPlane>,
+    /// Blocks the receiver said it holds (HAVE), not admitted yet: the
+    /// first bytes of their digests.
+    held: HashMap<BlockId, [u8; HAVE_DIGEST_LEN]>,
     /// Blocks the receiver asked for again.
     pub retried_blocks: u64,
     /// Shards handed out.
@@ -396,6 +417,7 @@ impl SenderCore {
             last_liveness: now,
             next_path: 0,
             streams,
+            held: HashMap::new(),
             retried_blocks: 0,
             shards_sent: 0,
             manifest,
@@ -442,6 +464,23 @@ impl SenderCore {
     /// was its file's last block.
     pub fn admit_block(&mut self, now: Instant, header: &BlockHeader, geometry: Option<Geometry>) {
         let (file, block) = (header.file, header.block);
+        // Held by the receiver, and the same: nothing to send.
+        if let Some(prefix) = self.held.remove(&(file, block))
+            && header.digest[..HAVE_DIGEST_LEN] == prefix
+        {
+            if let Some((file, hash)) = self.hashes.record(header, &self.manifest) {
+                self.control.push_back(Frame::FileHash {
+                    file,
+                    hash: *hash.as_bytes(),
+                });
+            }
+            self.events.push_back(CoreEvent::BlockResumed {
+                file,
+                block,
+                bytes: u64::from(header.len),
+            });
+            return;
+        }
         if self.streams.is_none() {
             self.control.push_back(Frame::BlockDigest {
                 file,
@@ -606,6 +645,29 @@ impl SenderCore {
                 self.urgent.retain(|s| (s.file, s.block) != (file, block));
                 self.urgent
                     .extend(self.accounts.on_retry(file, block, attempt));
+            }
+            Frame::Have {
+                file,
+                first,
+                digests,
+            } => {
+                let f = file as usize;
+                let end = first.checked_add(digests.len() as u64);
+                if f >= files || end.is_none_or(|e| e > self.manifest.block_count(f)) {
+                    return Err(SessionError::Protocol(format!(
+                        "HAVE for blocks {first}.. of file {file}, which has no such blocks"
+                    )));
+                }
+                if self.cfg.resume {
+                    for (i, d) in digests.into_iter().enumerate() {
+                        let id = (file, first + i as u64);
+                        // A block admitted already is on its way: the
+                        // receiver takes it as a replacement.
+                        if !self.blocks.contains_key(&id) && !self.hashes.has_read(id.0, id.1) {
+                            self.held.insert(id, d);
+                        }
+                    }
+                }
             }
             Frame::Error { code, message } => {
                 return Err(crate::session::sender::peer_error(code, message));
@@ -1298,5 +1360,93 @@ mod tests {
         assert!(!c.wants_block(), "block 0 still waits for a stream");
         assert_eq!(blocks_out(&mut c, t0).len(), 1);
         assert!(c.wants_block());
+    }
+
+    #[test]
+    fn held_blocks_that_match_are_not_sent_and_others_are() {
+        let t0 = Instant::now();
+        let mut c = core(1, t0);
+        let prefix = |b: u64| [b as u8; HAVE_DIGEST_LEN];
+        // Block 0 held and the same; block 1 held with another digest (the
+        // source changed); block 2 not held.
+        c.handle_frame(
+            0,
+            Frame::Have {
+                file: 0,
+                first: 0,
+                digests: vec![prefix(0), [9; HAVE_DIGEST_LEN]],
+            },
+            t0,
+        )
+        .unwrap();
+        for b in 0..3 {
+            admit(&mut c, b, t0);
+        }
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(
+            events,
+            [CoreEvent::BlockResumed {
+                file: 0,
+                block: 0,
+                bytes: 1 << 16
+            }]
+        );
+        let mut sent = std::collections::BTreeSet::new();
+        for ms in 1..=2000 {
+            let now = t0 + Duration::from_millis(ms);
+            sent.extend(drain(&mut c, now).iter().map(|(_, s)| s.block));
+        }
+        assert_eq!(sent.into_iter().collect::<Vec<_>>(), [1, 2]);
+        let digests: Vec<u64> = std::iter::from_fn(|| c.poll_control())
+            .filter_map(|f| match f {
+                Frame::BlockDigest { block, .. } => Some(block),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digests, [1, 2], "no digest for the block not sent");
+    }
+
+    #[test]
+    fn have_for_blocks_that_do_not_exist_is_a_protocol_error_and_no_resume_ignores_have() {
+        let t0 = Instant::now();
+        let mut c = core(1, t0);
+        for (file, first, n) in [(0, 3, 2), (1, 0, 1), (0, u64::MAX, 1)] {
+            let err = c
+                .handle_frame(
+                    0,
+                    Frame::Have {
+                        file,
+                        first,
+                        digests: vec![[0; HAVE_DIGEST_LEN]; n],
+                    },
+                    t0,
+                )
+                .unwrap_err();
+            assert!(err.to_string().contains("no such blocks"), "{err}");
+        }
+        let manifest = Manifest::new(
+            1 << 16,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size: 4 << 16,
+            }],
+        )
+        .unwrap();
+        let mut cfg = CoreConfig::default();
+        cfg.shard_bytes(1024).resume(false);
+        let mut c = SenderCore::new(manifest, vec![Class::Normal], cfg, t0);
+        c.path_up(0, t0);
+        c.handle_frame(
+            0,
+            Frame::Have {
+                file: 0,
+                first: 0,
+                digests: vec![[0; HAVE_DIGEST_LEN]],
+            },
+            t0,
+        )
+        .unwrap();
+        admit(&mut c, 0, t0);
+        assert_eq!(c.poll_event(), None, "sent, not resumed");
     }
 }

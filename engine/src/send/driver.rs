@@ -39,7 +39,7 @@ use crate::manifest::Manifest;
 use crate::multipath::manager::PathState;
 use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
 use crate::session::SessionError;
-use crate::session::admission::Admission;
+use crate::session::admission::{Admission, Step};
 use crate::session::classes::BlockSource;
 use crate::session::control::{self, ControlWriter, write_error};
 use crate::transport::identity::Fingerprint;
@@ -66,6 +66,8 @@ pub(crate) enum Progress {
         file: usize,
         rtt: Duration,
     },
+    /// The receiver already held a block (not sent).
+    Resumed { bytes: u64, file: usize },
     /// A file was verified and renamed.
     FileDone { file: usize },
     /// A path changed state.
@@ -81,6 +83,8 @@ pub(crate) struct Primary<'a> {
     pub frames: Frames,
     pub endpoint: &'a Endpoint,
     pub admission: Admission,
+    /// Frames for the core that arrived during admission (HAVE).
+    pub early: Vec<Frame>,
 }
 
 /// Who the session is with.
@@ -92,6 +96,8 @@ pub(crate) struct Session<'a> {
     pub tuning: &'a Tuning,
     pub max_rate: Option<u64>,
     pub started: Instant,
+    /// Skip what the receiver holds (HAVE).
+    pub resume: bool,
 }
 
 /// How blocks travel, with what the plane needs.
@@ -274,6 +280,7 @@ pub(crate) async fn run(
     cfg.max_rate(session.max_rate.map(|r| r as f64))
         .path_caps(specs.iter().map(|p| p.cap.map(|c| c as f64)).collect())
         .block_size(manifest.block_size())
+        .resume(session.resume)
         // With one path there is nothing to fail over to: quinn's idle
         // timeout decides when the receiver is gone, as it always did.
         .dead_after(if n == 1 {
@@ -324,6 +331,9 @@ pub(crate) async fn run(
         primary.frames,
     );
     core.path_up(0, now);
+    for f in primary.early {
+        core.handle_frame(0, f, now)?;
+    }
     let mut admission = primary.admission;
     let change_why = |path: usize, state: PathState, reason: Option<String>| {
         Progress::Path(PathChange {
@@ -416,11 +426,15 @@ pub(crate) async fn run(
                 let now = Instant::now();
                 match item {
                     Ok(Some(frame)) if i == 0 && !admission.admitted() => {
-                        if admission.on_frame(frame)? {
-                            on_progress(Progress::Admitted);
-                            for j in 1..n {
-                                on_progress(change(j, PathState::Connecting));
-                                dial(&mut dials, &mut links, j)?;
+                        match admission.on_frame(frame)? {
+                            Step::Waiting => {}
+                            Step::Pass(f) => core.handle_frame(0, f, now)?,
+                            Step::Admitted => {
+                                on_progress(Progress::Admitted);
+                                for j in 1..n {
+                                    on_progress(change(j, PathState::Connecting));
+                                    dial(&mut dials, &mut links, j)?;
+                                }
                             }
                         }
                     }
@@ -605,6 +619,13 @@ pub(crate) async fn run(
                         bytes,
                         file: file as usize,
                         rtt,
+                    });
+                }
+                CoreEvent::BlockResumed { file, block, bytes } => {
+                    blocks.remove(&(file, block));
+                    on_progress(Progress::Resumed {
+                        bytes,
+                        file: file as usize,
                     });
                 }
                 CoreEvent::FileDone { file } => on_progress(Progress::FileDone {

@@ -2,8 +2,10 @@
 //!
 //! The sender sends HELLO (version, session id, token) and MANIFEST back to
 //! back; the receiver answers WELCOME (version and token accepted), then
-//! READY (every file name accepted), or ERROR. [`Admission`] checks that
-//! order, frame by frame, without doing any I/O.
+//! READY (every file name accepted), or ERROR; between the two, HAVE
+//! frames list what it holds from an earlier attempt (version 2), which
+//! [`Admission`] hands back to the caller for the sender's core. It checks
+//! that order, frame by frame, without doing any I/O.
 //!
 //! The reliable plane waits for READY before it opens block streams. The
 //! FEC plane does not wait: its first shards follow MANIFEST and the
@@ -35,6 +37,17 @@ enum State {
     AwaitWelcome,
     AwaitReady,
     Admitted,
+}
+
+/// What a frame received before READY meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Still waiting for READY.
+    Waiting,
+    /// READY: admitted.
+    Admitted,
+    /// A frame for the sender's core (HAVE), in order.
+    Pass(Frame),
 }
 
 /// Where the sender stands in the receiver's admission.
@@ -78,10 +91,10 @@ impl Admission {
         self.state == State::Admitted
     }
 
-    /// Takes the next control frame received before READY; returns whether
-    /// it completed the admission. ERROR is the receiver's refusal; any
-    /// other frame out of order is a protocol error.
-    pub fn on_frame(&mut self, frame: Frame) -> Result<bool, SessionError> {
+    /// Takes the next control frame received before READY. ERROR is the
+    /// receiver's refusal; HAVE after WELCOME is passed on; any other frame
+    /// out of order is a protocol error.
+    pub fn on_frame(&mut self, frame: Frame) -> Result<Step, SessionError> {
         let expected = match self.state {
             State::AwaitWelcome => "WELCOME",
             State::AwaitReady => "READY",
@@ -96,11 +109,12 @@ impl Admission {
             (_, Frame::Error { code, message }) => Err(peer_error(code, message)),
             (State::AwaitWelcome, Frame::Welcome { .. }) => {
                 self.state = State::AwaitReady;
-                Ok(false)
+                Ok(Step::Waiting)
             }
+            (State::AwaitReady, have @ Frame::Have { .. }) => Ok(Step::Pass(have)),
             (State::AwaitReady, Frame::Ready) => {
                 self.state = State::Admitted;
-                Ok(true)
+                Ok(Step::Admitted)
             }
             (_, other) => Err(SessionError::Protocol(format!(
                 "expected {expected}, got {:?}",
@@ -131,9 +145,15 @@ mod tests {
         let welcome = Frame::Welcome {
             version: PROTOCOL_VERSION,
         };
-        assert!(!a.on_frame(welcome).unwrap());
+        assert_eq!(a.on_frame(welcome).unwrap(), Step::Waiting);
         assert!(!a.admitted());
-        assert!(a.on_frame(Frame::Ready).unwrap());
+        let have = Frame::Have {
+            file: 0,
+            first: 3,
+            digests: vec![[1; 16]],
+        };
+        assert_eq!(a.on_frame(have.clone()).unwrap(), Step::Pass(have));
+        assert_eq!(a.on_frame(Frame::Ready).unwrap(), Step::Admitted);
         assert!(a.admitted());
     }
 
@@ -178,6 +198,14 @@ mod tests {
         let mut a = admission();
         let err = a.on_frame(Frame::Ready).unwrap_err().to_string();
         assert!(err.contains("expected WELCOME"), "{err}");
+        let mut a = admission();
+        let have = Frame::Have {
+            file: 0,
+            first: 0,
+            digests: vec![],
+        };
+        let err = a.on_frame(have).unwrap_err().to_string();
+        assert!(err.contains("expected WELCOME, got Have"), "{err}");
         let mut a = admission();
         a.on_frame(Frame::Welcome {
             version: PROTOCOL_VERSION,

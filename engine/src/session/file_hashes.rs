@@ -54,6 +54,15 @@ impl FileHashes {
         Some((header.file, hash))
     }
 
+    /// Whether block `block` of `file` has been hashed (false when out of
+    /// range).
+    pub fn has_read(&self, file: u32, block: u64) -> bool {
+        self.digests
+            .get(file as usize)
+            .and_then(|d| d.get(block as usize))
+            .is_some_and(Option::is_some)
+    }
+
     /// Whether every block of every file has been hashed.
     pub fn all_read(&self) -> bool {
         self.missing.iter().all(|&m| m == 0)

@@ -13,6 +13,7 @@ pub mod sender;
 pub mod tracker;
 
 pub use error::SessionError;
+pub use receiver::partials::{Partial, discard_partials, list_partials};
 pub use receiver::{BindError, Receiver, RecvEvent, SessionSummary};
 pub use sender::{SendConfig, SendEvent, SendReport, SentFile, send_files};
 

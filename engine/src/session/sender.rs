@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
 
-use super::admission::Admission;
+use super::admission::{Admission, Step};
 use super::classes::BlockSource;
 use super::control::{self, ControlWriter};
 use super::error::SessionError;
@@ -62,6 +62,9 @@ pub struct SendConfig {
     /// Priority class of each source file, in order (empty: all Normal).
     /// Classes share the bandwidth 50/30/20, on either plane.
     pub classes: Vec<Class>,
+    /// Skip the blocks the receiver already holds from an earlier attempt
+    /// (default); `false` sends every block (`--no-resume`).
+    pub resume: bool,
 }
 
 impl SendConfig {
@@ -79,6 +82,7 @@ impl SendConfig {
             tuning: Tuning::default(),
             fec: None,
             classes: Vec::new(),
+            resume: true,
         }
     }
 
@@ -104,10 +108,13 @@ pub enum SendEvent {
         /// Files to send.
         files: usize,
     },
-    /// The receiver acknowledged more bytes.
+    /// The receiver acknowledged more bytes (or already held them).
     Acked {
-        /// Bytes acknowledged so far.
+        /// Bytes acknowledged so far, those the receiver already held
+        /// included.
         acked_bytes: u64,
+        /// Of which, held by the receiver from an earlier attempt (resume).
+        resumed_bytes: u64,
         /// Of which, per priority class (Critical, High, Normal).
         by_class: [u64; 3],
         /// Current smoothed RTT of the path.
@@ -139,6 +146,9 @@ pub struct SentFile {
     pub bytes: u64,
     /// BLAKE3 (hex), verified by the receiver.
     pub blake3: String,
+    /// Bytes the receiver already held from an earlier attempt and that
+    /// were not sent again.
+    pub resumed_bytes: u64,
 }
 
 /// The result of a successful transfer.
@@ -398,12 +408,15 @@ async fn run(
     // The reliable plane waits for the receiver's admission here; the FEC
     // plane starts sending and takes WELCOME and READY in its control loop
     // (see `admission`).
+    let mut early = Vec::new();
     if !matches!(plane, Plane::Fec { .. }) {
         while !admission.admitted() {
             let deadline = admission.deadline().into();
             match tokio::time::timeout_at(deadline, next_frame(&mut frames, conn)).await {
                 Ok(frame) => {
-                    admission.on_frame(frame?)?;
+                    if let Step::Pass(f) = admission.on_frame(frame?)? {
+                        early.push(f);
+                    }
                 }
                 Err(_) => admission.check_deadline(Instant::now())?,
             }
@@ -432,6 +445,7 @@ async fn run(
             frames,
             endpoint,
             admission,
+            early,
         },
         crate::send::driver::Session {
             paths: paths.paths(),
@@ -441,6 +455,7 @@ async fn run(
             tuning,
             max_rate: cfg.max_rate,
             started,
+            resume: cfg.resume,
         },
         &mut pipeline,
         &manifest,
@@ -449,7 +464,10 @@ async fn run(
             Progress::Admitted => on_event(&started_event),
             Progress::Acked {
                 bytes, file, rtt, ..
-            } => on_event(&acks.record(file, bytes, rtt)),
+            } => on_event(&acks.record(file, bytes, rtt, false)),
+            Progress::Resumed { bytes, file } => {
+                on_event(&acks.record(file, bytes, Duration::ZERO, true))
+            }
             Progress::FileDone { file } => on_event(&SendEvent::FileDone {
                 name: manifest.files()[file].name.clone(),
             }),
@@ -459,6 +477,9 @@ async fn run(
     )
     .await?;
     let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
+    for (f, r) in report.files.iter_mut().zip(&acks.resumed_by_file) {
+        f.resumed_bytes = *r;
+    }
     report.block_latency = outcome.block_latency;
     report.fec = outcome.fec;
     if paths.paths().len() > 1 {
@@ -470,6 +491,8 @@ async fn run(
 /// Acknowledged bytes, in all and per priority class, as progress events.
 struct Acks {
     bytes: u64,
+    resumed: u64,
+    resumed_by_file: Vec<u64>,
     by_class: [u64; 3],
     class_of_file: Vec<Class>,
 }
@@ -478,17 +501,27 @@ impl Acks {
     fn new(class_of_file: Vec<Class>) -> Self {
         Self {
             bytes: 0,
+            resumed: 0,
+            resumed_by_file: vec![0; class_of_file.len()],
             by_class: [0; 3],
             class_of_file,
         }
     }
 
-    /// Counts `bytes` of `file` as acknowledged; the event to report.
-    fn record(&mut self, file: usize, bytes: u64, rtt: Duration) -> SendEvent {
+    /// Counts `bytes` of `file` as acknowledged (`resumed`: held by the
+    /// receiver already); the event to report.
+    fn record(&mut self, file: usize, bytes: u64, rtt: Duration, resumed: bool) -> SendEvent {
         self.bytes += bytes;
+        if resumed {
+            self.resumed += bytes;
+            if let Some(r) = self.resumed_by_file.get_mut(file) {
+                *r += bytes;
+            }
+        }
         self.by_class[self.class_of_file[file] as usize] += bytes;
         SendEvent::Acked {
             acked_bytes: self.bytes,
+            resumed_bytes: self.resumed,
             by_class: self.by_class,
             rtt,
         }
@@ -512,6 +545,7 @@ fn finish_report(
             name: e.name.clone(),
             bytes: e.size,
             blake3: h.expect("every file done").to_hex().to_string(),
+            resumed_bytes: 0,
         })
         .collect();
     SendReport {

@@ -9,6 +9,11 @@
 //! sender's FILE_HASH arrives. Each returns `Some(file)` when that file has
 //! all its blocks *and* its announced hash; [`ReceiveTracker::verify`] then
 //! merges the block digests and compares.
+//!
+//! A resumed file starts with the blocks its `.part` already holds
+//! ([`ReceiveTracker::hold`], verified against the journal before): they
+//! count as written, but a block the sender sends again (its source
+//! changed) is taken as any other and replaces the held one.
 
 #![deny(clippy::disallowed_methods)]
 
@@ -19,6 +24,8 @@ use crate::manifest::Manifest;
 struct FileState {
     digests: Vec<Option<BlockDigest>>,
     arrived: Vec<bool>,
+    /// Held from an earlier attempt and not sent again (yet).
+    held: Vec<bool>,
     missing: u64,
     announced: Option<[u8; 32]>,
     done: bool,
@@ -41,6 +48,7 @@ impl ReceiveTracker {
                 FileState {
                     digests: vec![None; n],
                     arrived: vec![false; n],
+                    held: vec![false; n],
                     missing: n as u64,
                     announced: None,
                     done: false,
@@ -75,18 +83,37 @@ impl ReceiveTracker {
         self.files[file as usize].arrived[block as usize]
     }
 
-    /// Whether (file, block) is verified and written.
+    /// Whether (file, block) is verified and written in this session (a
+    /// held block is not: the sender may send it again).
     pub fn is_written(&self, file: u32, block: u64) -> bool {
-        self.files[file as usize].digests[block as usize].is_some()
+        let f = &self.files[file as usize];
+        f.digests[block as usize].is_some() && !f.held[block as usize]
     }
 
     /// A block was verified and written. Returns the file if it is now ready.
     pub fn block_written(&mut self, file: u32, block: u64, digest: BlockDigest) -> Option<u32> {
         let f = &mut self.files[file as usize];
+        f.held[block as usize] = false;
         if f.digests[block as usize].replace(digest).is_none() {
             f.missing -= 1;
         }
         self.ready(file)
+    }
+
+    /// (file, block) is already in the `.part`, verified, from an earlier
+    /// attempt. Out-of-range blocks are ignored (the caller parsed them from
+    /// a journal checked against this manifest).
+    pub fn hold(&mut self, file: u32, block: u64, digest: BlockDigest) {
+        let Some(f) = self.files.get_mut(file as usize) else {
+            return;
+        };
+        let b = block as usize;
+        if b >= f.digests.len() || f.digests[b].is_some() {
+            return;
+        }
+        f.digests[b] = Some(digest);
+        f.held[b] = true;
+        f.missing -= 1;
     }
 
     /// The sender announced a file's hash. Returns the file if it is ready.
@@ -210,6 +237,28 @@ mod tests {
             prop_assert_eq!(completed, vec![0, 1, 2]);
             prop_assert!(t.all_done());
         }
+    }
+
+    #[test]
+    fn held_blocks_count_and_a_block_sent_again_replaces_its_digest() {
+        let (mut t, data) = setup(&[3000]);
+        let d = &data[0];
+        let digest = |b: usize, bytes: &[u8]| block_digest(bytes, (b * 1024) as u64, 3000);
+        // Blocks 0 and 2 held; block 0's held digest is stale (its source
+        // changed since).
+        t.hold(0, 0, [7; 32]);
+        t.hold(0, 2, digest(2, &d[2048..]));
+        t.hold(0, 9, [1; 32]);
+        assert!(!t.is_written(0, 0), "a held block may come again");
+        assert_eq!(t.file_hash(0, *blake3::hash(d).as_bytes()).unwrap(), None);
+        t.block_arrived(0, 1).unwrap();
+        assert_eq!(t.block_written(0, 1, digest(1, &d[1024..2048])), Some(0));
+        assert!(t.verify(0).is_err(), "the stale held block fails the file");
+        // Sent again: replaces it, the count stays.
+        t.block_arrived(0, 0).unwrap();
+        assert_eq!(t.block_written(0, 0, digest(0, &d[..1024])), Some(0));
+        assert!(t.is_written(0, 0));
+        assert_eq!(t.verify(0).unwrap(), blake3::hash(d));
     }
 
     #[test]

@@ -335,7 +335,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     acked += bytes;
                     by_class[class as usize] += bytes;
                 }
-                CoreEvent::FileDone { .. } => {}
+                CoreEvent::FileDone { .. } | CoreEvent::BlockResumed { .. } => {}
                 CoreEvent::PathDied { .. } => {}
                 // Re-dialled at once; it answers if the path is up again.
                 CoreEvent::Redial { path } => {

@@ -60,6 +60,15 @@ pub enum RecvEvent {
         /// Total bytes.
         bytes: u64,
     },
+    /// A file goes on from what an earlier attempt left in its `.part`.
+    Resumed {
+        /// Its name.
+        name: String,
+        /// Bytes already there, verified.
+        bytes: u64,
+        /// Blocks already there.
+        blocks: u64,
+    },
     /// Another path (connection) joined a running session.
     PathJoined {
         /// Who, from where.
@@ -216,6 +225,7 @@ impl Receiver {
 }
 
 mod handshake;
+pub mod partials;
 mod paths;
 mod session;
 mod storage;

@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 
 use super::handshake::{JoinedPath, SessionContext};
 use super::paths::PathSet;
-use super::storage::{BlockBuffers, PartFiles, WriteJob, finalize, spawn_writer, with_kept_parts};
+use super::storage::{
+    BlockBuffers, PartFiles, WriteJob, finalize, have_frames, resume_part, spawn_writer,
+    with_kept_parts,
+};
 use super::{RecvEvent, SessionSummary};
 use crate::fec::codec::reconstruct;
 use crate::fec::collector::CompleteBlock;
@@ -127,6 +130,34 @@ pub(super) async fn session_body(
         files: manifest.files().len(),
         bytes: manifest.total_bytes(),
     });
+    // What earlier attempts left: checked block by block, announced (HAVE)
+    // before READY so that the sender skips it.
+    let resumed = {
+        let checking = parts.clone();
+        tokio::task::spawn_blocking(move || {
+            (0..checking.manifest.files().len() as u32)
+                .map(|f| resume_part(&checking, f))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| SessionError::Storage(format!("checking partial files failed: {e}")))?
+        .map_err(|e| with_kept_parts(e, &parts))?
+    };
+    let mut held = Vec::new();
+    for (f, r) in resumed.into_iter().enumerate() {
+        let Some(r) = r.filter(|r| !r.blocks.is_empty()) else {
+            continue;
+        };
+        for frame in have_frames(f as u32, &r.blocks) {
+            paths.primary().send(&frame).await?;
+        }
+        on_event(RecvEvent::Resumed {
+            name: manifest.files()[f].name.clone(),
+            bytes: r.bytes,
+            blocks: r.blocks.len() as u64,
+        });
+        held.push((f as u32, r.blocks));
+    }
     paths.primary().send(&Frame::Ready).await?;
     paths.start(0, frames);
     // Set once a second path joins: from then on a block may legitimately
@@ -135,6 +166,11 @@ pub(super) async fn session_body(
     let mut multipath = false;
 
     let mut tracker = ReceiveTracker::new((*manifest).clone());
+    for (f, blocks) in held {
+        for (b, d) in blocks {
+            tracker.hold(f, b, d);
+        }
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
     let writes = spawn_writer(parts.clone(), done_tx.clone());
     let mut fec: Option<FecReceive> = None;

@@ -238,3 +238,217 @@ pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError>
         .remove_journal(name, size, parts.manifest.block_size_log2());
     Ok(())
 }
+
+/// What an earlier attempt left of one file.
+pub(super) struct Resumed {
+    /// Blocks that still verify, with their digests, ascending.
+    pub(super) blocks: Vec<(u64, BlockDigest)>,
+    /// Their bytes.
+    pub(super) bytes: u64,
+}
+
+/// Largest journal read back: four records per block (a block may be
+/// written more than once) plus the header.
+fn journal_limit(blocks: u64) -> u64 {
+    8192 + blocks.saturating_mul(4 * crate::journal::RECORD_LEN as u64)
+}
+
+/// Takes up file `file` where an earlier attempt left it: if `NAME.part`
+/// and its journal are there and the journal is about this file (name,
+/// size, block size), every block it claims is read back and hashed, and
+/// those that still match are kept; the `.part` is opened (not truncated)
+/// and the journal rewritten with just those blocks. Anything else (no
+/// journal, a journal of another file, a `.part` that is not a regular
+/// file or has the wrong size) is one log line and a fresh start: `None`.
+/// I/O errors while checking are a fresh start too; writing the new
+/// journal is not (it is where the transfer goes on).
+pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed>, SessionError> {
+    use rayon::prelude::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    let entry = &parts.manifest.files()[file as usize];
+    let name = &entry.name;
+    let log2 = parts.manifest.block_size_log2();
+    let (part, journal) = (parts.out.part_path(name), parts.out.journal_path(name));
+    let afresh = |why: String| {
+        tracing::warn!("{}: {why}; receiving it afresh", part.display());
+        Ok(None)
+    };
+    let regular = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+    };
+    let Some(part_meta) = regular(&part) else {
+        if std::fs::symlink_metadata(&part).is_ok() {
+            return afresh("not a regular file".into());
+        }
+        return Ok(None);
+    };
+    let Some(journal_meta) = regular(&journal) else {
+        return afresh("no journal beside it (or not a regular file)".into());
+    };
+    let blocks = parts.manifest.block_count(file as usize);
+    if journal_meta.len() > journal_limit(blocks) {
+        return afresh(format!(
+            "its journal is {} bytes, too large for {blocks} blocks",
+            journal_meta.len()
+        ));
+    }
+    let bytes = match std::fs::read(&journal) {
+        Ok(b) => b,
+        Err(e) => return afresh(format!("cannot read its journal: {e}")),
+    };
+    let parsed = match crate::journal::parse(&bytes) {
+        Ok(p) => p,
+        Err(e) => return afresh(format!("journal: {e}")),
+    };
+    let h = &parsed.header;
+    if h.name != *name || h.block_size_log2 != log2 {
+        return afresh(format!(
+            "its journal is about {:?} in 2^{} byte blocks; the sender now sends {name:?} in 2^{log2} byte blocks",
+            h.name, h.block_size_log2
+        ));
+    }
+    if part_meta.len() != h.size {
+        return afresh(format!(
+            "it is {} bytes, its journal says {}",
+            part_meta.len(),
+            h.size
+        ));
+    }
+    // The source grew or shrank since: the whole blocks both sizes share
+    // may still be the same (the re-hash decides), the rest is sent.
+    let mut records = parsed.records.clone();
+    if h.size != entry.size {
+        let shared = h.size.min(entry.size) >> log2;
+        records.retain(|&(b, _)| b < shared);
+        tracing::warn!(
+            "{}: the file is now {} bytes, was {}: checking the {} whole block(s) both share",
+            part.display(),
+            entry.size,
+            h.size,
+            records.len()
+        );
+    }
+    if let Some(why) = &parsed.stopped {
+        tracing::warn!("{}: journal read up to where {why}", journal.display());
+    }
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&part)
+    {
+        Ok(f) => f,
+        Err(e) => return afresh(format!("cannot open it: {e}")),
+    };
+    if h.size != entry.size {
+        f.set_len(entry.size)
+            .map_err(|e| io_storage_error(&parts.out, name, &e))?;
+    }
+    let manifest = &parts.manifest;
+    let mut kept: Vec<(u64, BlockDigest)> = records
+        .par_iter()
+        .filter_map(|&(block, digest)| {
+            let (offset, len) = manifest.block_span(file as usize, block);
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, offset).ok()?;
+            (crate::hash::block_digest(&buf, offset, entry.size) == digest)
+                .then_some((block, digest))
+        })
+        .collect();
+    kept.sort_unstable_by_key(|r| r.0);
+    let dropped = records.len() - kept.len();
+    if dropped > 0 {
+        tracing::warn!(
+            "{}: {dropped} block(s) its journal claims no longer match; they are received again",
+            part.display()
+        );
+    }
+    // The journal from here on: just what verified.
+    let mut j = parts
+        .out
+        .create_journal(&crate::journal::JournalHeader {
+            name: name.clone(),
+            size: entry.size,
+            block_size_log2: log2,
+            identity: None,
+        })
+        .map_err(|e| storage_error(&parts.out, name, e))?;
+    let mut records = Vec::with_capacity(kept.len() * crate::journal::RECORD_LEN);
+    for (b, d) in &kept {
+        records.extend_from_slice(&crate::journal::encode_record(*b, d));
+    }
+    j.write_all(&records)
+        .map_err(|e| io_storage_error(&parts.out, name, &e))?;
+    let bytes = kept
+        .iter()
+        .map(|&(b, _)| u64::from(manifest.block_span(file as usize, b).1))
+        .sum();
+    parts.open.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = Some(Arc::new(f));
+    parts.journals.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = Some(j);
+    Ok(Some(Resumed {
+        blocks: kept,
+        bytes,
+    }))
+}
+
+/// HAVE frames for `blocks` (ascending) of `file`: one per run of
+/// consecutive blocks, at most [`crate::wire::MAX_HAVE_BLOCKS`] each.
+pub(super) fn have_frames(file: u32, blocks: &[(u64, BlockDigest)]) -> Vec<crate::wire::Frame> {
+    use crate::wire::{Frame, HAVE_DIGEST_LEN, MAX_HAVE_BLOCKS};
+    let mut out = Vec::new();
+    let mut run: Option<(u64, Vec<[u8; HAVE_DIGEST_LEN]>)> = None;
+    for &(b, d) in blocks {
+        let prefix: [u8; HAVE_DIGEST_LEN] = d[..HAVE_DIGEST_LEN].try_into().expect("16 bytes");
+        match &mut run {
+            Some((first, ds)) if *first + ds.len() as u64 == b && ds.len() < MAX_HAVE_BLOCKS => {
+                ds.push(prefix)
+            }
+            _ => {
+                if let Some((first, digests)) = run.take() {
+                    out.push(Frame::Have {
+                        file,
+                        first,
+                        digests,
+                    });
+                }
+                run = Some((b, vec![prefix]));
+            }
+        }
+    }
+    if let Some((first, digests)) = run {
+        out.push(Frame::Have {
+            file,
+            first,
+            digests,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn have_frames_cover_runs_and_split_long_ones() {
+        let mut blocks: Vec<(u64, BlockDigest)> =
+            (0..1500u64).map(|b| (b, [b as u8; 32])).collect();
+        blocks.extend([(1600, [1; 32]), (1601, [2; 32]), (1700, [3; 32])]);
+        let frames = have_frames(3, &blocks);
+        let runs: Vec<(u64, usize)> = frames
+            .iter()
+            .map(|f| match f {
+                crate::wire::Frame::Have {
+                    file: 3,
+                    first,
+                    digests,
+                } => (*first, digests.len()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(runs, [(0, 1024), (1024, 476), (1600, 2), (1700, 1)]);
+        assert!(have_frames(0, &[]).is_empty());
+    }
+}
