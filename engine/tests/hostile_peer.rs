@@ -113,6 +113,18 @@ async fn manifest_reply(
     (conn, control, recv, reply)
 }
 
+fn nothing_written_but(dir: &Path, allowed: &[&str]) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !allowed.contains(&n.as_str()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "written outside the output folder: {left:?}"
+    );
+}
+
 fn nothing_written(dir: &Path) {
     let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -187,6 +199,53 @@ async fn a_version_1_sender_gets_a_clear_version_error() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["link"], "nothing but the test's own symlink");
+}
+
+/// A `.part` planted as a symbolic link (with a journal that would make it
+/// look resumable) is neither read back nor written through: the manifest
+/// is refused, naming the link, and the link's target is untouched.
+#[tokio::test]
+async fn a_part_file_that_is_a_symlink_is_not_resumed_or_written_through() {
+    use chunkstream_engine::journal::{JournalHeader, encode_record};
+    let s = start_receiver().await;
+    let target = s.outside.join("target");
+    std::fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, s.out.join("victim.bin.part")).unwrap();
+    let mut journal = JournalHeader {
+        name: "victim.bin".into(),
+        size: 10,
+        block_size_log2: 16,
+        identity: None,
+    }
+    .encode();
+    journal.extend_from_slice(&encode_record(0, &[0; 32]));
+    std::fs::write(s.out.join("victim.bin.part.journal"), journal).unwrap();
+    let (conn, _control, mut recv, reply) = manifest_reply(&s, "victim.bin").await;
+    // Not resumed: no HAVE, just READY (the .part is made at the first block).
+    assert_eq!(reply, Some(Frame::Ready));
+    let data = b"0123456789";
+    let header = BlockHeader {
+        file: 0,
+        block: 0,
+        len: 10,
+        digest: *blake3::hash(data).as_bytes(),
+    };
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&header.encode()).await.unwrap();
+    stream.write_all(data).await.unwrap();
+    stream.finish().unwrap();
+    match next_frame(&mut recv).await {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(code, error_code::STORAGE);
+            assert!(
+                message.contains("victim.bin.part") && message.contains("symbolic link"),
+                "{message}"
+            );
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    nothing_written_but(&s.outside, &["target"]);
 }
 
 /// Our FEC sender sends its first shards right after MANIFEST, before the

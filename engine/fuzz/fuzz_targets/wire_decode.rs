@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // A datagram.
     if let Some((header, payload)) = ShardHeader::decode(data) {
-        assert_eq!(payload.len() + chunkstream_engine::wire::SHARD_HEADER_LEN, data.len());
+        assert_eq!(
+            payload.len() + chunkstream_engine::wire::SHARD_HEADER_LEN,
+            data.len()
+        );
         let _ = header;
     }
     // A block stream's header.
