@@ -50,7 +50,7 @@
 //! | [`send`] | the sender: `core` * (every decision, either plane, any number of paths), `streams` * (the reliable plane's dispatch) and the driver |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
-//! | [`session`] | the handshake and choice of plane, the receiver; `tracker` *, `fec_receive` * and `pacer` * are sans-IO |
+//! | [`session`] | the handshake and choice of plane, the receiver; `receive_core` * (every decision of a receiving session); `tracker` *, `fec_receive` * and `pacer` * are sans-IO |
 //!
 //! ## Glossary
 //!

@@ -8,7 +8,9 @@ pub mod error;
 pub mod fec_receive;
 pub(crate) mod file_hashes;
 pub mod pacer;
+pub mod receive_core;
 pub mod receiver;
+pub mod send_report;
 pub mod sender;
 pub mod tracker;
 

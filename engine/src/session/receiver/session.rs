@@ -1,7 +1,9 @@
-//! One receiving session: the manifest and its checks, then the loop that
-//! takes block streams, shard datagrams and control frames from every path,
-//! verifies blocks (on Rayon), feeds the tracker and the FEC reassembly,
-//! and renames each file once it verifies as a whole.
+//! One receiving session: the manifest and its checks, resuming what
+//! earlier attempts left, then the loop that takes block streams, shard
+//! datagrams and control frames from every path, feeds them to the
+//! session's sans-IO core ([`ReceiverCore`]) and does what it decides:
+//! acknowledgements on the right paths, blocks decoded and verified (on
+//! Rayon) and written, each file renamed once it verifies as a whole.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +25,7 @@ use crate::manifest::Manifest;
 use crate::names::check_name;
 use crate::session::control::{self, ControlWriter, read_error};
 use crate::session::error::SessionError;
-use crate::session::fec_receive::FecReceive;
-use crate::session::tracker::ReceiveTracker;
+use crate::session::receive_core::{Output, ReceiverCore, StreamVerdict, Target};
 use crate::wire::{BLOCK_HEADER_LEN, BlockHeader, Frame, PROTOCOL_VERSION};
 
 /// Something a session task finished.
@@ -160,97 +161,58 @@ pub(super) async fn session_body(
     }
     paths.primary().send(&Frame::Ready).await?;
     paths.start(0, frames);
-    // Set once a second path joins: from then on a block may legitimately
-    // arrive twice (re-sent after its path died), and losing one path is
-    // not the end of the session.
-    let mut multipath = false;
-
-    let mut tracker = ReceiveTracker::new((*manifest).clone());
+    let mut core = ReceiverCore::new((*manifest).clone());
     for (f, blocks) in held {
         for (b, d) in blocks {
-            tracker.hold(f, b, d);
+            core.hold(f, b, d);
         }
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
     let writes = spawn_writer(parts.clone(), done_tx.clone());
-    let mut fec: Option<FecReceive> = None;
     let mut status_tick = tokio::time::interval(FEC_STATUS_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<(), SessionError> = async {
-        while !tracker.all_done() {
-            let ready = tokio::select! {
-                Some((path, datagram)) = paths.datagrams_rx.recv(), if fec.is_some() => {
-                    let state = fec.as_mut().expect("guarded");
-                    if let Some((complete, digest)) = state.on_datagram(&manifest, path, datagram)? {
-                        decode_block(complete, digest, &parts, &writes, &done_tx);
-                    }
-                    None
+        while !core.is_done() {
+            tokio::select! {
+                Some((path, datagram)) = paths.datagrams_rx.recv(), if core.fec_active() => {
+                    core.on_datagram(path, datagram)?;
                 }
-                _ = status_tick.tick(), if fec.is_some() => {
+                _ = status_tick.tick(), if core.fec_active() => {
                     // Each path reports what arrived on it, for its own rate
                     // controller at the sender; the deficits go on all.
-                    let state = fec.as_ref().expect("guarded");
                     let micros = started.elapsed().as_micros() as u64;
-                    paths.send_each(|i| Frame::FecStatus(state.status(i, micros))).await?;
-                    None
+                    paths.send_each(|i| Frame::FecStatus(core.status(i, micros).unwrap_or_default())).await?;
                 }
                 Some(path) = joins.recv() => {
                     let i = paths.join(path);
-                    multipath = true;
+                    core.path_joined();
                     tracing::debug!(path = i, "a path joined the session");
-                    None
                 }
                 Some((path, mut stream)) = paths.streams_rx.recv() => {
                     let header = match read_block_header(&mut stream).await {
                         Ok(h) => h,
                         // A stream cut by its path's death is re-sent elsewhere.
-                        Err(SessionError::ConnectionLost(_)) if multipath => continue,
+                        Err(SessionError::ConnectionLost(_)) if core.multipath() => continue,
                         Err(e) => return Err(e),
                     };
-                    let offset = manifest.check_block(&header).map_err(SessionError::Protocol)?;
-                    if multipath && tracker.is_written(header.file, header.block) {
-                        // Re-sent after its path was declared dead, but
-                        // the first copy made it: acknowledge it again.
-                        let _ = stream.stop(0u32.into());
-                        paths.send_on(path, &Frame::BlockAck { file: header.file, block: header.block }).await?;
-                        continue;
-                    }
-                    // With several paths, a re-sent copy is taken even while
-                    // the first is still arriving (it may be stuck on a dead
-                    // path); whichever is verified first is written, and a
-                    // second write of the same verified bytes is harmless.
-                    if !(multipath && tracker.has_arrived(header.file, header.block)) {
-                        tracker.block_arrived(header.file, header.block).map_err(SessionError::Protocol)?;
-                    }
-                    let (parts, tx, writes) = (parts.clone(), done_tx.clone(), writes.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = receive_block(stream, header, offset, path, parts, writes, tx.clone()).await {
-                            let _ = tx.send(Ok(Done::StreamFailed(e)));
+                    match core.on_stream(path, &header)? {
+                        StreamVerdict::Duplicate => {
+                            let _ = stream.stop(0u32.into());
                         }
-                    });
-                    None
+                        StreamVerdict::Take { offset } => {
+                            let (parts, tx, writes) = (parts.clone(), done_tx.clone(), writes.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = receive_block(stream, header, offset, path, parts, writes, tx.clone()).await {
+                                    let _ = tx.send(Ok(Done::StreamFailed(e)));
+                                }
+                            });
+                        }
+                    }
                 }
                 Some((path, frame)) = paths.frames_rx.recv() => match frame {
-                    Ok(Some(Frame::FileHash { file, hash })) => tracker.file_hash(file, hash).map_err(SessionError::Protocol)?,
-                    Ok(Some(Frame::FecSetup { shard_bytes, max_blocks })) => {
-                        match &fec {
-                            Some(state) if state.same_setup(shard_bytes, max_blocks) => {}
-                            Some(_) => return Err(SessionError::Protocol("FEC_SETUP sent twice, and different".into())),
-                            None => fec = Some(FecReceive::new(&manifest, shard_bytes, max_blocks)?),
-                        }
-                        None
-                    }
-                    Ok(Some(Frame::BlockDigest { file, block, digest })) => {
-                        let state = fec.as_mut().ok_or_else(|| SessionError::Protocol("BLOCK_DIGEST before FEC_SETUP".into()))?;
-                        if let Some((complete, digest)) = state.on_digest(&manifest, file, block, digest)? {
-                            decode_block(complete, digest, &parts, &writes, &done_tx);
-                        }
-                        None
-                    }
-                    Ok(Some(Frame::Error { message, .. })) => return Err(SessionError::PeerFailed(message)),
-                    Ok(Some(other)) => return Err(SessionError::Protocol(format!("unexpected {:?} from the sender", other.frame_type()))),
-                    Err(e) if !multipath => return Err(e),
-                    Ok(None) if !multipath => return Err(match conn.close_reason() {
+                    Ok(Some(frame)) => core.on_frame(path, frame)?,
+                    Err(e) if !core.multipath() => return Err(e),
+                    Ok(None) if !core.multipath() => return Err(match conn.close_reason() {
                         Some(r) => SessionError::from_connection(r),
                         None => SessionError::Protocol("the sender closed the control stream".into()),
                     }),
@@ -260,59 +222,32 @@ pub(super) async fn session_body(
                         if paths.alive() == 0 {
                             return Err(SessionError::ConnectionLost("every path of the session is gone".into()));
                         }
-                        None
                     }
                 },
                 done = done_rx.recv() => match done.expect("we hold a sender")? {
-                    Done::Block { file, block, digest, path } => {
-                        if let Some(state) = fec.as_mut() {
-                            state.finished(file, block);
-                        }
-                        if multipath && tracker.is_written(file, block) {
-                            // A second copy finished too: acknowledged already.
-                            continue;
-                        }
-                        // A stream's block is acknowledged on its path; a
-                        // decoded block's shards came over any, so on all.
-                        match path {
-                            Some(path) => paths.send_on(path, &Frame::BlockAck { file, block }).await?,
-                            None => paths.send_all(&Frame::BlockAck { file, block }).await?,
-                        }
-                        tracker.block_written(file, block, digest)
-                    }
-                    Done::StreamFailed(e) => {
-                        // On one path this ends the session; with several,
-                        // a stream cut by a dying path is re-sent elsewhere.
-                        if !multipath || matches!(e, SessionError::HashMismatch(_) | SessionError::Storage(_)) {
-                            return Err(e);
-                        }
-                        tracing::debug!(error = %e, "a block stream failed; the sender re-sends it");
-                        None
-                    }
-                    Done::Corrupt { file, block } => {
-                        let state = fec.as_mut().expect("only the FEC plane decodes");
-                        let attempt = state.retry(file, block).ok_or_else(|| {
-                            SessionError::HashMismatch(format!("block {block} of file {file} failed its digest 255 times"))
-                        })?;
-                        tracing::debug!(file, block, attempt, "decoded block failed its digest; asking again");
-                        paths.send_on(0, &Frame::BlockRetry { file, block, attempt }).await?;
-                        None
-                    }
+                    Done::Block { file, block, digest, path } => core.on_written(file, block, digest, path)?,
+                    Done::StreamFailed(e) => core.on_stream_failed(e)?,
+                    Done::Corrupt { file, block } => core.on_corrupt(file, block)?,
                     Done::Finalized { file, hash } => {
-                        tracker.file_done(file);
-                        paths.send_all(&Frame::FileDone { file }).await?;
+                        core.on_finalized(file);
                         let entry = &manifest.files()[file as usize];
                         on_event(RecvEvent::FileDone { name: entry.name.clone(), blake3: hash.to_hex().to_string(), bytes: entry.size });
-                        None
                     }
                 },
-            };
-            if let Some(file) = ready {
-                let hash = tracker.verify(file).map_err(SessionError::HashMismatch)?;
-                let (parts, tx) = (parts.clone(), done_tx.clone());
-                tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(finalize(&parts, file).map(|()| Done::Finalized { file, hash }));
-                });
+            }
+            // What the core decided.
+            while let Some(output) = core.poll_output() {
+                match output {
+                    Output::Send(Target::Path(p), frame) => paths.send_on(p, &frame).await?,
+                    Output::Send(Target::All, frame) => paths.send_all(&frame).await?,
+                    Output::Decode(complete, digest) => decode_block(complete, digest, &parts, &writes, &done_tx),
+                    Output::Finalize { file, hash } => {
+                        let (parts, tx) = (parts.clone(), done_tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.send(finalize(&parts, file).map(|()| Done::Finalized { file, hash }));
+                        });
+                    }
+                }
             }
         }
         Ok(())

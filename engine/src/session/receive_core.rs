@@ -1,0 +1,456 @@
+//! The receiver's session core (sans-IO): every decision of a receiving
+//! session, with the I/O left to its driver
+//! (`session/receiver/session.rs`).
+//!
+//! [`ReceiverCore`] holds the block accounting ([`ReceiveTracker`]), the FEC
+//! reassembly once the sender set it up ([`FecReceive`]), and whether the
+//! session has several paths. The driver feeds it what happens: control
+//! frames from any path ([`ReceiverCore::on_frame`]), shard datagrams
+//! ([`ReceiverCore::on_datagram`]), the header of each block stream
+//! ([`ReceiverCore::on_stream`]), and what its tasks finished: a block
+//! verified and written, a stream that failed, a decoded block that failed
+//! its digest, a file renamed. It answers with [`Output`]s: a frame to send
+//! on one path or on all, a complete block to decode and verify, a file to
+//! verify and rename. Errors it returns end the session, with the message
+//! the sender is shown.
+//!
+//! What it decides:
+//!
+//! * **Acknowledgements**: a block that came on a stream is acknowledged on
+//!   that path; a block decoded from shards (which came over any path) on
+//!   every path, so the acknowledgement is not stuck behind a path that
+//!   just died. FILE_DONE goes on every path.
+//! * **Duplicates**: with one path a block seen twice is a protocol error;
+//!   once a second path joined, a block may come again (re-sent after its
+//!   path was declared dead): a copy of a block already written is
+//!   acknowledged again and dropped, a copy of one still arriving is taken
+//!   too (whichever verifies first is written).
+//! * **Failures**: with one path a failed block stream ends the session;
+//!   with several the sender re-sends it elsewhere, unless the failure was
+//!   the data's (digest) or the disk's.
+//! * **Resume**: blocks the `.part` already holds ([`ReceiverCore::hold`])
+//!   count as written, and a block sent again replaces its held copy.
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::SessionError;
+use super::fec_receive::FecReceive;
+use super::tracker::ReceiveTracker;
+use crate::fec::collector::CompleteBlock;
+use crate::hash::BlockDigest;
+use crate::manifest::Manifest;
+use crate::wire::{BlockHeader, FecStatus, Frame};
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// On this path's control stream (or any live one if it is gone).
+    Path(usize),
+    /// On every live path.
+    All,
+}
+
+/// What the driver should do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a frame.
+    Send(Target, Frame),
+    /// Decode a complete block from its shards and check it against the
+    /// digest (then write it, or report it corrupt).
+    Decode(CompleteBlock, BlockDigest),
+    /// A file has every block and they hash to what the sender announced:
+    /// sync it (with `--fsync`), rename it into place, report it.
+    Finalize {
+        /// File index.
+        file: u32,
+        /// Its verified BLAKE3.
+        hash: blake3::Hash,
+    },
+}
+
+/// What to do with a block stream whose header was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamVerdict {
+    /// Read, verify and write the block at this offset.
+    Take {
+        /// Where the block goes in its file.
+        offset: u64,
+    },
+    /// A copy of a block already written (multi-path re-send): stop the
+    /// stream; its acknowledgement is queued again.
+    Duplicate,
+}
+
+/// One receiving session's decisions.
+#[derive(Debug)]
+pub struct ReceiverCore {
+    manifest: Manifest,
+    tracker: ReceiveTracker,
+    fec: Option<FecReceive>,
+    multipath: bool,
+    out: VecDeque<Output>,
+}
+
+impl ReceiverCore {
+    /// A session receiving `manifest` (checked and accepted).
+    pub fn new(manifest: Manifest) -> Self {
+        Self {
+            tracker: ReceiveTracker::new(manifest.clone()),
+            manifest,
+            fec: None,
+            multipath: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// (file, block) is already in the `.part`, verified (resume).
+    pub fn hold(&mut self, file: u32, block: u64, digest: BlockDigest) {
+        self.tracker.hold(file, block, digest);
+    }
+
+    /// Whether every file is verified and in place.
+    pub fn is_done(&self) -> bool {
+        self.tracker.all_done()
+    }
+
+    /// Whether the sender set up the FEC plane.
+    pub fn fec_active(&self) -> bool {
+        self.fec.is_some()
+    }
+
+    /// Whether more than one path has carried the session.
+    pub fn multipath(&self) -> bool {
+        self.multipath
+    }
+
+    /// Another path joined.
+    pub fn path_joined(&mut self) {
+        self.multipath = true;
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn ready(&mut self, file: Option<u32>) -> Result<(), SessionError> {
+        if let Some(file) = file {
+            let hash = self
+                .tracker
+                .verify(file)
+                .map_err(SessionError::HashMismatch)?;
+            self.out.push_back(Output::Finalize { file, hash });
+        }
+        Ok(())
+    }
+
+    /// A control frame from the sender, on `path`.
+    pub fn on_frame(&mut self, _path: usize, frame: Frame) -> Result<(), SessionError> {
+        match frame {
+            Frame::FileHash { file, hash } => {
+                let ready = self
+                    .tracker
+                    .file_hash(file, hash)
+                    .map_err(SessionError::Protocol)?;
+                self.ready(ready)?;
+            }
+            Frame::FecSetup {
+                shard_bytes,
+                max_blocks,
+            } => match &self.fec {
+                Some(state) if state.same_setup(shard_bytes, max_blocks) => {}
+                Some(_) => {
+                    return Err(SessionError::Protocol(
+                        "FEC_SETUP sent twice, and different".into(),
+                    ));
+                }
+                None => self.fec = Some(FecReceive::new(&self.manifest, shard_bytes, max_blocks)?),
+            },
+            Frame::BlockDigest {
+                file,
+                block,
+                digest,
+            } => {
+                let state = self.fec.as_mut().ok_or_else(|| {
+                    SessionError::Protocol("BLOCK_DIGEST before FEC_SETUP".into())
+                })?;
+                if let Some((complete, digest)) =
+                    state.on_digest(&self.manifest, file, block, digest)?
+                {
+                    self.out.push_back(Output::Decode(complete, digest));
+                }
+            }
+            Frame::Error { message, .. } => return Err(SessionError::PeerFailed(message)),
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {:?} from the sender",
+                    other.frame_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A shard datagram that arrived on `path` (ignored before FEC_SETUP:
+    /// the receiver takes no datagrams then).
+    pub fn on_datagram(&mut self, path: usize, datagram: Bytes) -> Result<(), SessionError> {
+        let Some(state) = self.fec.as_mut() else {
+            return Ok(());
+        };
+        if let Some((complete, digest)) = state.on_datagram(&self.manifest, path, datagram)? {
+            self.out.push_back(Output::Decode(complete, digest));
+        }
+        Ok(())
+    }
+
+    /// A block stream on `path` announced `header`.
+    pub fn on_stream(
+        &mut self,
+        path: usize,
+        header: &BlockHeader,
+    ) -> Result<StreamVerdict, SessionError> {
+        let offset = self
+            .manifest
+            .check_block(header)
+            .map_err(SessionError::Protocol)?;
+        let (file, block) = (header.file, header.block);
+        if self.multipath && self.tracker.is_written(file, block) {
+            // Re-sent after its path was declared dead, but the first copy
+            // made it: acknowledge it again.
+            self.out.push_back(Output::Send(
+                Target::Path(path),
+                Frame::BlockAck { file, block },
+            ));
+            return Ok(StreamVerdict::Duplicate);
+        }
+        // With several paths a re-sent copy is taken even while the first
+        // is still arriving (it may be stuck on a dead path); whichever is
+        // verified first is written, and a second write of the same
+        // verified bytes is harmless.
+        if !(self.multipath && self.tracker.has_arrived(file, block)) {
+            self.tracker
+                .block_arrived(file, block)
+                .map_err(SessionError::Protocol)?;
+        }
+        Ok(StreamVerdict::Take { offset })
+    }
+
+    /// A block was verified and written; `path` is the path of its stream,
+    /// `None` for a block decoded from shards.
+    pub fn on_written(
+        &mut self,
+        file: u32,
+        block: u64,
+        digest: BlockDigest,
+        path: Option<usize>,
+    ) -> Result<(), SessionError> {
+        if let Some(state) = self.fec.as_mut() {
+            state.finished(file, block);
+        }
+        if self.multipath && self.tracker.is_written(file, block) {
+            // A second copy finished too: acknowledged already.
+            return Ok(());
+        }
+        let target = path.map_or(Target::All, Target::Path);
+        self.out
+            .push_back(Output::Send(target, Frame::BlockAck { file, block }));
+        let ready = self.tracker.block_written(file, block, digest);
+        self.ready(ready)
+    }
+
+    /// A block stream failed before its block was written.
+    pub fn on_stream_failed(&mut self, e: SessionError) -> Result<(), SessionError> {
+        // On one path this ends the session; with several, a stream cut by
+        // a dying path is re-sent elsewhere.
+        if !self.multipath || matches!(e, SessionError::HashMismatch(_) | SessionError::Storage(_))
+        {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "a block stream failed; the sender re-sends it");
+        Ok(())
+    }
+
+    /// A block decoded from shards failed its digest: ask for it again.
+    pub fn on_corrupt(&mut self, file: u32, block: u64) -> Result<(), SessionError> {
+        let state = self
+            .fec
+            .as_mut()
+            .ok_or_else(|| SessionError::Protocol("a corrupt block without FEC".into()))?;
+        let attempt = state.retry(file, block).ok_or_else(|| {
+            SessionError::HashMismatch(format!(
+                "block {block} of file {file} failed its digest 255 times"
+            ))
+        })?;
+        tracing::debug!(
+            file,
+            block,
+            attempt,
+            "decoded block failed its digest; asking again"
+        );
+        self.out.push_back(Output::Send(
+            Target::Path(0),
+            Frame::BlockRetry {
+                file,
+                block,
+                attempt,
+            },
+        ));
+        Ok(())
+    }
+
+    /// A file was renamed into place.
+    pub fn on_finalized(&mut self, file: u32) {
+        self.tracker.file_done(file);
+        self.out
+            .push_back(Output::Send(Target::All, Frame::FileDone { file }));
+    }
+
+    /// The FEC_STATUS path `path` gets now (`micros`: the session's clock).
+    pub fn status(&self, path: usize, micros: u64) -> Option<FecStatus> {
+        self.fec.as_ref().map(|s| s.status(path, micros))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::block_digest;
+    use crate::wire::ManifestEntry;
+
+    fn core(size: u64) -> (ReceiverCore, Vec<u8>) {
+        let manifest = Manifest::new(
+            1024,
+            vec![ManifestEntry {
+                name: "f".into(),
+                size,
+            }],
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        (ReceiverCore::new(manifest), data)
+    }
+
+    fn outputs(c: &mut ReceiverCore) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn header(data: &[u8], block: u64) -> (BlockHeader, BlockDigest) {
+        let start = (block * 1024) as usize;
+        let bytes = &data[start..(start + 1024).min(data.len())];
+        let digest = block_digest(bytes, start as u64, data.len() as u64);
+        (
+            BlockHeader {
+                file: 0,
+                block,
+                len: bytes.len() as u32,
+                digest,
+            },
+            digest,
+        )
+    }
+
+    #[test]
+    fn stream_blocks_are_acknowledged_on_their_path_and_the_file_finalized_once() {
+        let (mut c, data) = core(2000);
+        for b in 0..2 {
+            let (h, d) = header(&data, b);
+            assert_eq!(
+                c.on_stream(1, &h).unwrap(),
+                StreamVerdict::Take { offset: b * 1024 }
+            );
+            c.on_written(0, b, d, Some(1)).unwrap();
+        }
+        c.on_frame(
+            0,
+            Frame::FileHash {
+                file: 0,
+                hash: *blake3::hash(&data).as_bytes(),
+            },
+        )
+        .unwrap();
+        let out = outputs(&mut c);
+        assert!(matches!(
+            out[0],
+            Output::Send(Target::Path(1), Frame::BlockAck { block: 0, .. })
+        ));
+        assert!(
+            matches!(out[2], Output::Finalize { file: 0, hash } if hash == blake3::hash(&data))
+        );
+        c.on_finalized(0);
+        assert!(c.is_done());
+        assert!(matches!(
+            outputs(&mut c)[..],
+            [Output::Send(Target::All, Frame::FileDone { file: 0 })]
+        ));
+    }
+
+    #[test]
+    fn duplicates_are_errors_on_one_path_and_acknowledged_again_on_several() {
+        let (mut c, data) = core(2000);
+        let (h, d) = header(&data, 0);
+        c.on_stream(0, &h).unwrap();
+        let err = c.on_stream(0, &h).unwrap_err();
+        assert!(err.to_string().contains("sent twice"), "{err}");
+        let (mut c, _) = core(2000);
+        c.path_joined();
+        c.on_stream(0, &h).unwrap();
+        // The copy on another path is taken too while the first arrives.
+        assert!(matches!(
+            c.on_stream(1, &h).unwrap(),
+            StreamVerdict::Take { .. }
+        ));
+        c.on_written(0, 0, d, Some(0)).unwrap();
+        c.on_written(0, 0, d, Some(1)).unwrap();
+        // Once written, a third copy is acknowledged again and dropped.
+        assert_eq!(c.on_stream(2, &h).unwrap(), StreamVerdict::Duplicate);
+        let acks: Vec<Target> = outputs(&mut c)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send(t, Frame::BlockAck { .. }) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks, [Target::Path(0), Target::Path(2)]);
+        // A failed stream: the sender re-sends it, unless the data was bad.
+        assert!(
+            c.on_stream_failed(SessionError::ConnectionLost("x".into()))
+                .is_ok()
+        );
+        assert!(
+            c.on_stream_failed(SessionError::HashMismatch("x".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_held_block_sent_again_is_taken_and_frames_out_of_place_are_refused() {
+        let (mut c, data) = core(2000);
+        let (h, d) = header(&data, 0);
+        c.hold(0, 0, [7; 32]);
+        c.path_joined();
+        assert!(matches!(
+            c.on_stream(0, &h).unwrap(),
+            StreamVerdict::Take { .. }
+        ));
+        c.on_written(0, 0, d, Some(0)).unwrap();
+        let err = c
+            .on_frame(
+                0,
+                Frame::BlockDigest {
+                    file: 0,
+                    block: 1,
+                    digest: [0; 32],
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("before FEC_SETUP"), "{err}");
+        let err = c.on_frame(0, Frame::Ready).unwrap_err();
+        assert!(err.to_string().contains("unexpected Ready"), "{err}");
+        assert!(c.status(0, 1).is_none());
+        assert!(c.on_corrupt(0, 0).is_err());
+    }
+}
