@@ -57,7 +57,7 @@ for _ in $(seq 6000); do
   [ "$j" -ge $(( 67 + 48 * blocks / 2 )) ] && break
   sleep 0.01
 done
-kill -9 "$rpid" "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+kill -9 "$rpid" "$spid" 2>/dev/null || true; { wait "$spid"; wait "$rpid"; } 2>/dev/null || true
 echo "(interrupted with $(( ($(stat -c %s "$recv_dir/src.bin.part.journal") - 67) / 48 )) of $blocks blocks journaled)" >&2
 start_recv
 t0=$(date +%s.%N); send > "$work/resumed.json"; t1=$(date +%s.%N)

@@ -325,3 +325,71 @@ fn no_resume_sends_everything_again() {
         rt.block_on(r.stop());
     }
 }
+
+#[test]
+fn recv_lists_partial_files_and_discards_old_ones() {
+    use chunkstream_engine::journal::{JournalHeader, encode_record};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let part = |name: &str, blocks: u64, age: Duration| {
+        let p = out.join(format!("{name}.part"));
+        std::fs::write(&p, vec![0u8; 3 << 20]).unwrap();
+        let mut j = JournalHeader {
+            name: name.into(),
+            size: 3 << 20,
+            block_size_log2: 20,
+            identity: None,
+        }
+        .encode();
+        for b in 0..blocks {
+            j.extend_from_slice(&encode_record(b, &[0; 32]));
+        }
+        let jp = out.join(format!("{name}.part.journal"));
+        std::fs::write(&jp, j).unwrap();
+        let when = std::time::SystemTime::now() - age;
+        for f in [p, jp] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    };
+    part("old.bin", 1, Duration::from_secs(3 * 86_400));
+    part("recent.bin", 2, Duration::from_secs(60));
+    let rx = Receiver::start(
+        &out,
+        &tmp.path().join("state"),
+        &["--discard-partial-older-than", "2d"],
+    );
+    assert!(eventually(secs(10), || rx
+        .stdout()
+        .contains("\"event\":\"partial\"")));
+    let lines: Vec<serde_json::Value> = rx
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let discarded = &lines[0];
+    assert_eq!(discarded["event"], "partial_discarded", "{lines:?}");
+    assert_eq!(discarded["name"], "old.bin");
+    let listed = &lines[1];
+    assert_eq!(listed["event"], "partial");
+    assert_eq!(listed["name"], "recent.bin");
+    assert_eq!(listed["journaled_bytes"], 2 << 20);
+    assert_eq!(listed["resumable"], true);
+    assert!(!out.join("old.bin.part").exists() && !out.join("old.bin.part.journal").exists());
+    assert!(out.join("recent.bin.part").exists());
+    rx.kill();
+    // A bad age is a usage error naming the units.
+    let o = Command::new(BIN)
+        .args(["recv", "--out"])
+        .arg(&out)
+        .args(["--discard-partial-older-than", "3 weeks"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("s, m, h or d"));
+}

@@ -51,6 +51,13 @@ use crate::work::PreparedBlock;
 pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
 /// How long dialling one path may take.
 const DIAL_LIMIT: Duration = Duration::from_secs(5);
+/// Blocks the FEC plane admits before the receiver's READY: enough for its
+/// first round trip at the starting rate, no more, because a receiver
+/// resuming a file answers HAVE (what it already holds) only after it has
+/// re-hashed it, and every block admitted before that is sent whole
+/// (measured: 32 MiB sent again of a 1 GiB file resumed at half way, with
+/// the 32 blocks a session may have in flight admitted at once).
+const BLOCKS_BEFORE_READY: usize = 2;
 
 type Frames = mpsc::Receiver<Result<Option<Frame>, SessionError>>;
 type Merged = crate::session::control::TaggedFrame;
@@ -412,7 +419,7 @@ pub(crate) async fn run(
         // Shards leave on the pacing tick; blocks whenever a path has room.
         let mut transmit = streams;
         tokio::select! {
-            block = pipeline.next(), if core.wants_block() => {
+            block = pipeline.next(), if core.wants_block() && (admission.admitted() || blocks.len() < BLOCKS_BEFORE_READY) => {
                 let block = block?;
                 let g = block.recovery.as_ref().map(|r| r.0);
                 tracing::trace!(file = block.header.file, block = block.header.block, "admitted");
