@@ -29,7 +29,8 @@ pub struct CompareArgs {
     /// Reports written by `bench`.
     #[arg(required = true, value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
-    /// Also draw goodput against loss into this SVG file.
+    /// Also draw the reports into this SVG file: goodput against loss if
+    /// they sweep loss, else goodput per contender.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 }
@@ -119,7 +120,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     println!();
     print!("{}", table(&reports));
     if let Some(svg) = &args.plot {
-        chunkstream_bench_harness::plot::plot_goodput_vs_loss(&reports, svg)
+        chunkstream_bench_harness::plot::plot(&reports, svg)
             .with_context(|| format!("cannot draw {}", svg.display()))?;
         println!("\nplot: {}", svg.display());
     }

@@ -90,6 +90,57 @@ fn bench_writes_a_verified_report_and_compare_reads_it() {
         text.contains("| 2% | chunkstream |") && text.contains("1.00×"),
         "{text}"
     );
+    // A report that sweeps loss plots goodput against it.
+    let svg = tmp.path().join("sweep.svg");
+    let cmp = Command::new(BIN)
+        .arg("compare")
+        .arg(&report_path)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_success(&cmp);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.contains("goodput vs random loss") && drawn.contains("quinn-cubic"));
+}
+
+#[test]
+fn compare_plots_a_report_without_a_loss_sweep_as_bars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("flat.toml");
+    let flat = SCENARIO
+        .replace("name = \"tiny\"", "name = \"flat\"")
+        .replace("[sweep]\nloss = [\"0%\", \"2%\"]\n", "");
+    std::fs::write(&scenario, flat).unwrap();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = tmp.path().join("flat.svg");
+    let cmp = Command::new(BIN)
+        .arg("compare")
+        .arg(tmp.path().join("flat.json"))
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_success(&cmp);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.contains("goodput per contender")
+            && drawn.contains("chunkstream")
+            && drawn.contains("quinn-cubic")
+            && drawn.contains("link rate"),
+        "{drawn}"
+    );
 }
 
 #[test]

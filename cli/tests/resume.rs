@@ -272,6 +272,15 @@ fn a_source_changed_between_attempts_arrives_as_it_is_now() {
             "{plane}: the rewritten block is sent"
         );
     }
+    // Shrunk to 20.5 MiB: the whole blocks both sizes share may be kept.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    write_file(&src, 64 * MIB, 32);
+    half_sent(&rt, tmp.path(), &src, "fec");
+    let data = std::fs::read(&src).unwrap();
+    std::fs::write(&src, &data[..(41 * MIB / 2) as usize]).unwrap();
+    let resumed = resend_and_check(&rt, tmp.path(), &src, "fec", 32, None);
+    assert!(resumed > 0 && resumed <= 20 * MIB, "{resumed}");
 }
 
 #[test]
