@@ -26,7 +26,6 @@ use tokio::process::{Child, Command};
 
 use crate::link::relay::{Relay, RelayConfig};
 use crate::link::tun::{ADDR_B, TunLink, path_addr};
-use crate::link::{LinkConfig, LossModel};
 use crate::report::{Report, Run};
 use crate::scenario::{Backend, Contender, Point, Scenario};
 use crate::usage::{ProcessUsage, running_as_root};
@@ -137,17 +136,6 @@ fn write_source(path: &Path, size: u64) -> Result<String> {
     }
     file.flush()?;
     Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// The reverse direction of a path: same rate, queue and delay, no loss.
-fn reverse_of(forward: &LinkConfig) -> LinkConfig {
-    LinkConfig {
-        loss: LossModel::NONE,
-        reorder: 0.0,
-        duplicate: 0.0,
-        drop_first: 0,
-        ..forward.clone()
-    }
 }
 
 /// A child process whose stdout lines are collected as they come.
@@ -523,7 +511,8 @@ async fn attempt(
             let prefix = format!("c{:03}{n:04}", std::process::id() % 1000);
             let paths = point.paths[..used]
                 .iter()
-                .map(|p| (p.clone(), reverse_of(p)))
+                .cloned()
+                .zip(point.reverse.iter().cloned())
                 .collect();
             let link = TunLink::start_paths(&prefix, paths, seed).await?;
             if contender == Contender::MptcpBbr {
@@ -586,7 +575,7 @@ async fn attempt(
                         listen: "127.0.0.1:0".parse()?,
                         to: server,
                         forward: p.clone(),
-                        reverse: reverse_of(p),
+                        reverse: point.reverse[i].clone(),
                         seed: seed + 7919 * i as u64,
                     })
                     .await?,

@@ -239,6 +239,14 @@ struct RawPath {
     queue: Option<String>,
     #[serde(default)]
     drop_first: u64,
+    /// The return direction (receiver to sender): by default the same
+    /// rate, delay and queue as the data direction and no random loss.
+    #[serde(default)]
+    reverse_rate: Option<String>,
+    #[serde(default)]
+    reverse_delay: Option<String>,
+    #[serde(default)]
+    reverse_loss: Option<String>,
 }
 
 fn zero_ms() -> String {
@@ -263,6 +271,10 @@ enum LossModelName {
 #[serde(deny_unknown_fields)]
 struct RawSweep {
     loss: Vec<String>,
+    /// Sweep the loss of the return direction too (each direction draws
+    /// its own losses).
+    #[serde(default)]
+    both_directions: bool,
 }
 
 /// A validated scenario.
@@ -283,10 +295,15 @@ pub struct Scenario {
     pub contenders: Vec<Contender>,
     /// Which link emulation carries the runs.
     pub backend: Backend,
-    /// Link settings per path (before the sweep is applied).
+    /// Link settings per path (before the sweep is applied), data
+    /// direction (sender to receiver).
     pub paths: Vec<LinkConfig>,
+    /// The same for the return direction.
+    pub reverse: Vec<LinkConfig>,
     /// Loss values to sweep, if any.
     pub sweep_loss: Vec<f64>,
+    /// Whether the sweep sets the return direction's loss too.
+    pub sweep_both_directions: bool,
 }
 
 /// One setting of all paths: what a sweep point runs on.
@@ -294,8 +311,10 @@ pub struct Scenario {
 pub struct Point {
     /// The loss this point sets (if sweeping), for tables and plots.
     pub loss: Option<f64>,
-    /// Per-path link settings.
+    /// Per-path link settings, data direction.
     pub paths: Vec<LinkConfig>,
+    /// Per-path link settings, return direction.
+    pub reverse: Vec<LinkConfig>,
 }
 
 mod duration_secs {
@@ -357,6 +376,14 @@ impl Scenario {
             .enumerate()
             .map(|(i, p)| path_config(p).map_err(|e| format!("path {}: {e}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
+        let reverse = raw
+            .path
+            .iter()
+            .zip(&paths)
+            .enumerate()
+            .map(|(i, (p, fwd))| reverse_config(p, fwd).map_err(|e| format!("path {}: {e}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sweep_both_directions = raw.sweep.as_ref().is_some_and(|s| s.both_directions);
         let sweep_loss = match raw.sweep {
             None => Vec::new(),
             Some(s) => {
@@ -378,7 +405,9 @@ impl Scenario {
             contenders: raw.contenders,
             backend: raw.backend,
             paths,
+            reverse,
             sweep_loss,
+            sweep_both_directions,
         })
     }
 
@@ -389,28 +418,75 @@ impl Scenario {
             return vec![Point {
                 loss: None,
                 paths: self.paths.clone(),
+                reverse: self.reverse.clone(),
             }];
         }
+        let with_loss = |c: &LinkConfig, p: f64| LinkConfig {
+            loss: match c.loss {
+                LossModel::Bernoulli { .. } => LossModel::Bernoulli { p },
+                LossModel::GilbertElliott { mean_burst, .. } => {
+                    LossModel::GilbertElliott { p, mean_burst }
+                }
+            },
+            ..c.clone()
+        };
         self.sweep_loss
             .iter()
             .map(|&p| Point {
                 loss: Some(p),
-                paths: self
-                    .paths
-                    .iter()
-                    .map(|c| LinkConfig {
-                        loss: match c.loss {
-                            LossModel::Bernoulli { .. } => LossModel::Bernoulli { p },
-                            LossModel::GilbertElliott { mean_burst, .. } => {
-                                LossModel::GilbertElliott { p, mean_burst }
-                            }
-                        },
-                        ..c.clone()
-                    })
-                    .collect(),
+                paths: self.paths.iter().map(|c| with_loss(c, p)).collect(),
+                reverse: if self.sweep_both_directions {
+                    self.reverse.iter().map(|c| with_loss(c, p)).collect()
+                } else {
+                    self.reverse.clone()
+                },
             })
             .collect()
     }
+}
+
+/// The return direction of a path: the data direction's settings without
+/// its random loss, reordering and duplication, unless `reverse_*` says
+/// otherwise (its loss follows the data direction's loss model).
+fn reverse_config(p: &RawPath, fwd: &LinkConfig) -> Result<LinkConfig, String> {
+    let rate_bps = match &p.reverse_rate {
+        Some(r) => Some(units::rate_bits(r).map_err(|e| format!("reverse_rate: {e}"))?),
+        None => fwd.rate_bps,
+    };
+    let delay = match &p.reverse_delay {
+        Some(d) => units::duration(d).map_err(|e| format!("reverse_delay: {e}"))?,
+        None => fwd.delay,
+    };
+    let loss = match &p.reverse_loss {
+        None => LossModel::NONE,
+        Some(l) => {
+            let p_loss = units::percent(l).map_err(|e| format!("reverse_loss: {e}"))?;
+            match fwd.loss {
+                LossModel::Bernoulli { .. } => LossModel::Bernoulli { p: p_loss },
+                LossModel::GilbertElliott { mean_burst, .. } => LossModel::GilbertElliott {
+                    p: p_loss,
+                    mean_burst,
+                },
+            }
+        }
+    };
+    let queue_bytes = if p.reverse_rate.is_some() || p.reverse_delay.is_some() {
+        LinkConfig::default_queue_bytes(rate_bps.unwrap_or(0), delay)
+    } else {
+        fwd.queue_bytes
+    };
+    let cfg = LinkConfig {
+        rate_bps,
+        queue_bytes,
+        delay,
+        loss,
+        reorder: 0.0,
+        duplicate: 0.0,
+        drop_first: 0,
+        ..fwd.clone()
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn path_config(p: &RawPath) -> Result<LinkConfig, String> {
@@ -530,6 +606,37 @@ mod tests {
     }
 
     #[test]
+    fn the_return_direction_is_set_per_path_and_swept_when_asked() {
+        let text = GOOD.replace(
+            "delay = \"20ms\"",
+            "delay = \"20ms\"\nreverse_rate = \"10mbit\"\nreverse_loss = \"1%\"",
+        );
+        let s = Scenario::parse(&text).unwrap();
+        assert_eq!(s.reverse[0].rate_bps, Some(10_000_000));
+        assert_eq!(s.reverse[0].delay, Duration::from_millis(20));
+        assert_eq!(s.reverse[0].loss, LossModel::Bernoulli { p: 0.01 });
+        // Without reverse_*: the data direction's rate and delay, no loss.
+        let plain = Scenario::parse(GOOD).unwrap();
+        assert_eq!(plain.reverse[0].rate_bps, plain.paths[0].rate_bps);
+        assert_eq!(plain.reverse[0].loss, LossModel::NONE);
+        // A sweep moves the return direction's loss only when asked.
+        let last = |s: &Scenario| s.points().last().unwrap().reverse[0].loss;
+        assert_eq!(last(&plain), LossModel::NONE);
+        let both = Scenario::parse(&GOOD.replace(
+            "loss = [\"0%\", \"5%\"]",
+            "loss = [\"0%\", \"5%\"]\nboth_directions = true",
+        ))
+        .unwrap();
+        assert!(both.sweep_both_directions, "{GOOD}");
+        assert_eq!(last(&both), both.points().last().unwrap().paths[0].loss);
+        let bad = GOOD.replace(
+            "delay = \"20ms\"",
+            "delay = \"20ms\"\nreverse_loss = \"120%\"",
+        );
+        assert!(Scenario::parse(&bad).unwrap_err().contains("reverse_loss"));
+    }
+
+    #[test]
     fn shipped_scenarios_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let mut names = Vec::new();
@@ -557,7 +664,9 @@ mod tests {
                 "multipath-lossy",
                 "multipath-lossy-tun",
                 "multipath-tun",
-                "quick"
+                "quick",
+                "satellite",
+                "two-way-loss"
             ]
         );
     }
