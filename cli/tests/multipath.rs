@@ -13,20 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
-use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 use common::*;
-
-fn link(rate_mbit: u64, loss: f64) -> LinkConfig {
-    let rate = rate_mbit * 1_000_000;
-    let delay = Duration::from_millis(5);
-    LinkConfig {
-        rate_bps: Some(rate),
-        queue_bytes: LinkConfig::default_queue_bytes(rate, delay),
-        delay,
-        loss: LossModel::Bernoulli { p: loss },
-        ..LinkConfig::default()
-    }
-}
 
 async fn relay(listen: SocketAddr, to: SocketAddr, rate_mbit: u64, seed: u64) -> Relay {
     lossy_relay(listen, to, rate_mbit, 0.0, seed).await

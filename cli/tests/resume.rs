@@ -13,22 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
-use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 use common::*;
 
 const MIB: u64 = 1 << 20;
-
-fn link(rate_mbit: u64, loss: f64) -> LinkConfig {
-    let rate = rate_mbit * 1_000_000;
-    let delay = Duration::from_millis(5);
-    LinkConfig {
-        rate_bps: Some(rate),
-        queue_bytes: LinkConfig::default_queue_bytes(rate, delay),
-        delay,
-        loss: LossModel::Bernoulli { p: loss },
-        ..LinkConfig::default()
-    }
-}
 
 /// Two relayed paths to `to`: 100 Mbit/s clean, 100 Mbit/s losing 0.5 %.
 fn relays(rt: &tokio::runtime::Runtime, to: SocketAddr, seed: u64) -> Vec<Relay> {

@@ -279,3 +279,18 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// An emulated link of `rate_mbit` Mbit/s, 5 ms one way, losing `loss` of
+/// its packets (Bernoulli), with the model's default queue.
+pub fn link(rate_mbit: u64, loss: f64) -> chunkstream_bench_harness::link::LinkConfig {
+    use chunkstream_bench_harness::link::{LinkConfig, LossModel};
+    let rate = rate_mbit * 1_000_000;
+    let delay = Duration::from_millis(5);
+    LinkConfig {
+        rate_bps: Some(rate),
+        queue_bytes: LinkConfig::default_queue_bytes(rate, delay),
+        delay,
+        loss: LossModel::Bernoulli { p: loss },
+        ..LinkConfig::default()
+    }
+}
