@@ -113,6 +113,21 @@ async fn manifest_reply(
     (conn, control, recv, reply)
 }
 
+/// Sends file 0's only block, ten correct bytes, on a stream of its own.
+async fn send_ten_byte_block(conn: &Connection) {
+    let data = b"0123456789";
+    let header = BlockHeader {
+        file: 0,
+        block: 0,
+        len: 10,
+        digest: *blake3::hash(data).as_bytes(),
+    };
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&header.encode()).await.unwrap();
+    stream.write_all(data).await.unwrap();
+    stream.finish().unwrap();
+}
+
 fn nothing_written_but(dir: &Path, allowed: &[&str]) {
     let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -223,17 +238,7 @@ async fn a_part_file_that_is_a_symlink_is_not_resumed_or_written_through() {
     let (conn, _control, mut recv, reply) = manifest_reply(&s, "victim.bin").await;
     // Not resumed: no HAVE, just READY (the .part is made at the first block).
     assert_eq!(reply, Some(Frame::Ready));
-    let data = b"0123456789";
-    let header = BlockHeader {
-        file: 0,
-        block: 0,
-        len: 10,
-        digest: *blake3::hash(data).as_bytes(),
-    };
-    let mut stream = conn.open_uni().await.unwrap();
-    stream.write_all(&header.encode()).await.unwrap();
-    stream.write_all(data).await.unwrap();
-    stream.finish().unwrap();
+    send_ten_byte_block(&conn).await;
     match next_frame(&mut recv).await {
         Some(Frame::Error { code, message }) => {
             assert_eq!(code, error_code::STORAGE);
@@ -309,17 +314,7 @@ async fn a_symlink_in_the_output_folder_does_not_lead_outside() {
     let s = start_receiver().await;
     let (conn, _control, mut recv, reply) = manifest_reply(&s, "link/payload").await;
     assert_eq!(reply, Some(Frame::Ready), "the name itself is well-formed");
-    let data = b"0123456789";
-    let header = BlockHeader {
-        file: 0,
-        block: 0,
-        len: 10,
-        digest: *blake3::hash(data).as_bytes(),
-    };
-    let mut stream = conn.open_uni().await.unwrap();
-    stream.write_all(&header.encode()).await.unwrap();
-    stream.write_all(data).await.unwrap();
-    stream.finish().unwrap();
+    send_ten_byte_block(&conn).await;
     let reply = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
         .await
         .unwrap();

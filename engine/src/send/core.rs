@@ -465,23 +465,11 @@ impl SenderCore {
     pub fn admit_block(&mut self, now: Instant, header: &BlockHeader, geometry: Option<Geometry>) {
         let (file, block) = (header.file, header.block);
         // Held by the receiver, and the same: nothing to send.
-        if let Some(prefix) = self.held.remove(&(file, block))
-            && header.digest[..HAVE_DIGEST_LEN] == prefix
-        {
-            if let Some((file, hash)) = self.hashes.record(header, &self.manifest) {
-                self.control.push_back(Frame::FileHash {
-                    file,
-                    hash: *hash.as_bytes(),
-                });
-            }
-            self.events.push_back(CoreEvent::BlockResumed {
-                file,
-                block,
-                bytes: u64::from(header.len),
-            });
-            return;
-        }
-        if self.streams.is_none() {
+        let resumed = self
+            .held
+            .remove(&(file, block))
+            .is_some_and(|prefix| header.digest[..HAVE_DIGEST_LEN] == prefix);
+        if self.streams.is_none() && !resumed {
             self.control.push_back(Frame::BlockDigest {
                 file,
                 block,
@@ -493,6 +481,14 @@ impl SenderCore {
                 file,
                 hash: *hash.as_bytes(),
             });
+        }
+        if resumed {
+            self.events.push_back(CoreEvent::BlockResumed {
+                file,
+                block,
+                bytes: u64::from(header.len),
+            });
+            return;
         }
         let class = self
             .class_of_file
