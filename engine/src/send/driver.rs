@@ -742,7 +742,7 @@ pub(crate) async fn run(
         }
     }
     for (e, _) in links.endpoints.iter().flatten().skip(1) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
+        let _ = tokio::time::timeout(crate::session::sender::CLOSE_GRACE, e.wait_idle()).await;
     }
     Ok(Outcome {
         fec: report,
