@@ -183,14 +183,14 @@ async fn next_frame(recv: &mut quinn::RecvStream) -> Option<Frame> {
 /// A sender of protocol version 1 (no resume) is told which versions
 /// meet, in an ERROR frame it shows its user, and nothing is written.
 #[tokio::test]
-async fn a_version_1_sender_gets_a_clear_version_error() {
+async fn a_sender_of_the_previous_version_gets_a_clear_version_error() {
     let s = start_receiver().await;
     let conn = dial(&s).await;
     let (send, mut recv) = conn.open_bi().await.unwrap();
     let mut control = ControlWriter(send);
     control
         .send(&Frame::Hello {
-            version: 1,
+            version: PROTOCOL_VERSION - 1,
             session_id: [9; 16],
             token: TOKEN.as_bytes().to_vec(),
         })
@@ -200,14 +200,16 @@ async fn a_version_1_sender_gets_a_clear_version_error() {
         Some(Frame::Error { code, message }) => {
             assert_eq!(code, error_code::BAD_VERSION);
             assert!(
-                message.contains("unsupported protocol version 1")
-                    && message.contains(&format!("speaks {PROTOCOL_VERSION}")),
+                message.contains(&format!(
+                    "unsupported protocol version {}",
+                    PROTOCOL_VERSION - 1
+                )) && message.contains(&format!("speaks {PROTOCOL_VERSION}")),
                 "{message}"
             );
         }
         other => panic!("expected ERROR, got {other:?}"),
     }
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
     nothing_written(&s.outside);
     let names: Vec<_> = std::fs::read_dir(&s.out)
         .unwrap()

@@ -71,7 +71,7 @@ async fn a_version_1_receiver_is_named_as_such_on_both_planes() {
         let text = err.to_string();
         assert!(
             matches!(err, SessionError::Refused(_))
-                && text.contains("unsupported protocol version 2")
+                && text.contains(&format!("unsupported protocol version {PROTOCOL_VERSION}"))
                 && text.contains("speaks 1"),
             "fec {fec}: {text}"
         );

@@ -1,9 +1,11 @@
-//! Every frame type, the shard header and the block header from arbitrary
+//! Every frame type, report datagrams, the shard header and the block header from arbitrary
 //! bytes: no panic, no allocation beyond what the input could hold, and a
 //! frame that decodes re-encodes to the bytes it came from.
 #![no_main]
 
-use chunkstream_engine::wire::{BLOCK_HEADER_LEN, BlockHeader, ShardHeader, decode_frame};
+use chunkstream_engine::wire::{
+    BLOCK_HEADER_LEN, BlockHeader, ShardHeader, decode_frame, decode_report,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&frame.encode()[..], &rest[..used], "re-encoding differs");
         rest = &rest[used..];
     }
-    // A datagram.
+    // A report datagram (receiver to sender): only report frames, each
+    // re-encoding to its bytes.
+    if let Ok(frames) = decode_report(data) {
+        let again: Vec<u8> = frames.iter().flat_map(|f| f.encode().to_vec()).collect();
+        assert_eq!(&again[..], data, "a report re-encodes differently");
+    }
+    // A shard datagram.
     if let Some((header, payload)) = ShardHeader::decode(data) {
         assert_eq!(
             payload.len() + chunkstream_engine::wire::SHARD_HEADER_LEN,

@@ -12,6 +12,8 @@
 //!   when the receiver reports a deficit.
 //! * [`report_clock`]: when a receiver's report was written, on the
 //!   sender's clock, so that a report read late is judged by its age.
+//! * [`path_loss`]: a path's forward loss from the receiver's counts,
+//!   blind to loss on the way back.
 //! * [`rate`]: the rate controller: delivered rate, queueing delay, random
 //!   versus congestive loss.
 //! * [`shard_pacer`]: how many shards may leave now at the controlled
@@ -26,6 +28,7 @@ pub mod accounts;
 pub mod cc;
 pub mod codec;
 pub mod collector;
+pub mod path_loss;
 pub mod rate;
 pub mod report_clock;
 pub mod shard_pacer;

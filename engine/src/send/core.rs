@@ -58,6 +58,7 @@ pub use super::streams::BlockSend;
 use super::streams::StreamPlane;
 use crate::fec::accounts::{Redundancy, SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
+use crate::fec::path_loss::PathLoss;
 use crate::fec::rate::{RateConfig, RateController};
 use crate::fec::report_clock::ReportClock;
 use crate::fec::shard_pacer::ShardPacer;
@@ -272,6 +273,10 @@ struct PathTx {
     srtt: Duration,
     /// When a report (or the path itself) was last heard of.
     last_report: Instant,
+    /// The receiver's clock in the newest report taken.
+    report_micros: u64,
+    /// Shards sent over time, for the forward loss the reports show.
+    loss: PathLoss,
     shards_sent: u64,
     delivered: u64,
     /// Delivered on this path's earlier connections.
@@ -292,6 +297,8 @@ impl PathTx {
             clock: ReportClock::new(),
             srtt: Duration::from_millis(100),
             last_report: now,
+            report_micros: 0,
+            loss: PathLoss::new(),
             shards_sent: 0,
             delivered: 0,
             delivered_before: 0,
@@ -572,7 +579,6 @@ impl SenderCore {
         let p = &mut self.paths[path];
         p.srtt = st.srtt;
         p.rate.on_rtt(now, st.srtt);
-        p.rate.on_packets(st.sent_packets, st.lost_packets);
     }
 
     /// A control frame from the receiver on path `path`.
@@ -682,10 +688,21 @@ impl SenderCore {
         let Some(p) = self.paths.get_mut(path) else {
             return;
         };
+        // Reports come as datagrams, which may be reordered: one older than
+        // a report already taken says nothing new (and its deficits are
+        // stale).
+        if st.micros < p.report_micros {
+            return;
+        }
+        p.report_micros = st.micros;
         p.rate.on_delivered(st.micros, st.delivered);
         p.delivered = st.delivered;
         p.last_report = now;
         let written = p.clock.written_at(now, st.micros);
+        // Loss as the receiver counted it, not as quinn's acknowledgements
+        // (lost on the way back too) suggest: see `fec::path_loss`.
+        let (out, lost) = p.loss.at_report(written, p.srtt, st.shards);
+        p.rate.on_packets(out, lost);
         // A block's shards went over every live path: its repairs wait for
         // the slowest.
         let srtt = self.repair_rtt();
@@ -856,6 +873,7 @@ impl SenderCore {
         self.shards_sent += 1;
         let p = &mut self.paths[path];
         p.shards_sent += 1;
+        p.loss.on_sent(now);
         if self.cfg.paced {
             p.pacer.sent();
         }

@@ -210,6 +210,26 @@ struct Links {
     wire_done: Vec<u64>,
     generation: Vec<u64>,
     merged: mpsc::Sender<Merged>,
+    reports: mpsc::Sender<Report>,
+}
+
+/// A report datagram's frames (or why it did not decode), tagged like
+/// [`Merged`].
+type Report = (usize, u64, Result<Vec<Frame>, SessionError>);
+
+/// Forwards the report datagrams of path `path`'s connection (see "Reports
+/// as datagrams" in [`crate::wire`]) until it closes or one fails to decode.
+fn forward_reports(path: usize, generation: u64, conn: Connection, out: mpsc::Sender<Report>) {
+    tokio::spawn(async move {
+        while let Ok(d) = conn.read_datagram().await {
+            let frames = crate::wire::decode_report(&d)
+                .map_err(|e| SessionError::Protocol(format!("a report datagram: {e}")));
+            let bad = frames.is_err();
+            if out.send((path, generation, frames)).await.is_err() || bad {
+                return;
+            }
+        }
+    });
 }
 
 impl Links {
@@ -219,6 +239,12 @@ impl Links {
     fn attach(&mut self, i: usize, link: Link, frames: Frames) {
         self.generation[i] += 1;
         crate::session::control::forward_tagged(i, self.generation[i], frames, self.merged.clone());
+        forward_reports(
+            i,
+            self.generation[i],
+            link.conn.clone(),
+            self.reports.clone(),
+        );
         self.live[i] = Some(link);
     }
 
@@ -320,7 +346,9 @@ pub(crate) async fn run(
     let now = Instant::now();
     let mut core = SenderCore::new(manifest.clone(), pipeline.class_of_file.clone(), cfg, now);
     let (merged_tx, mut merged_rx) = mpsc::channel::<Merged>(256);
+    let (reports_tx, mut reports_rx) = mpsc::channel::<Report>(256);
     let mut links = Links {
+        reports: reports_tx,
         live: (0..n).map(|_| None).collect(),
         endpoints: vec![None; n],
         wire_done: vec![0; n],
@@ -459,6 +487,16 @@ pub(crate) async fn run(
                             });
                         }
                         core.path_failed(i, now);
+                    }
+                }
+            }
+            Some((i, generation, frames)) = reports_rx.recv() => {
+                // Reports before READY are dropped: the stream's READY (or
+                // ERROR) decides admission, and the next report says the same.
+                if generation == links.generation[i] && admission.admitted() {
+                    let now = Instant::now();
+                    for frame in frames? {
+                        core.handle_frame(i, frame, now)?;
                     }
                 }
             }

@@ -43,7 +43,7 @@ use super::tracker::ReceiveTracker;
 use crate::fec::collector::CompleteBlock;
 use crate::hash::BlockDigest;
 use crate::manifest::Manifest;
-use crate::wire::{BlockHeader, FecStatus, Frame};
+use crate::wire::{BlockHeader, FecStatus, Frame, REPORT_ECHOES, encode_report};
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,9 @@ pub struct ReceiverCore {
     fec: Option<FecReceive>,
     multipath: bool,
     out: VecDeque<Output>,
+    /// BLOCK_ACK and FILE_DONE frames still to repeat in report datagrams,
+    /// with how many reports each is still due in.
+    echoes: VecDeque<(Frame, u8)>,
 }
 
 impl ReceiverCore {
@@ -104,6 +107,7 @@ impl ReceiverCore {
             fec: None,
             multipath: false,
             out: VecDeque::new(),
+            echoes: VecDeque::new(),
         }
     }
 
@@ -256,6 +260,9 @@ impl ReceiverCore {
             return Ok(());
         }
         let target = path.map_or(Target::All, Target::Path);
+        if path.is_none() {
+            self.echo(Frame::BlockAck { file, block });
+        }
         self.out
             .push_back(Output::Send(target, Frame::BlockAck { file, block }));
         let ready = self.tracker.block_written(file, block, digest);
@@ -305,8 +312,42 @@ impl ReceiverCore {
     /// A file was renamed into place.
     pub fn on_finalized(&mut self, file: u32) {
         self.tracker.file_done(file);
+        self.echo(Frame::FileDone { file });
         self.out
             .push_back(Output::Send(Target::All, Frame::FileDone { file }));
+    }
+
+    /// Repeats `frame` in the next reports (FEC plane only: the reliable
+    /// plane sends no reports).
+    fn echo(&mut self, frame: Frame) {
+        if self.fec.is_some() {
+            self.echoes.push_back((frame, REPORT_ECHOES));
+        }
+    }
+
+    /// This round's report datagram for each path (see "Reports as
+    /// datagrams" in [`crate::wire`]): `rooms[i]` is path `i`'s datagram
+    /// size, `None` for a path that takes no datagrams (it gets `None`,
+    /// and its FEC_STATUS goes on the control stream). Each echoed
+    /// acknowledgement is due in one report fewer afterwards.
+    pub fn reports(&mut self, micros: u64, rooms: &[Option<usize>]) -> Vec<Option<Bytes>> {
+        let Some(fec) = &self.fec else {
+            return vec![None; rooms.len()];
+        };
+        let echoes: Vec<Frame> = self.echoes.iter().map(|(f, _)| f.clone()).collect();
+        let out = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, room)| {
+                room.and_then(|max| encode_report(&fec.status(i, micros), &echoes, max))
+                    .map(|d| d.freeze())
+            })
+            .collect();
+        for e in self.echoes.iter_mut() {
+            e.1 -= 1;
+        }
+        self.echoes.retain(|e| e.1 > 0);
+        out
     }
 
     /// The FEC_STATUS path `path` gets now (`micros`: the session's clock).
@@ -452,5 +493,51 @@ mod tests {
         assert!(err.to_string().contains("unexpected Ready"), "{err}");
         assert!(c.status(0, 1).is_none());
         assert!(c.on_corrupt(0, 0).is_err());
+    }
+
+    #[test]
+    fn reports_repeat_each_decoded_blocks_ack_and_file_done_in_the_next_few_datagrams() {
+        use crate::wire::{REPORT_ECHOES, decode_report};
+        let (mut c, data) = core(2000);
+        c.on_frame(
+            0,
+            Frame::FecSetup {
+                shard_bytes: 512,
+                max_blocks: 8,
+            },
+        )
+        .unwrap();
+        c.on_frame(
+            0,
+            Frame::FileHash {
+                file: 0,
+                hash: *blake3::hash(&data).as_bytes(),
+            },
+        )
+        .unwrap();
+        for b in 0..2 {
+            let (_, d) = header(&data, b);
+            c.on_written(0, b, d, None).unwrap();
+        }
+        c.on_finalized(0);
+        let want = [
+            Frame::BlockAck { file: 0, block: 0 },
+            Frame::BlockAck { file: 0, block: 1 },
+            Frame::FileDone { file: 0 },
+        ];
+        for round in 0..REPORT_ECHOES + 1 {
+            let reports = c.reports(1000 * u64::from(round), &[Some(1200), None]);
+            assert!(reports[1].is_none(), "a path without datagrams gets none");
+            let mut frames = decode_report(reports[0].as_ref().expect("a report")).unwrap();
+            let Some(Frame::FecStatus(st)) = frames.pop() else {
+                panic!("{frames:?}")
+            };
+            assert_eq!(st.micros, 1000 * u64::from(round));
+            if round < REPORT_ECHOES {
+                assert_eq!(&frames[..], &want[..], "report {round}");
+            } else {
+                assert!(frames.is_empty(), "echoed too often: {frames:?}");
+            }
+        }
     }
 }

@@ -123,6 +123,10 @@ pub enum BindError {
 }
 
 impl Receiver {
+    /// The receiver's fixed congestion window (bytes), enough for its
+    /// reports and acknowledgements over a 2 s round trip.
+    pub const RECEIVER_WINDOW: u64 = 1 << 20;
+
     /// Opens `out` and binds one endpoint per listen address.
     pub fn bind(
         listen: &[SocketAddr],
@@ -135,9 +139,19 @@ impl Receiver {
             return Err(BindError::NoListen);
         }
         let out = OutputDir::open(out)?;
+        // What a receiver sends is small and paced by the protocol itself
+        // (acknowledgements, a report per path every 10 ms: at most about
+        // a megabit a second). A loss-based controller on it only delays
+        // it: with 5 % loss on the way back at 1 s RTT, Cubic held the
+        // reports back for seconds (they arrived in bunches a round trip
+        // apart) and the sender, blind, stalled. So its window is fixed.
+        let mut tuning = tuning.clone();
+        tuning.congestion = crate::transport::Congestion::Rate;
+        tuning.rate_window = crate::fec::cc::WindowHandle::default();
+        tuning.rate_window.set(Self::RECEIVER_WINDOW);
         let endpoints = listen
             .iter()
-            .map(|&addr| server_endpoint(addr, identity, tuning))
+            .map(|&addr| server_endpoint(addr, identity, &tuning))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             endpoints,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::handshake::JoinedPath;
 use crate::session::control::{self, ControlWriter};
 use crate::session::error::SessionError;
+use crate::session::receive_core::ReceiverCore;
 use crate::wire::{Frame, close_code};
 
 /// The paths (connections) of one receiving session. Path 0 is the one that
@@ -145,6 +146,49 @@ impl PathSet {
         let mut last = None;
         for (i, p) in self.io.iter_mut().enumerate().filter(|(_, p)| p.alive) {
             match p.control.send(&frame(i)).await {
+                Ok(()) => sent = true,
+                Err(e) => {
+                    p.alive = false;
+                    last = Some(e);
+                }
+            }
+        }
+        if sent {
+            Ok(())
+        } else {
+            Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
+        }
+    }
+
+    /// Sends this round's FEC reports: a datagram on each live path that
+    /// takes them (see "Reports as datagrams" in [`crate::wire`]), the
+    /// FEC_STATUS on the control stream of one that does not or whose
+    /// datagram is refused. Fails only if no path took its report.
+    pub(super) async fn send_reports(
+        &mut self,
+        core: &mut ReceiverCore,
+        micros: u64,
+    ) -> Result<(), SessionError> {
+        let rooms: Vec<Option<usize>> = self
+            .io
+            .iter()
+            .map(|p| p.alive.then(|| p.conn.max_datagram_size()).flatten())
+            .collect();
+        let reports = core.reports(micros, &rooms);
+        let mut sent = false;
+        let mut last = None;
+        for (i, (p, report)) in self.io.iter_mut().zip(reports).enumerate() {
+            if !p.alive {
+                continue;
+            }
+            if let Some(d) = report
+                && p.conn.send_datagram(d).is_ok()
+            {
+                sent = true;
+                continue;
+            }
+            let status = Frame::FecStatus(core.status(i, micros).unwrap_or_default());
+            match p.control.send(&status).await {
                 Ok(()) => sent = true,
                 Err(e) => {
                     p.alive = false;

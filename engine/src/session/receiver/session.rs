@@ -181,7 +181,7 @@ pub(super) async fn session_body(
                     // Each path reports what arrived on it, for its own rate
                     // controller at the sender; the deficits go on all.
                     let micros = started.elapsed().as_micros() as u64;
-                    paths.send_each(|i| Frame::FecStatus(core.status(i, micros).unwrap_or_default())).await?;
+                    paths.send_reports(&mut core, micros).await?;
                 }
                 Some(path) = joins.recv() => {
                     let i = paths.join(path);
@@ -248,6 +248,16 @@ pub(super) async fn session_body(
                         });
                     }
                 }
+            }
+        }
+        // The last FILE_DONE went on the control stream; a few more
+        // reports repeat it, so a lost packet of the stream does not keep
+        // the sender waiting a round trip and more for it.
+        if core.fec_active() {
+            for _ in 0..3 {
+                status_tick.tick().await;
+                let micros = started.elapsed().as_micros() as u64;
+                let _ = paths.send_reports(&mut core, micros).await;
             }
         }
         Ok(())
