@@ -6,8 +6,12 @@
 //!
 //! What stands in for the rest of the world:
 //! * **QUIC**: each shard is one datagram of its length plus 40 bytes of
-//!   QUIC/UDP/IP overhead; control frames cross the same links and are
-//!   offered again one RTT after a loss (a reliable stream). The sender's
+//!   QUIC/UDP/IP overhead; control frames cross the same links on one
+//!   ordered stream per path and direction, offered again one RTT after a
+//!   loss, and a frame is handed over only after every earlier one on its
+//!   stream (head-of-line blocking, as QUIC's streams do). The receiver's
+//!   reports are datagrams ([`encode_report`]: recent acknowledgements
+//!   repeated, then FEC_STATUS), lost or not, never resent. The sender's
 //!   "quinn statistics" are the simulated truth: smoothed RTT from the
 //!   propagation delay plus the forward queue at send time, packets lost
 //!   as known one RTT after they were dropped, bytes received back.
@@ -30,11 +34,13 @@ use chunkstream_engine::multipath::priority::{Class, Drr};
 use chunkstream_engine::send::core::{CoreConfig, CoreEvent, PathStats, SenderCore, Transmit};
 use chunkstream_engine::session::fec_receive::FecReceive;
 use chunkstream_engine::session::tracker::ReceiveTracker;
-use chunkstream_engine::wire::{Frame, ManifestEntry};
+use chunkstream_engine::wire::{Frame, ManifestEntry, REPORT_ECHOES, decode_report, encode_report};
 use chunkstream_netsim::link::{LinkConfig, LossModel, Verdict};
 use chunkstream_netsim::path::{Direction, SimPath, VirtualClock};
 
 const OVERHEAD: usize = 40;
+/// The receiver's report datagrams at most (a 1200-byte QUIC packet).
+const REPORT_BYTES: usize = 1150;
 pub const SHARD_BYTES: usize = 1398;
 pub const BLOCK: u64 = 1 << 20;
 
@@ -170,7 +176,38 @@ fn link(spec: &PathSpec, loss: f64) -> LinkConfig {
 #[derive(Debug, Clone)]
 enum Packet {
     Shard(Bytes),
-    Control(Frame),
+    /// A control frame and its place on its stream.
+    Control(u64, Frame),
+    /// A report datagram (receiver to sender).
+    Report(Bytes),
+}
+
+/// One direction of one path's control stream: frames in sending order,
+/// handed over in that order whatever order they arrive in.
+#[derive(Debug, Default)]
+struct OrderedStream {
+    next_seq: u64,
+    next_out: u64,
+    held: std::collections::BTreeMap<u64, Frame>,
+}
+
+impl OrderedStream {
+    fn arrived(&mut self, seq: u64, frame: Frame) -> Vec<Frame> {
+        self.held.insert(seq, frame);
+        let mut out = Vec::new();
+        while let Some(f) = self.held.remove(&self.next_out) {
+            out.push(f);
+            self.next_out += 1;
+        }
+        out
+    }
+}
+
+fn dir_index(dir: Direction) -> usize {
+    match dir {
+        Direction::Forward => 0,
+        Direction::Back => 1,
+    }
 }
 
 /// Deterministic block contents.
@@ -266,8 +303,12 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let mut files_verified = 0usize;
     let mut blocks_verified = 0u64;
     let mut next_status = clock.now();
-    // Control frames to offer again after a loss: (when, path, dir, frame).
-    let mut retry: Vec<(Instant, usize, Direction, Frame)> = Vec::new();
+    // Control frames to offer again after a loss: (when, path, dir, seq, frame).
+    let mut retry: Vec<(Instant, usize, Direction, u64, Frame)> = Vec::new();
+    // Each path's control stream, each way.
+    let mut streams: Vec<[OrderedStream; 2]> = (0..n).map(|_| Default::default()).collect();
+    // Acknowledgements the receiver repeats in its next reports.
+    let mut echoes: VecDeque<(Frame, u8)> = VecDeque::new();
 
     let mut samples = Vec::new();
     let mut acked = 0u64;
@@ -277,18 +318,25 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let total_bytes = manifest.total_bytes();
 
     let offer = |paths: &mut Vec<SimPath<Packet>>,
-                 retry: &mut Vec<(Instant, usize, Direction, Frame)>,
+                 retry: &mut Vec<(Instant, usize, Direction, u64, Frame)>,
                  now: Instant,
                  i: usize,
                  dir: Direction,
+                 seq: u64,
                  frame: Frame,
                  rtt: Duration| {
         let len = frame.encode().len() + OVERHEAD;
-        if let Verdict::Dropped(_) = paths[i].send(dir, now, len, Packet::Control(frame.clone()))
+        if let Verdict::Dropped(_) =
+            paths[i].send(dir, now, len, Packet::Control(seq, frame.clone()))
             && paths[i].is_up()
         {
-            retry.push((now + rtt, i, dir, frame));
+            retry.push((now + rtt, i, dir, seq, frame));
         }
+    };
+    let next_seq = |streams: &mut Vec<[OrderedStream; 2]>, i: usize, dir: Direction| {
+        let s = &mut streams[i][dir_index(dir)];
+        s.next_seq += 1;
+        s.next_seq - 1
     };
 
     while clock.elapsed() < scenario.limit {
@@ -381,12 +429,14 @@ pub fn run(scenario: &Scenario) -> Outcome {
         let first_up = (0..n).find(|&i| paths[i].is_up()).unwrap_or(0);
         while let Some(frame) = core.poll_control() {
             let rtt = spaths[first_up].srtt;
+            let seq = next_seq(&mut streams, first_up, Direction::Forward);
             offer(
                 &mut paths,
                 &mut retry,
                 now,
                 first_up,
                 Direction::Forward,
+                seq,
                 frame,
                 rtt,
             );
@@ -418,9 +468,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
             retry = later;
             due
         };
-        for (_, i, dir, frame) in due {
+        for (_, i, dir, seq, frame) in due {
             let rtt = spaths[i].srtt;
-            offer(&mut paths, &mut retry, now, i, dir, frame, rtt);
+            offer(&mut paths, &mut retry, now, i, dir, seq, frame, rtt);
         }
 
         // Receiver.
@@ -428,7 +478,19 @@ pub fn run(scenario: &Scenario) -> Outcome {
         let mut replies: Vec<(Option<usize>, Frame)> = Vec::new();
         let mut complete = Vec::new();
         for i in 0..n {
+            let mut arrived = Vec::new();
             while let Some(p) = paths[i].recv(Direction::Forward, now) {
+                match p {
+                    Packet::Control(seq, frame) => arrived.extend(
+                        streams[i][0]
+                            .arrived(seq, frame)
+                            .into_iter()
+                            .map(|f| Packet::Control(0, f)),
+                    ),
+                    other => arrived.push(other),
+                }
+            }
+            for p in arrived {
                 match p {
                     Packet::Shard(d) => match fec.as_mut() {
                         Some(state) => {
@@ -440,10 +502,13 @@ pub fn run(scenario: &Scenario) -> Outcome {
                         }
                         None => early.push((i, d)),
                     },
-                    Packet::Control(Frame::FecSetup {
-                        shard_bytes,
-                        max_blocks,
-                    }) => {
+                    Packet::Control(
+                        _,
+                        Frame::FecSetup {
+                            shard_bytes,
+                            max_blocks,
+                        },
+                    ) => {
                         let mut state =
                             FecReceive::new(&manifest, shard_bytes, max_blocks).expect("setup");
                         for (j, d) in early.drain(..) {
@@ -453,11 +518,14 @@ pub fn run(scenario: &Scenario) -> Outcome {
                         }
                         fec = Some(state);
                     }
-                    Packet::Control(Frame::BlockDigest {
-                        file,
-                        block,
-                        digest,
-                    }) => {
+                    Packet::Control(
+                        _,
+                        Frame::BlockDigest {
+                            file,
+                            block,
+                            digest,
+                        },
+                    ) => {
                         let state = fec.as_mut().expect("digest after setup");
                         if let Some(c) = state
                             .on_digest(&manifest, file, block, digest)
@@ -466,7 +534,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                             complete.push(c);
                         }
                     }
-                    Packet::Control(Frame::FileHash { file, hash }) => {
+                    Packet::Control(_, Frame::FileHash { file, hash }) => {
                         if let Some(f) = tracker.file_hash(file, hash).expect("hash") {
                             tracker.verify(f).expect("file verifies");
                             tracker.file_done(f);
@@ -474,7 +542,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                             replies.push((None, Frame::FileDone { file: f }));
                         }
                     }
-                    Packet::Control(other) => panic!("unexpected {other:?}"),
+                    other => panic!("unexpected {other:?}"),
                 }
             }
         }
@@ -501,39 +569,62 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 replies.push((None, Frame::FileDone { file: f }));
             }
         }
-        if now >= next_status {
-            next_status = now + Duration::from_millis(10);
-            if let Some(state) = &fec {
-                for i in 0..n {
-                    replies.push((Some(i), Frame::FecStatus(state.status(i, micros))));
-                }
-            }
-        }
         for (to, frame) in replies {
             let targets: Vec<usize> = match to {
                 Some(i) => vec![i],
                 None => (0..n).filter(|&i| paths[i].is_up()).collect(),
             };
+            echoes.push_back((frame.clone(), REPORT_ECHOES));
             for i in targets {
                 let rtt = spaths[i].srtt;
+                let seq = next_seq(&mut streams, i, Direction::Back);
                 offer(
                     &mut paths,
                     &mut retry,
                     now,
                     i,
                     Direction::Back,
+                    seq,
                     frame.clone(),
                     rtt,
                 );
             }
         }
+        // Reports: a datagram per path, with the recent acknowledgements.
+        if now >= next_status {
+            next_status = now + Duration::from_millis(10);
+            if let Some(state) = &fec {
+                let again: Vec<Frame> = echoes.iter().map(|e| e.0.clone()).collect();
+                for i in 0..n {
+                    let d = encode_report(&state.status(i, micros), &again, REPORT_BYTES)
+                        .expect("the status fits")
+                        .freeze();
+                    paths[i].send(Direction::Back, now, d.len() + OVERHEAD, Packet::Report(d));
+                }
+                for e in echoes.iter_mut() {
+                    e.1 -= 1;
+                }
+                echoes.retain(|e| e.1 > 0);
+            }
+        }
         // Back to the sender.
         for i in 0..n {
+            let mut frames = Vec::new();
             while let Some(p) = paths[i].recv(Direction::Back, now) {
-                if let Packet::Control(frame) = p {
-                    spaths[i].rx_bytes += (frame.encode().len() + OVERHEAD) as u64;
-                    core.handle_frame(i, frame, now).expect("valid frame");
+                match p {
+                    Packet::Control(seq, frame) => {
+                        spaths[i].rx_bytes += (frame.encode().len() + OVERHEAD) as u64;
+                        frames.extend(streams[i][1].arrived(seq, frame));
+                    }
+                    Packet::Report(d) => {
+                        spaths[i].rx_bytes += (d.len() + OVERHEAD) as u64;
+                        frames.extend(decode_report(&d).expect("a valid report"));
+                    }
+                    Packet::Shard(_) => unreachable!("shards go forward"),
                 }
+            }
+            for frame in frames {
+                core.handle_frame(i, frame, now).expect("valid frame");
             }
         }
         if now >= next_sample {
