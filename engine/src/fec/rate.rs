@@ -12,20 +12,28 @@
 //!   (FEC_STATUS), over the receiver's own clock, so report jitter on the
 //!   way back does not distort it.
 //! * **Random-loss level** `p₀`: a moving average of the round loss rate
-//!   (quinn's packet counts), updated only in rounds without a standing
-//!   queue, so congestive drops do not raise it.
+//!   (shards sent against shards the receiver counted,
+//!   [`crate::fec::path_loss`], blind to loss on the way back), updated
+//!   only in rounds without a standing queue, so congestive drops do not
+//!   raise it.
 //! * **Capacity** `c = d / (1 − p₀)`: the sending rate the path carries.
 //!   The bottleneck estimate is the maximum `c` of the last 10 rounds.
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
 //!   threshold of `max(5 ms, min_rtt / 4)`.
 //!
-//! Phases: **startup** paces at 2.5 × the capacity the latest reports
+//! Phases: **startup** on a path of 80 ms RTT or more probes with trains
+//! (see `train_tick`: the rate the path is known to carry, and a 30 ms
+//! train at 4× that once a round trip; a train delivered slower than it
+//! left found the bottleneck, and steady state starts there). On a
+//! shorter path it paces at 2.5 × the capacity the latest reports
 //! show (delivered over the last half round of the receiver's clock),
 //! updated at every tick rather than once a round, from 10 Mbit/s; it ends
 //! as soon as the queueing delay passes half the threshold (checked at
 //! every tick too), or at a round end when the bottleneck estimate stopped
 //! growing by 25 % for three rounds or a round delivered less than 85 % of
-//! the rate it was sent at while a queue builds. **Drain** paces at half
+//! the rate it was sent at while a queue builds. On either, a round that
+//! loses far more than `p₀` (a bottleneck dropping without a queue) ends
+//! it too. **Drain** paces at half
 //! the estimate until the queue startup left is gone (checked at every
 //! tick; at most four rounds); **steady** paces at the estimate
 //! times a gain cycling through 1.25 (probe), 0.75 (drain the probe's
