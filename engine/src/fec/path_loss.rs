@@ -55,7 +55,7 @@ impl PathLoss {
         }
     }
 
-    /// Shards sent by `at` (to within [`SPACING`]); 0 before the first.
+    /// Shards sent by `at` (to within a millisecond); 0 before the first.
     pub fn sent_by(&self, at: Instant) -> u64 {
         let i = self.samples.partition_point(|s| s.0 <= at);
         if i == 0 { 0 } else { self.samples[i - 1].1 }
