@@ -666,7 +666,9 @@ mod tests {
                 "multipath-tun",
                 "quick",
                 "satellite",
-                "two-way-loss"
+                "satellite-fec",
+                "two-way-loss",
+                "two-way-loss-fec"
             ]
         );
     }
