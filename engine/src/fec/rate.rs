@@ -127,7 +127,7 @@ struct Mark {
     micros: u64,
     delivered: u64,
     sent: u64,
-    lost: u64,
+    received: u64,
 }
 
 /// What the controller concluded at the end of a round (for tests, logs).
@@ -159,7 +159,7 @@ pub struct RateController {
     micros: u64,
     delivered: u64,
     sent: u64,
-    lost: u64,
+    received: u64,
     mark: Option<Mark>,
     caps: VecDeque<f64>,
     loss_base: Option<f64>,
@@ -180,6 +180,8 @@ pub struct RateController {
     base: f64,
     /// The highest delivery rate over [`PEAK_SPAN`] since the train began.
     peak: f64,
+    /// Consecutive rounds that lost far more than the random level.
+    overrun_rounds: u32,
 }
 
 impl RateController {
@@ -194,7 +196,7 @@ impl RateController {
             micros: 0,
             delivered: 0,
             sent: 0,
-            lost: 0,
+            received: 0,
             mark: None,
             caps: VecDeque::new(),
             loss_base: None,
@@ -209,6 +211,7 @@ impl RateController {
             train: None,
             base: 0.0,
             peak: 0.0,
+            overrun_rounds: 0,
         }
     }
 
@@ -342,14 +345,19 @@ impl RateController {
         }
     }
 
-    /// Cumulative packets sent on the path and, of them, lost. The lost
-    /// count may fall back a little (a receiver's count is dated to within
-    /// a millisecond or so): a round reads its loss from the differences,
-    /// never below zero.
+    /// Cumulative packets sent on the path and, of them, lost.
     pub fn on_packets(&mut self, sent: u64, lost: u64) {
-        if sent >= self.sent {
-            self.sent = sent;
-            self.lost = lost.min(sent);
+        self.on_counts(sent, sent.saturating_sub(lost));
+    }
+
+    /// Cumulative packets the receiver could have had (`out`) and those it
+    /// counted (`received`), from its latest report. A round's loss is
+    /// `1 − Δreceived / Δout`: what either count gets wrong by the same
+    /// amount at both ends of the round (shards in flight) cancels.
+    pub fn on_counts(&mut self, out: u64, received: u64) {
+        if out >= self.sent {
+            self.sent = out;
+            self.received = received;
         }
     }
 
@@ -431,7 +439,7 @@ impl RateController {
             micros: self.micros,
             delivered: self.delivered,
             sent: self.sent,
-            lost: self.lost,
+            received: self.received,
         };
         // Rounds are measured between two receiver reports: a mark taken
         // before the first one would count everything delivered before it
@@ -460,8 +468,13 @@ impl RateController {
         let d =
             (here.delivered - start.delivered) as f64 * 1e6 / (here.micros - start.micros) as f64;
         let sent = here.sent - start.sent;
-        let loss = (sent >= 20)
-            .then(|| (here.lost.saturating_sub(start.lost) as f64 / sent as f64).min(1.0));
+        let got = here.received as i128 - start.received as i128;
+        // Below zero when the receiver counted more in the round than was
+        // out in it (shards that waited in its buffers at the round's start
+        // were read in it): kept so, for the average, which would otherwise
+        // take every round's noise as loss (2 % on a lossless loopback).
+        let signed = (sent >= 20).then(|| (1.0 - got as f64 / sent as f64).clamp(-1.0, 1.0));
+        let loss = signed.map(|p| p.max(0.0));
         let q = self.queue_delay();
         let queued = q > self.queue_threshold();
         // The random-loss level learns from queue-free rounds, never while
@@ -471,11 +484,17 @@ impl RateController {
         // in random loss still gets through in a few rounds.
         let p0_before = self.random_loss();
         let had_level = self.loss_base.is_some();
-        if let (Some(p), false, false) = (loss, queued, self.phase == Phase::Drain) {
+        if let (Some(p), false, false) = (signed, queued, self.phase == Phase::Drain) {
             let p = p.min(0.5);
             self.loss_base = Some(match self.loss_base {
-                Some(b) => 0.8 * b + 0.2 * p.min((2.0 * b).max(b + 0.02)),
-                None => p,
+                // Bounded both ways alike, so that noise around the
+                // level (a round's count is off by what moved across its
+                // edges) averages out instead of drifting it.
+                Some(b) => {
+                    let step = b.max(0.02);
+                    (0.8 * b + 0.2 * p.clamp(b - step, b + step)).max(0.0)
+                }
+                None => p.max(0.0),
             });
         }
         let p0 = self.random_loss();
@@ -505,9 +524,13 @@ impl RateController {
         // buffer too small to show a queue). Measured on a relay that
         // dropped above ~300 Mbit/s: startup ran on to 500 Mbit/s with
         // 60-98 % of rounds lost, as it read none of it as congestion.
-        let overrun = had_level
+        // Two rounds running: one round's count can be off by what a
+        // burst of reports or of sending moved across its edges.
+        let lossy = had_level
             && self.rounds > 2
             && loss.is_some_and(|p| p > p0_before + p0_before.max(0.1));
+        self.overrun_rounds = if lossy { self.overrun_rounds + 1 } else { 0 };
+        let overrun = self.overrun_rounds >= 2;
         match self.phase {
             Phase::Startup if self.trains() => {
                 // A train leaves a queue that lasts under a round; two

@@ -215,10 +215,9 @@ pub struct PathStats {
     pub cwnd: u64,
     /// UDP bytes received on the path's connection so far.
     pub rx_bytes: u64,
-    /// Packets sent on it so far.
-    pub sent_packets: u64,
-    /// Packets declared lost so far.
-    pub lost_packets: u64,
+    /// Bytes of datagrams handed to quinn and not yet sent (its datagram
+    /// send buffer): shards counted as sent that are not on the wire yet.
+    pub datagrams_buffered: u64,
 }
 
 /// What the core reports to its driver.
@@ -576,9 +575,15 @@ impl SenderCore {
         if let Some(s) = &mut self.streams {
             s.on_rtt(path, st.srtt);
         }
+        let datagram = (self.cfg.shard_bytes + crate::wire::SHARD_HEADER_LEN).max(1) as u64;
         let p = &mut self.paths[path];
         p.srtt = st.srtt;
         p.rate.on_rtt(now, st.srtt);
+        p.loss.on_wire(
+            now,
+            p.shards_sent
+                .saturating_sub(st.datagrams_buffered / datagram),
+        );
     }
 
     /// A control frame from the receiver on path `path`.
@@ -701,8 +706,8 @@ impl SenderCore {
         let written = p.clock.written_at(now, st.micros);
         // Loss as the receiver counted it, not as quinn's acknowledgements
         // (lost on the way back too) suggest: see `fec::path_loss`.
-        let (out, lost) = p.loss.at_report(written, p.srtt, st.shards);
-        p.rate.on_packets(out, lost);
+        let out = p.loss.out_before(written, p.srtt);
+        p.rate.on_counts(out, st.shards);
         // A block's shards went over every live path: its repairs wait for
         // the slowest.
         let srtt = self.repair_rtt();
@@ -873,7 +878,6 @@ impl SenderCore {
         self.shards_sent += 1;
         let p = &mut self.paths[path];
         p.shards_sent += 1;
-        p.loss.on_sent(now);
         if self.cfg.paced {
             p.pacer.sent();
         }

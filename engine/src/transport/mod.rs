@@ -157,7 +157,7 @@ impl Tuning {
         // A small send buffer keeps "handed to quinn" close to "on the
         // wire": the FEC plane times its repair answers from the former.
         t.datagram_receive_buffer_size(self.datagram_receive_buffer)
-            .datagram_send_buffer_size(512 << 10);
+            .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
         t
     }
 }
@@ -253,8 +253,22 @@ fn endpoint(
         };
         socket = Arc::new(RedundantHandshakeSocket::new(socket, copies));
     }
-    Endpoint::new_with_abstract_socket(EndpointConfig::default(), server, socket, runtime)
+    let mut config = EndpointConfig::default();
+    // Take datagrams as large as UDP carries: a path whose MTU allows them
+    // (loopback, jumbo frames) then carries the FEC plane's shards in
+    // fewer, larger packets. quinn's default (1472) would cap every peer
+    // at an Ethernet MTU whatever the sender pins.
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .expect("within quinn's bounds");
+    Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
+
+/// Bytes of datagrams quinn may hold before sending them.
+pub const DATAGRAM_SEND_BUFFER: usize = 512 << 10;
+
+/// The largest UDP payload an endpoint accepts (quinn's bound).
+pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 
 /// A sender endpoint bound to `local` that trusts only `peer`.
 ///
