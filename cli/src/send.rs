@@ -106,7 +106,7 @@ pub struct SendArgs {
     /// (quinn's; default on the reliable plane) or `bbr` (quinn's).
     #[arg(long, value_name = "CC")]
     pub cc: Option<chunkstream_engine::transport::Congestion>,
-    /// FEC plane: the UDP payload size to pin, 1200..=65527 (1452 fits a
+    /// FEC plane: the UDP payload size to pin, 1200..=16383 (1452 fits a
     /// 1500-byte Ethernet MTU; use 1200 through tunnels), or `auto` to leave
     /// quinn's MTU discovery on (shards are then cut to the size at the
     /// session's start, and a black-hole guess can shrink the path below them).
@@ -136,9 +136,12 @@ fn parse_mtu(s: &str) -> Result<MtuArg, String> {
         return Ok(MtuArg(None));
     }
     match s.parse::<u16>() {
-        Ok(v) if (1200..=65527).contains(&v) => Ok(MtuArg(Some(v))),
+        Ok(v) if (1200..=chunkstream_engine::transport::MAX_PINNED_MTU).contains(&v) => {
+            Ok(MtuArg(Some(v)))
+        }
         _ => Err(format!(
-            "{s:?}: expected auto or a size from 1200 to 65527 bytes"
+            "{s:?}: expected auto or a size from 1200 to {} bytes",
+            chunkstream_engine::transport::MAX_PINNED_MTU
         )),
     }
 }

@@ -126,6 +126,9 @@ struct Mark {
     at: Instant,
     micros: u64,
     delivered: u64,
+    /// The transport's packet counts (sent, lost).
+    packets: (u64, u64),
+    /// The receiver's counts (could have had, had).
     sent: u64,
     received: u64,
 }
@@ -158,6 +161,7 @@ pub struct RateController {
     min_rtt: Option<(Duration, Instant)>,
     micros: u64,
     delivered: u64,
+    packets: (u64, u64),
     sent: u64,
     received: u64,
     mark: Option<Mark>,
@@ -195,6 +199,7 @@ impl RateController {
             min_rtt: None,
             micros: 0,
             delivered: 0,
+            packets: (0, 0),
             sent: 0,
             received: 0,
             mark: None,
@@ -345,9 +350,10 @@ impl RateController {
         }
     }
 
-    /// Cumulative packets sent on the path and, of them, lost.
+    /// Cumulative packets sent on the path and, of them, declared lost by
+    /// the transport (quinn's counts).
     pub fn on_packets(&mut self, sent: u64, lost: u64) {
-        self.on_counts(sent, sent.saturating_sub(lost));
+        self.packets = (self.packets.0.max(sent), self.packets.1.max(lost));
     }
 
     /// Cumulative packets the receiver could have had (`out`) and those it
@@ -438,6 +444,7 @@ impl RateController {
             at: now,
             micros: self.micros,
             delivered: self.delivered,
+            packets: self.packets,
             sent: self.sent,
             received: self.received,
         };
@@ -467,13 +474,31 @@ impl RateController {
         self.rounds += 1;
         let d =
             (here.delivered - start.delivered) as f64 * 1e6 / (here.micros - start.micros) as f64;
-        let sent = here.sent - start.sent;
-        let got = here.received as i128 - start.received as i128;
-        // Below zero when the receiver counted more in the round than was
-        // out in it (shards that waited in its buffers at the round's start
-        // were read in it): kept so, for the average, which would otherwise
-        // take every round's noise as loss (2 % on a lossless loopback).
-        let signed = (sent >= 20).then(|| (1.0 - got as f64 / sent as f64).clamp(-1.0, 1.0));
+        // Two counts of the round's loss, each wrong in its own way, and
+        // the lesser is taken. quinn's reads lost acknowledgements as lost
+        // packets (on a path that also loses on the way back, 20-100 % of
+        // a round where 5 % were); the receiver's (`fec::path_loss`) is
+        // blind to that but dates its counts to within the queues it does
+        // not see (a relay's, the receiver's own buffers), which read as
+        // loss while they grow (on two relayed paths the level it learned
+        // climbed to 9 %, and `d / (1 − p₀)` then drove a path into its
+        // queue). Neither is ever too low for long.
+        let quinn = {
+            let sent = here.packets.0 - start.packets.0;
+            (sent >= 20).then(|| ((here.packets.1 - start.packets.1) as f64 / sent as f64).min(1.0))
+        };
+        let receiver = {
+            let sent = here.sent - start.sent;
+            let got = here.received as i128 - start.received as i128;
+            // Below zero when the receiver counted more in the round than
+            // was out in it: kept so for the average, which would
+            // otherwise take every round's noise as loss.
+            (sent >= 20).then(|| (1.0 - got as f64 / sent as f64).clamp(-1.0, 1.0))
+        };
+        let signed = match (quinn, receiver) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let loss = signed.map(|p| p.max(0.0));
         let q = self.queue_delay();
         let queued = q > self.queue_threshold();

@@ -215,6 +215,10 @@ pub struct PathStats {
     pub cwnd: u64,
     /// UDP bytes received on the path's connection so far.
     pub rx_bytes: u64,
+    /// Packets sent on it so far.
+    pub sent_packets: u64,
+    /// Packets declared lost so far.
+    pub lost_packets: u64,
     /// Bytes of datagrams handed to quinn and not yet sent (its datagram
     /// send buffer): shards counted as sent that are not on the wire yet.
     pub datagrams_buffered: u64,
@@ -276,6 +280,8 @@ struct PathTx {
     report_micros: u64,
     /// Shards sent over time, for the forward loss the reports show.
     loss: PathLoss,
+    /// quinn's packets sent over time, for the loss quinn declares.
+    quinn_sent: PathLoss,
     shards_sent: u64,
     delivered: u64,
     /// Delivered on this path's earlier connections.
@@ -298,6 +304,7 @@ impl PathTx {
             last_report: now,
             report_micros: 0,
             loss: PathLoss::new(),
+            quinn_sent: PathLoss::new(),
             shards_sent: 0,
             delivered: 0,
             delivered_before: 0,
@@ -579,6 +586,13 @@ impl SenderCore {
         let p = &mut self.paths[path];
         p.srtt = st.srtt;
         p.rate.on_rtt(now, st.srtt);
+        // quinn declares a packet lost about a round trip after sending
+        // it: its losses are set against what it had sent by then.
+        p.quinn_sent.on_wire(now, st.sent_packets);
+        let sent_then = now
+            .checked_sub(st.srtt)
+            .map_or(0, |t| p.quinn_sent.sent_by(t));
+        p.rate.on_packets(sent_then, st.lost_packets);
         p.loss.on_wire(
             now,
             p.shards_sent

@@ -547,6 +547,8 @@ pub(crate) async fn run(
                             srtt: l.conn.rtt(),
                             cwnd: stats.path.cwnd,
                             rx_bytes: stats.udp_rx.bytes,
+                            sent_packets: stats.path.sent_packets,
+                            lost_packets: stats.path.lost_packets,
                             datagrams_buffered: (tuning::DATAGRAM_SEND_BUFFER as u64)
                                 .saturating_sub(l.conn.datagram_send_buffer_space() as u64),
                         });

@@ -124,6 +124,15 @@ pub async fn send_files(
     }
     let mut tuning = cfg.tuning.clone();
     if let Some(fec) = &cfg.fec {
+        if fec
+            .mtu
+            .is_some_and(|m| !(1200..=crate::transport::MAX_PINNED_MTU).contains(&m))
+        {
+            return Err(SessionError::Usage(format!(
+                "the pinned MTU must be 1200 to {} bytes",
+                crate::transport::MAX_PINNED_MTU
+            )));
+        }
         // One shard size for the whole session.
         tuning.pinned_mtu = fec.mtu;
     }

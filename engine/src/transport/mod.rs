@@ -264,6 +264,12 @@ fn endpoint(
     Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
+/// The largest MTU a sender may pin: quinn pads its first packet, a long-
+/// header one, to the MTU, and a long header's length field holds less
+/// than 16 KiB (a larger pin panicked inside quinn-proto: `len <
+/// 2usize.pow(14)`).
+pub const MAX_PINNED_MTU: u16 = 16_383;
+
 /// Bytes of datagrams quinn may hold before sending them.
 pub const DATAGRAM_SEND_BUFFER: usize = 512 << 10;
 

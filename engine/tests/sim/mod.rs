@@ -364,6 +364,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     srtt: sp.srtt,
                     cwnd: 0,
                     rx_bytes: sp.rx_bytes,
+                    sent_packets: sp.sent,
+                    lost_packets: sp.lost_known,
                     datagrams_buffered: 0,
                 },
             );
