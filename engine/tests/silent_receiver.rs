@@ -5,7 +5,9 @@
 //! sends its first shards before the answer, so it waits in a different
 //! place). The same silent receiver also shows what the sender sends before
 //! any answer: HELLO and MANIFEST on the control stream (both planes), and
-//! on the FEC plane the first shards as datagrams.
+//! on the FEC plane the first shards as datagrams. And a receiver that
+//! answers, says READY, and then never reports: the FEC plane gives up on
+//! it after its report timeout instead of waiting for ever.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,11 +15,11 @@ use std::time::Duration;
 
 use chunkstream_engine::manifest::SourceFile;
 use chunkstream_engine::send::FecConfig;
-use chunkstream_engine::session::control::read_frame;
+use chunkstream_engine::session::control::{ControlWriter, read_frame};
 use chunkstream_engine::session::{SendConfig, SessionError, send_files};
 use chunkstream_engine::transport::identity::Identity;
 use chunkstream_engine::transport::{Congestion, Tuning, server_endpoint};
-use chunkstream_engine::wire::FrameType;
+use chunkstream_engine::wire::{Frame, FrameType, PROTOCOL_VERSION};
 
 /// What the sender did against a receiver that never answers: the error it
 /// ended with, how many QUIC datagrams reached the receiver meanwhile, and
@@ -123,5 +125,65 @@ async fn the_fec_plane_gives_up_on_a_receiver_that_never_answers() {
     assert!(
         outcome.datagrams > 0,
         "no shard was sent before the receiver answered"
+    );
+}
+
+#[tokio::test]
+async fn the_fec_plane_gives_up_on_a_receiver_that_stops_reporting_after_ready() {
+    let identity = Identity::generate().unwrap();
+    let endpoint = server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &identity,
+        &Tuning::default(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (send, mut recv) = conn.accept_bi().await.unwrap();
+        let mut control = ControlWriter(send);
+        // HELLO and MANIFEST, answered as a receiver would; then nothing
+        // more, while quinn keeps the connection alive underneath.
+        for _ in 0..2 {
+            read_frame(&mut recv).await.unwrap().unwrap();
+        }
+        control
+            .send(&Frame::Welcome {
+                version: PROTOCOL_VERSION,
+            })
+            .await
+            .unwrap();
+        control.send(&Frame::Ready).await.unwrap();
+        let _keep = (conn, control, recv);
+        std::future::pending::<()>().await
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("f.bin");
+    std::fs::write(&path, vec![7u8; 3_000_000]).unwrap();
+    let sources = vec![SourceFile {
+        path,
+        name: "f.bin".into(),
+        size: 3_000_000,
+    }];
+    let mut cfg = SendConfig::new(addr, identity.fingerprint(), "token");
+    let mut fec = FecConfig::default();
+    fec.report_timeout = Duration::from_secs(2);
+    cfg.fec = Some(fec);
+    cfg.tuning.congestion = Congestion::Rate;
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), send_files(sources, &cfg, |_| {}))
+        .await
+        .expect("the sender gave up on the silent receiver");
+    silent.abort();
+    let err = result.expect_err("nobody reported");
+    let text = err.to_string();
+    assert!(
+        text.contains("the receiver stopped reporting: no FEC_STATUS for 2 s"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "gave up after {:?}",
+        started.elapsed()
     );
 }

@@ -75,6 +75,11 @@ type BlockId = (u32, u64);
 pub const TICK: Duration = Duration::from_millis(10);
 /// How often liveness is judged.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+/// How long a receiver may send no report on a path of the FEC plane before
+/// the path is given up: its connection may well be alive (quinn's
+/// keep-alives are answered below the application), but a sender that
+/// hears nothing would wait for ever.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A path whose reports stopped for this long (or 4 srtt) takes no shards.
 const STALL_AFTER: Duration = Duration::from_millis(250);
 /// Most shards queued ahead of the paths (new shards; repairs come on top).
@@ -95,6 +100,7 @@ pub struct CoreConfig {
     block_size: u64,
     prioritised: bool,
     resume: bool,
+    report_timeout: Duration,
 }
 
 /// How blocks travel.
@@ -120,6 +126,7 @@ impl Default for CoreConfig {
             block_size: 1 << 20,
             prioritised: false,
             resume: true,
+            report_timeout: REPORT_TIMEOUT,
         }
     }
 }
@@ -155,6 +162,12 @@ impl CoreConfig {
     /// The number of entries is the number of paths.
     pub fn path_caps(&mut self, caps: Vec<Option<f64>>) -> &mut Self {
         self.path_caps = if caps.is_empty() { vec![None] } else { caps };
+        self
+    }
+    /// FEC plane: a path whose receiver sent no report for this long (or
+    /// 8 srtt) after READY is given up ([`CoreEvent::Silent`]).
+    pub fn report_timeout(&mut self, d: Duration) -> &mut Self {
+        self.report_timeout = d;
         self
     }
     /// A path silent this long (or 4 srtt) is dead.
@@ -256,6 +269,14 @@ pub enum CoreEvent {
         file: u32,
     },
     /// Path `path` is dead: close its connection.
+    /// The receiver sent no report on `path` for `after` (FEC plane, after
+    /// READY): the path is given up ([`CoreEvent::PathDied`] follows).
+    Silent {
+        /// Path index.
+        path: usize,
+        /// How long it was silent.
+        after: Duration,
+    },
     PathDied {
         /// Which path.
         path: usize,
@@ -360,6 +381,8 @@ pub struct SenderCore {
     events: VecDeque<CoreEvent>,
     last_tick: Instant,
     last_liveness: Instant,
+    /// Since when reports are due (the receiver sent READY), FEC plane.
+    reports_due: Option<Instant>,
     next_path: usize,
     /// The reliable plane's queue (`None` on the FEC plane).
     streams: Option<StreamPlane>,
@@ -428,6 +451,7 @@ impl SenderCore {
             events: VecDeque::new(),
             last_tick: now,
             last_liveness: now,
+            reports_due: None,
             next_path: 0,
             streams,
             held: HashMap::new(),
@@ -537,6 +561,12 @@ impl SenderCore {
         self.paths[path].shards_sent = sent;
         self.paths[path].delivered_before = delivered;
         self.manager.on_up(path, now);
+    }
+
+    /// The receiver sent READY: from now on it reports on every path of
+    /// the FEC plane, and one that stays silent is given up.
+    pub fn admitted(&mut self, now: Instant) {
+        self.reports_due.get_or_insert(now);
     }
 
     /// Path `path`'s connection failed.
@@ -772,6 +802,23 @@ impl SenderCore {
         }
         if now.saturating_duration_since(self.last_liveness) >= LIVENESS_EVERY {
             self.last_liveness = now;
+            if let (None, Some(due)) = (&self.streams, self.reports_due) {
+                for i in 0..self.paths.len() {
+                    let p = &self.paths[i];
+                    let heard = p.last_report.max(due);
+                    let limit = self.cfg.report_timeout.max(p.srtt * 8);
+                    if self.manager.state(i) == PathState::Up
+                        && now.saturating_duration_since(heard) > limit
+                    {
+                        tracing::warn!(path = i, ?limit, "the receiver stopped reporting");
+                        self.events.push_back(CoreEvent::Silent {
+                            path: i,
+                            after: limit,
+                        });
+                        self.path_failed(i, now);
+                    }
+                }
+            }
             for event in self.manager.check(now) {
                 self.events.push_back(match event {
                     PathEvent::Died { path, requeue } => {

@@ -330,6 +330,7 @@ pub(crate) async fn run(
             // of 50/30/20 with 63 in flight over pools of 21).
             let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers_per_class().max(1));
             cfg.redundancy(fec.redundancy)
+                .report_timeout(fec.report_timeout)
                 .max_blocks(max_blocks)
                 .shard_bytes(shard_bytes)
                 .paced(paced);
@@ -465,6 +466,7 @@ pub(crate) async fn run(
                             Step::Waiting => {}
                             Step::Pass(f) => core.handle_frame(0, f, now)?,
                             Step::Admitted => {
+                                core.admitted(now);
                                 on_progress(Progress::Admitted);
                                 for j in 1..n {
                                     on_progress(change(j, PathState::Connecting));
@@ -678,6 +680,18 @@ pub(crate) async fn run(
                 CoreEvent::FileDone { file } => on_progress(Progress::FileDone {
                     file: file as usize,
                 }),
+                CoreEvent::Silent { after, .. } if n == 1 => {
+                    return Err(SessionError::ConnectionLost(format!(
+                        "the receiver stopped reporting: no FEC_STATUS for {} s",
+                        after.as_secs()
+                    )));
+                }
+                CoreEvent::Silent { path, .. } => {
+                    tracing::warn!(
+                        path,
+                        "the receiver stopped reporting on this path; re-dialling it"
+                    );
+                }
                 CoreEvent::PathDied { path } => {
                     links.retire(path, b"path failed");
                     on_progress(change(path, PathState::Down));

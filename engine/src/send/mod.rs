@@ -27,6 +27,8 @@ pub struct FecConfig {
     /// UDP payload size to pin (`None`: leave quinn's MTU discovery on; the
     /// shard size is then fixed by the MTU at the session's start).
     pub mtu: Option<u16>,
+    /// Give a path up when its receiver sends no report for this long.
+    pub report_timeout: std::time::Duration,
 }
 
 impl Default for FecConfig {
@@ -36,6 +38,7 @@ impl Default for FecConfig {
             max_blocks: 64,
             corrupt_every: None,
             mtu: Some(crate::transport::FEC_MTU),
+            report_timeout: core::REPORT_TIMEOUT,
         }
     }
 }

@@ -385,7 +385,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     by_class[class as usize] += bytes;
                 }
                 CoreEvent::FileDone { .. } | CoreEvent::BlockResumed { .. } => {}
-                CoreEvent::PathDied { .. } => {}
+                CoreEvent::PathDied { .. } | CoreEvent::Silent { .. } => {}
                 // Re-dialled at once; it answers if the path is up again.
                 CoreEvent::Redial { path } => {
                     if paths[path].is_up() {
