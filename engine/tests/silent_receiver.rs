@@ -166,9 +166,10 @@ async fn the_fec_plane_gives_up_on_a_receiver_that_stops_reporting_after_ready()
         size: 3_000_000,
     }];
     let mut cfg = SendConfig::new(addr, identity.fingerprint(), "token");
-    let mut fec = FecConfig::default();
-    fec.report_timeout = Duration::from_secs(2);
-    cfg.fec = Some(fec);
+    cfg.fec = Some(FecConfig {
+        report_timeout: Duration::from_secs(2),
+        ..FecConfig::default()
+    });
     cfg.tuning.congestion = Congestion::Rate;
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(20), send_files(sources, &cfg, |_| {}))
