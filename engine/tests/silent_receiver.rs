@@ -30,7 +30,8 @@ struct Outcome {
     frames: Vec<FrameType>,
 }
 
-async fn silent_receiver_then_send(fec: bool) -> Outcome {
+/// A receiver's endpoint on loopback, and its identity.
+fn receiver_endpoint() -> (quinn::Endpoint, Identity) {
     let identity = Identity::generate().unwrap();
     let endpoint = server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
@@ -38,6 +39,22 @@ async fn silent_receiver_then_send(fec: bool) -> Outcome {
         &Tuning::default(),
     )
     .unwrap();
+    (endpoint, identity)
+}
+
+/// One file of `size` bytes in `dir`, as a source.
+fn one_file(dir: &std::path::Path, size: usize) -> Vec<SourceFile> {
+    let path = dir.join("f.bin");
+    std::fs::write(&path, vec![7u8; size]).unwrap();
+    vec![SourceFile {
+        path,
+        name: "f.bin".into(),
+        size: size as u64,
+    }]
+}
+
+async fn silent_receiver_then_send(fec: bool) -> Outcome {
+    let (endpoint, identity) = receiver_endpoint();
     let addr = endpoint.local_addr().unwrap();
     let datagrams = Arc::new(AtomicUsize::new(0));
     let counted = datagrams.clone();
@@ -65,13 +82,7 @@ async fn silent_receiver_then_send(fec: bool) -> Outcome {
     });
 
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("f.bin");
-    std::fs::write(&path, vec![7u8; 300_000]).unwrap();
-    let sources = vec![SourceFile {
-        path,
-        name: "f.bin".into(),
-        size: 300_000,
-    }];
+    let sources = one_file(tmp.path(), 300_000);
     let mut cfg = SendConfig::new(addr, identity.fingerprint(), "token");
     cfg.connect_timeout = Duration::from_secs(1);
     if fec {
@@ -130,13 +141,7 @@ async fn the_fec_plane_gives_up_on_a_receiver_that_never_answers() {
 
 #[tokio::test]
 async fn the_fec_plane_gives_up_on_a_receiver_that_stops_reporting_after_ready() {
-    let identity = Identity::generate().unwrap();
-    let endpoint = server_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        &identity,
-        &Tuning::default(),
-    )
-    .unwrap();
+    let (endpoint, identity) = receiver_endpoint();
     let addr = endpoint.local_addr().unwrap();
     let silent = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
@@ -158,13 +163,7 @@ async fn the_fec_plane_gives_up_on_a_receiver_that_stops_reporting_after_ready()
         std::future::pending::<()>().await
     });
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("f.bin");
-    std::fs::write(&path, vec![7u8; 3_000_000]).unwrap();
-    let sources = vec![SourceFile {
-        path,
-        name: "f.bin".into(),
-        size: 3_000_000,
-    }];
+    let sources = one_file(tmp.path(), 3_000_000);
     let mut cfg = SendConfig::new(addr, identity.fingerprint(), "token");
     cfg.fec = Some(FecConfig {
         report_timeout: Duration::from_secs(2),

@@ -129,7 +129,7 @@ impl PathSet {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
+        Err(no_path(last))
     }
 
     /// Sends on every live path; fails only if none took it.
@@ -142,10 +142,24 @@ impl PathSet {
         &mut self,
         frame: impl Fn(usize) -> Frame,
     ) -> Result<(), SessionError> {
+        match self.send_some(|i| Some(frame(i))).await {
+            (true, _) => Ok(()),
+            (false, last) => Err(no_path(last)),
+        }
+    }
+
+    /// Sends the live paths the frame `frame` gives them, if any, on their
+    /// control streams; a path whose stream fails is dead. Whether one took
+    /// its frame, and the last failure.
+    async fn send_some(
+        &mut self,
+        frame: impl Fn(usize) -> Option<Frame>,
+    ) -> (bool, Option<SessionError>) {
         let mut sent = false;
         let mut last = None;
         for (i, p) in self.io.iter_mut().enumerate().filter(|(_, p)| p.alive) {
-            match p.control.send(&frame(i)).await {
+            let Some(f) = frame(i) else { continue };
+            match p.control.send(&f).await {
                 Ok(()) => sent = true,
                 Err(e) => {
                     p.alive = false;
@@ -153,11 +167,7 @@ impl PathSet {
                 }
             }
         }
-        if sent {
-            Ok(())
-        } else {
-            Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
-        }
+        (sent, last)
     }
 
     /// Sends this round's FEC reports: a datagram on each live path that
@@ -175,31 +185,18 @@ impl PathSet {
             .map(|p| p.alive.then(|| p.conn.max_datagram_size()).flatten())
             .collect();
         let reports = core.reports(micros, &rooms);
-        let mut sent = false;
-        let mut last = None;
-        for (i, (p, report)) in self.io.iter_mut().zip(reports).enumerate() {
-            if !p.alive {
-                continue;
-            }
-            if let Some(d) = report
-                && p.conn.send_datagram(d).is_ok()
-            {
-                sent = true;
-                continue;
-            }
-            let status = Frame::FecStatus(core.status(i, micros).unwrap_or_default());
-            match p.control.send(&status).await {
-                Ok(()) => sent = true,
-                Err(e) => {
-                    p.alive = false;
-                    last = Some(e);
-                }
-            }
-        }
-        if sent {
-            Ok(())
-        } else {
-            Err(last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into())))
+        let by_datagram: Vec<bool> = self
+            .io
+            .iter()
+            .zip(reports)
+            .map(|(p, d)| d.is_some_and(|d| p.alive && p.conn.send_datagram(d).is_ok()))
+            .collect();
+        let stream = |i: usize| {
+            (!by_datagram[i]).then(|| Frame::FecStatus(core.status(i, micros).unwrap_or_default()))
+        };
+        match self.send_some(stream).await {
+            (false, last) if !by_datagram.contains(&true) => Err(no_path(last)),
+            _ => Ok(()),
         }
     }
 
@@ -220,4 +217,9 @@ impl PathSet {
             });
         }
     }
+}
+
+/// The error when no path took a frame: the last path's failure, if any.
+fn no_path(last: Option<SessionError>) -> SessionError {
+    last.unwrap_or_else(|| SessionError::ConnectionLost("no path left".into()))
 }
