@@ -1,5 +1,5 @@
-//! Fairness (root): one FEC-plane transfer and one TCP Cubic flow (iperf3)
-//! share a 100 Mbit/s, 40 ms RTT link on the TUN backend with no random
+//! Fairness (root): one FEC-plane transfer and one TCP flow (iperf3, Cubic
+//! then BBR) share a 100 Mbit/s, 40 ms RTT link on the TUN backend with no random
 //! loss, so every drop is congestive. The FEC transfer must complete,
 //! verified, without starving the TCP flow: while both run, TCP keeps at
 //! least a quarter of the link, and the FEC transfer a tenth (our
@@ -19,7 +19,7 @@ use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
+async fn a_fec_transfer_starves_neither_tcp_cubic_nor_tcp_bbr() {
     let have_iperf3 = std::process::Command::new("iperf3")
         .arg("--version")
         .output()
@@ -27,6 +27,14 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
     if skip_unless(is_root() && have_iperf3, "needs root and iperf3") {
         return;
     }
+    for cc in ["cubic", "bbr"] {
+        share_a_link_with(cc).await;
+    }
+}
+
+/// One FEC transfer and one TCP flow under `cc` on one link: both finish,
+/// neither is starved.
+async fn share_a_link_with(cc: &str) {
     let rate = 100_000_000;
     let link = LinkConfig {
         rate_bps: Some(rate),
@@ -81,7 +89,7 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
             "-c",
             &ADDR_B.to_string(),
             "-C",
-            "cubic",
+            cc,
             "-t",
             "14",
             "-i",
@@ -128,7 +136,7 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
     assert_same_file(&src, &out.join("shared.bin"));
 
     let v: serde_json::Value = serde_json::from_slice(&tcp.stdout).unwrap();
-    assert_eq!(v["end"]["sender_tcp_congestion"], "cubic");
+    assert_eq!(v["end"]["sender_tcp_congestion"], cc);
     // TCP's mean rate over the whole seconds in which both flows ran.
     let overlap: Vec<f64> = v["intervals"]
         .as_array()
@@ -151,19 +159,19 @@ async fn a_fec_transfer_does_not_starve_a_tcp_flow() {
     let tcp_rate = overlap.iter().sum::<f64>() / overlap.len() as f64;
     let fec_rate = (48u64 << 20) as f64 * 8.0 / (fec_end - fec_start);
     println!(
-        "shared 100 Mbit/s link: FEC plane {:.1} Mbit/s (whole transfer), TCP Cubic {:.1} Mbit/s (mean of {} s of overlap)",
+        "shared 100 Mbit/s link: FEC plane {:.1} Mbit/s (whole transfer), TCP {cc} {:.1} Mbit/s (mean of {} s of overlap)",
         fec_rate / 1e6,
         tcp_rate / 1e6,
         overlap.len()
     );
     assert!(
         tcp_rate >= 0.25 * rate as f64,
-        "TCP starved: {:.1} Mbit/s",
+        "TCP {cc} starved: {:.1} Mbit/s",
         tcp_rate / 1e6
     );
     assert!(
         fec_rate >= 0.1 * rate as f64,
-        "FEC starved: {:.1} Mbit/s",
+        "FEC starved by TCP {cc}: {:.1} Mbit/s",
         fec_rate / 1e6
     );
     drop(tun);
