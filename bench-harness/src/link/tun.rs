@@ -53,12 +53,17 @@ pub struct TunLink {
 struct TunPort(AsyncDevice);
 
 impl Port for TunPort {
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.recv(buf).await
+    async fn recv(&self, out: &mut Vec<Vec<u8>>) -> std::io::Result<()> {
+        let mut buf = [0u8; 65536];
+        let n = self.0.recv(&mut buf).await?;
+        out.push(buf[..n].to_vec());
+        Ok(())
     }
 
-    fn send(&self, packet: &[u8]) {
-        let _ = self.0.try_send(packet);
+    fn send(&self, packets: &[Vec<u8>]) {
+        for p in packets {
+            let _ = self.0.try_send(p);
+        }
     }
 }
 
