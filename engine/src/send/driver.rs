@@ -43,7 +43,7 @@ use crate::session::admission::{Admission, Step};
 use crate::session::classes::BlockSource;
 use crate::session::control::{self, ControlWriter, write_error};
 use crate::transport::identity::Fingerprint;
-use crate::transport::{self as tuning, Congestion, Tuning};
+use crate::transport::{Congestion, DATAGRAM_SEND_BUFFER, Tuning};
 use crate::wire::{Frame, PROTOCOL_VERSION, SHARD_HEADER_LEN, close_code};
 use crate::work::PreparedBlock;
 
@@ -551,7 +551,7 @@ pub(crate) async fn run(
                             rx_bytes: stats.udp_rx.bytes,
                             sent_packets: stats.path.sent_packets,
                             lost_packets: stats.path.lost_packets,
-                            datagrams_buffered: (tuning::DATAGRAM_SEND_BUFFER as u64)
+                            datagrams_buffered: (DATAGRAM_SEND_BUFFER as u64)
                                 .saturating_sub(l.conn.datagram_send_buffer_space() as u64),
                         });
                     }
