@@ -132,26 +132,16 @@ async fn run_bridge<A: Port, B: Port>(
         let next_due = heap.peek().map(|Reverse((at, ..))| *at);
         tokio::select! {
             _ = &mut stopped => break,
+            // A port error (e.g. nobody listening yet) drops that read only.
             r = a.recv(&mut from_a) => {
-                // A port error (e.g. nobody listening yet) drops that packet only.
                 if r.is_ok() {
-                    let now = Instant::now();
-                    let mut m = models.lock().unwrap_or_else(|p| p.into_inner());
-                    for packet in from_a.drain(..) {
-                        let verdict = m.0.offer(now, packet.len());
-                        schedule(&mut heap, &mut seq, verdict, Direction::AtoB, packet);
-                    }
+                    offer_all(&models, Direction::AtoB, &mut from_a, &mut heap, &mut seq);
                 }
                 from_a.clear();
             }
             r = b.recv(&mut from_b) => {
                 if r.is_ok() {
-                    let now = Instant::now();
-                    let mut m = models.lock().unwrap_or_else(|p| p.into_inner());
-                    for packet in from_b.drain(..) {
-                        let verdict = m.1.offer(now, packet.len());
-                        schedule(&mut heap, &mut seq, verdict, Direction::BtoA, packet);
-                    }
+                    offer_all(&models, Direction::BtoA, &mut from_b, &mut heap, &mut seq);
                 }
                 from_b.clear();
             }
@@ -174,6 +164,27 @@ async fn run_bridge<A: Port, B: Port>(
                 }
             }
         }
+    }
+}
+
+/// Offers each of `packets` to `dir`'s model now and schedules what it
+/// delivers.
+fn offer_all(
+    models: &Mutex<(LinkModel, LinkModel)>,
+    dir: Direction,
+    packets: &mut Vec<Vec<u8>>,
+    heap: &mut BinaryHeap<Pending>,
+    seq: &mut u64,
+) {
+    let now = Instant::now();
+    let mut m = models.lock().unwrap_or_else(|p| p.into_inner());
+    let model = match dir {
+        Direction::AtoB => &mut m.0,
+        Direction::BtoA => &mut m.1,
+    };
+    for packet in packets.drain(..) {
+        let verdict = model.offer(now, packet.len());
+        schedule(heap, seq, verdict, dir, packet);
     }
 }
 
