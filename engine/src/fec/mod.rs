@@ -12,8 +12,8 @@
 //!   when the receiver reports a deficit.
 //! * [`report_clock`]: when a receiver's report was written, on the
 //!   sender's clock, so that a report read late is judged by its age.
-//! * [`path_loss`]: a path's forward loss from the receiver's counts,
-//!   blind to loss on the way back.
+//! * [`path_loss`]: the shards a receiver's report could count, for a
+//!   forward loss blind to loss on the way back.
 //! * [`rate`]: the rate controller: delivered rate, queueing delay, random
 //!   versus congestive loss.
 //! * [`shard_pacer`]: how many shards may leave now at the controlled

@@ -12,10 +12,9 @@
 //!   (FEC_STATUS), over the receiver's own clock, so report jitter on the
 //!   way back does not distort it.
 //! * **Random-loss level** `p₀`: a moving average of the round loss rate
-//!   (shards sent against shards the receiver counted,
-//!   [`crate::fec::path_loss`], blind to loss on the way back), updated
-//!   only in rounds without a standing queue, so congestive drops do not
-//!   raise it.
+//!   (the lesser of quinn's count and the receiver's,
+//!   [`crate::fec::path_loss`]: see `tick`), updated only in rounds
+//!   without a standing queue, so congestive drops do not raise it.
 //! * **Capacity** `c = d / (1 − p₀)`: the sending rate the path carries.
 //!   The bottleneck estimate is the maximum `c` of the last 10 rounds.
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
