@@ -108,7 +108,7 @@ pub struct CoreConfig {
 pub enum Plane {
     /// Erasure-coded shards as QUIC datagrams (the FEC plane).
     Shards,
-    /// Whole blocks as QUIC streams (the reliable plane, [`super::streams`]).
+    /// Whole blocks as QUIC streams (the reliable plane, `send::streams`).
     Streams,
 }
 
