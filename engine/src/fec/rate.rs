@@ -990,6 +990,36 @@ mod tests {
         );
     }
 
+    /// Rounds of 1 000 packets of which 5 % are lost, counted by quinn as
+    /// `quinn_loss` and by the receiver as `receiver_loss`; the level learned.
+    fn level_with(quinn_loss: f64, receiver_loss: f64) -> f64 {
+        let mut c = RateController::new(RateConfig::default());
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        c.on_rtt(t0, ms(40));
+        c.on_delivered(1, 0);
+        c.tick(t0);
+        for n in 1..=40u64 {
+            let sent = 1_000 * n;
+            c.on_rtt(t0 + ms(50 * n), ms(40));
+            c.on_delivered(n * 50_000, n * 1_000_000);
+            c.on_packets(sent, (sent as f64 * quinn_loss) as u64);
+            c.on_counts(sent, (sent as f64 * (1.0 - receiver_loss)) as u64);
+            c.tick(t0 + ms(50 * n)).expect("a round");
+        }
+        c.random_loss()
+    }
+
+    #[test]
+    fn the_loss_level_follows_the_lesser_of_quinns_count_and_the_receivers() {
+        // Lost ACKs: quinn declares 40 % lost, the receiver counts 5 %.
+        let acks_lost = level_with(0.4, 0.05);
+        assert!((acks_lost - 0.05).abs() < 0.01, "{acks_lost}");
+        // A queue the receiver's dating does not see: it reads 12 %, quinn 5 %.
+        let queue = level_with(0.05, 0.12);
+        assert!((queue - 0.05).abs() < 0.01, "{queue}");
+    }
+
     #[test]
     fn one_round_of_tail_drops_at_most_doubles_the_random_loss_level() {
         let mut c = RateController::new(RateConfig::default());
