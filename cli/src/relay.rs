@@ -50,6 +50,10 @@ pub struct RelayArgs {
     /// Lose the first N packets in each direction (e.g. a handshake packet).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub drop_first: u64,
+    /// Path MTU: UDP payloads larger than BYTES vanish without a word (a
+    /// black hole, as behind a router that sends no ICMP), e.g. 1472.
+    #[arg(long, value_name = "BYTES")]
+    pub max_packet: Option<usize>,
     /// Random seed: the same seed and traffic give the same losses.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -80,6 +84,7 @@ impl RelayArgs {
             reorder: self.reorder,
             duplicate: self.duplicate,
             drop_first: self.drop_first,
+            max_packet: self.max_packet,
         }
     }
 }
@@ -126,11 +131,12 @@ fn print_stats(s: &RelayStats, json: bool) {
     }
     for (name, d) in [("client->server", s.forward), ("server->client", s.reverse)] {
         eprintln!(
-            "{name}: {} forwarded ({} bytes), {} dropped (random loss), {} dropped (queue full), {} duplicated, {} reordered",
+            "{name}: {} forwarded ({} bytes), {} dropped (random loss), {} dropped (queue full), {} dropped (too big), {} duplicated, {} reordered",
             d.forwarded,
             d.forwarded_bytes,
             d.dropped_random,
             d.dropped_queue,
+            d.dropped_too_big,
             d.duplicated,
             d.reordered
         );

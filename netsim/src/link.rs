@@ -9,6 +9,10 @@
 //!
 //! The stages, in the order a packet meets them:
 //!
+//! 0. **Path MTU** (if `max_packet` is set): a larger packet is dropped
+//!    without a word ([`Drop::TooBig`]), as a router behind a smaller link
+//!    that sends no ICMP does: the black hole a pinned large MTU must
+//!    survive.
 //! 1. **Bottleneck** (if `rate_bps` is set): a FIFO serializer at `rate_bps`
 //!    behind a tail-drop queue of `queue_bytes`. A packet that does not fit
 //!    in the queue is dropped ([`Drop::Queue`]); otherwise it leaves the
@@ -84,6 +88,9 @@ pub struct LinkConfig {
     /// The first this many packets offered are lost, whatever else is set:
     /// a lost handshake, on purpose (counted as random loss).
     pub drop_first: u64,
+    /// Largest packet (UDP payload bytes) the link carries; larger ones
+    /// vanish. `None`: any size.
+    pub max_packet: Option<usize>,
 }
 
 impl Default for LinkConfig {
@@ -98,11 +105,27 @@ impl Default for LinkConfig {
             reorder: 0.0,
             duplicate: 0.0,
             drop_first: 0,
+            max_packet: None,
         }
     }
 }
 
+/// The most packet bytes one direction of an emulated link may hold (in
+/// its queue and on its way): a bound on the emulator's memory, so a
+/// scenario of 10 Gbit/s over a 10 s delay is refused up front instead of
+/// swapping the machine.
+pub const MAX_BYTES_HELD: u64 = 1 << 30;
+
 impl LinkConfig {
+    /// The most bytes this direction holds at once at full rate: the queue
+    /// plus what the rate puts on the wire during the longest delay. An
+    /// unlimited rate is counted at 10 Gbit/s (more than the emulators move).
+    pub fn bytes_held(&self) -> u64 {
+        let rate = self.rate_bps.unwrap_or(10_000_000_000) as f64 / 8.0;
+        let longest = (self.delay + self.jitter).as_secs_f64();
+        self.queue_bytes.saturating_add((rate * longest) as u64)
+    }
+
     /// The queue a scenario gets when it names none: 1.5 × the bandwidth-delay
     /// product of a round trip over this direction's delay (both directions
     /// alike), and never less than 64 full-size packets.
@@ -136,8 +159,24 @@ impl LinkConfig {
                 return Err("bursty loss must be below 100%".into());
             }
         }
+        if let Some(max) = self.max_packet {
+            if !(1200..=65_527).contains(&max) {
+                return Err(format!(
+                    "max-packet must be 1200 to 65527 bytes (QUIC needs 1200), got {max}"
+                ));
+            }
+        }
         if self.rate_bps == Some(0) {
             return Err("rate must be positive".into());
+        }
+        let held = self.bytes_held();
+        if held > MAX_BYTES_HELD {
+            return Err(format!(
+                "rate × delay and queue would hold {:.1} GiB in the emulator, above the {} GiB \
+                 it may hold per direction: lower the rate, the delay or the queue",
+                held as f64 / (1u64 << 30) as f64,
+                MAX_BYTES_HELD >> 30
+            ));
         }
         if self.rate_bps.is_some() && self.queue_bytes < 1500 {
             return Err(format!(
@@ -156,6 +195,8 @@ pub enum Drop {
     Queue,
     /// Random loss.
     Random,
+    /// Larger than the link's `max_packet`.
+    TooBig,
 }
 
 /// What the link does with one packet.
@@ -187,6 +228,8 @@ pub struct LinkStats {
     pub dropped_random: u64,
     /// Dropped because the queue was full.
     pub dropped_queue: u64,
+    /// Dropped for being larger than `max_packet`.
+    pub dropped_too_big: u64,
     /// Extra copies delivered.
     pub duplicated: u64,
     /// Packets that skipped ahead.
@@ -244,6 +287,10 @@ impl LinkModel {
     pub fn offer(&mut self, now: Instant, len: usize) -> Verdict {
         self.stats.offered += 1;
         self.stats.offered_bytes += len as u64;
+        if self.config.max_packet.is_some_and(|max| len > max) {
+            self.stats.dropped_too_big += 1;
+            return Verdict::Dropped(Drop::TooBig);
+        }
         let departs = match self.config.rate_bps {
             None => now,
             Some(rate) => {
@@ -326,6 +373,23 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn packets_above_the_path_mtu_vanish_and_smaller_ones_pass() {
+        let mut link = LinkModel::new(
+            LinkConfig {
+                max_packet: Some(1472),
+                ..LinkConfig::default()
+            },
+            1,
+        );
+        let t = Instant::now();
+        assert_eq!(link.offer(t, 6550), Verdict::Dropped(Drop::TooBig));
+        assert!(matches!(link.offer(t, 1472), Verdict::Deliver { .. }));
+        assert_eq!(link.offer(t, 1473), Verdict::Dropped(Drop::TooBig));
+        let s = link.stats();
+        assert_eq!((s.offered, s.forwarded, s.dropped_too_big), (3, 1, 2));
     }
 
     #[test]
@@ -503,6 +567,22 @@ mod tests {
         );
         assert!(
             bad(LinkConfig {
+                rate_bps: Some(10_000_000_000),
+                queue_bytes: 1 << 20,
+                delay: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .contains("would hold 1.2 GiB in the emulator, above the 1 GiB")
+        );
+        assert!(
+            bad(LinkConfig {
+                max_packet: Some(1000),
+                ..Default::default()
+            })
+            .contains("max-packet must be 1200 to 65527 bytes")
+        );
+        assert!(
+            bad(LinkConfig {
                 loss: LossModel::GilbertElliott {
                     p: 0.1,
                     mean_burst: 0.5
@@ -526,7 +606,7 @@ mod tests {
         fn same_seed_same_verdicts(seed: u64, sizes in proptest::collection::vec(1usize..1500, 1..200)) {
             let cfg = LinkConfig {
                 rate_bps: Some(10_000_000), queue_bytes: 20_000, delay: ms(5), jitter: ms(1),
-                loss: LossModel::GilbertElliott { p: 0.1, mean_burst: 3.0 }, reorder: 0.05, duplicate: 0.05, drop_first: 1,
+                loss: LossModel::GilbertElliott { p: 0.1, mean_burst: 3.0 }, reorder: 0.05, duplicate: 0.05, drop_first: 1, max_packet: Some(1400),
             };
             let t0 = Instant::now();
             let mut a = LinkModel::new(cfg.clone(), seed);
