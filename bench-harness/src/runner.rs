@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::link::LinkConfig;
 use crate::link::relay::{Relay, RelayConfig};
 use crate::link::tun::{ADDR_B, TunLink, path_addr};
 use crate::report::{Report, Run};
@@ -383,6 +384,25 @@ fn cc_name(contender: Contender) -> &'static str {
     }
 }
 
+/// The relays stand for Internet paths, but run on loopback, whose route
+/// MTU (65 536) tells `send --mtu auto` to pin 6550-byte datagrams. Unless
+/// the scenario sets the emulated path's MTU (`max_packet`, so the sender
+/// meets it as it would a real one), our FEC contenders are pinned at what
+/// a 1500-byte Ethernet path carries, as on the TUN backend, whose devices
+/// have a 1500-byte MTU. The discovery contender keeps its own `--mtu`.
+fn relay_mtu_flags(contender: Contender, paths: &[LinkConfig]) -> Vec<String> {
+    let pins_own = contender == Contender::ChunkstreamFecMtuAuto;
+    let emulated = paths.iter().any(|p| p.max_packet.is_some());
+    if contender.is_chunkstream() && !pins_own && !emulated {
+        vec![
+            "--mtu".into(),
+            chunkstream_engine::transport::FEC_MTU.to_string(),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
 fn sender_args(
     contender: Contender,
     source: &Path,
@@ -582,10 +602,11 @@ async fn attempt(
                 );
             }
             let to = relays[0].local_addr();
-            let extra: Vec<String> = relays[1..]
+            let mut extra: Vec<String> = relays[1..]
                 .iter()
                 .flat_map(|r| ["--path".to_owned(), format!("127.0.0.1={}", r.local_addr())])
                 .collect();
+            extra.extend(relay_mtu_flags(contender, &point.paths[..used]));
             (Link::Relays(relays), to, extra)
         }
     };

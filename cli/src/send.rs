@@ -106,12 +106,16 @@ pub struct SendArgs {
     /// (quinn's; default on the reliable plane) or `bbr` (quinn's).
     #[arg(long, value_name = "CC")]
     pub cc: Option<chunkstream_engine::transport::Congestion>,
-    /// FEC plane: the UDP payload size to pin, 1200..=16383 (1452 fits a
-    /// 1500-byte Ethernet MTU; use 1200 through tunnels), or `auto` to leave
-    /// quinn's MTU discovery on (shards are then cut to the size at the
-    /// session's start, and a black-hole guess can shrink the path below them).
-    #[arg(long, value_name = "BYTES", default_value = "1452", value_parser = parse_mtu)]
-    pub mtu: MtuArg,
+    /// FEC plane: the UDP payload size, fixed for the session (one shard per
+    /// datagram). `auto`: the MTU of the route to the receiver less the
+    /// headers, 1200 to 6550 (1452 on a 1500-byte Ethernet link, 6550 on
+    /// loopback and jumbo-frame LANs); a BYTES size from 1200 to 16383 pins
+    /// that; `discover` leaves quinn's MTU discovery on (shards cut to the
+    /// size at the start). Above 1452 the first handshake proves the size:
+    /// if the path drops such datagrams (a black hole) the session falls
+    /// back to 1452 within a few round trips and says so.
+    #[arg(long, value_name = "auto|discover|BYTES", default_value = "auto")]
+    pub mtu: chunkstream_engine::transport::path_mtu::MtuChoice,
     /// Print the result as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -125,25 +129,6 @@ fn parse_priority(s: &str) -> Result<(Class, PathBuf), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected CLASS=PATH, e.g. critical=./db.dump"))?;
     Ok((class.parse()?, PathBuf::from(path)))
-}
-
-/// `--mtu`: pinned bytes or discovery.
-#[derive(Debug, Clone, Copy)]
-pub struct MtuArg(pub Option<u16>);
-
-fn parse_mtu(s: &str) -> Result<MtuArg, String> {
-    if s == "auto" {
-        return Ok(MtuArg(None));
-    }
-    match s.parse::<u16>() {
-        Ok(v) if (1200..=chunkstream_engine::transport::MAX_PINNED_MTU).contains(&v) => {
-            Ok(MtuArg(Some(v)))
-        }
-        _ => Err(format!(
-            "{s:?}: expected auto or a size from 1200 to {} bytes",
-            chunkstream_engine::transport::MAX_PINNED_MTU
-        )),
-    }
 }
 
 /// Data plane choices on the command line.
@@ -219,7 +204,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
         cfg.fec = Some(chunkstream_engine::send::FecConfig {
             redundancy: args.fec,
             corrupt_every: args.corrupt_every,
-            mtu: args.mtu.0,
+            mtu: args.mtu,
             ..Default::default()
         });
     }
@@ -287,6 +272,12 @@ pub async fn run(args: SendArgs) -> Result<()> {
         SendEvent::PathRates(rates) => path_rates.clone_from(rates),
         SendEvent::PlaneFallback { reason } => {
             eprintln!("warning: FEC plane unavailable ({reason}); sending on the reliable plane");
+        }
+        SendEvent::MtuFallback { tried, using } => {
+            eprintln!("warning: the path did not carry {tried}-byte datagrams (a black hole behind the route's MTU); sending {using}-byte datagrams");
+            if json {
+                json_line(&json!({"event": "mtu_fallback", "tried": tried, "using": using}));
+            }
         }
     })
     .await;

@@ -47,6 +47,11 @@ fn send_through_relay(
     assert_eq!(args[1], "--to");
     args[2] = relay.local_addr().to_string(); // through the relay
     args.extend(["--plane", "fec", "--json"].map(String::from));
+    // The relay stands for an Ethernet path; through loopback `--mtu auto`
+    // would pin 6550-byte datagrams (tested on its own below).
+    if !extra.contains(&"--mtu") {
+        args.extend(["--mtu", "1452"].map(String::from));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let out = send(&args, secs(120));
     let stats = rt.block_on(relay.stop());
@@ -169,13 +174,13 @@ fn bad_fec_and_cc_settings_are_refused_with_the_reason() {
         (
             "--mtu",
             "1000",
-            "expected auto or a size from 1200 to 16383 bytes",
+            "expected auto, discover or a size from 1200 to 16383 bytes",
         ),
         // Above 16 KiB quinn-proto panicked on its first packet.
         (
             "--mtu",
             "32000",
-            "expected auto or a size from 1200 to 16383 bytes",
+            "expected auto, discover or a size from 1200 to 16383 bytes",
         ),
         (
             "--priority",
@@ -195,5 +200,107 @@ fn bad_fec_and_cc_settings_are_refused_with_the_reason() {
             "{flag} {value}: {}",
             stderr(&out)
         );
+    }
+}
+
+/// Sends `file` to `rx` through a relay whose path drops UDP payloads above
+/// 1472 bytes without a word (a 1500-byte hop behind a jumbo route).
+fn send_through_black_hole(rx: &Receiver, file: &Path, extra: &[&str]) -> std::process::Output {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ethernet = LinkConfig {
+        max_packet: Some(1472),
+        ..link(100, 5, LossModel::NONE)
+    };
+    let relay = rt
+        .block_on(Relay::start(RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            to: rx.addr.parse().unwrap(),
+            forward: ethernet.clone(),
+            reverse: ethernet,
+            seed: 42,
+        }))
+        .unwrap();
+    let mut args = vec![file.display().to_string()];
+    args.extend(rx.send_args());
+    args[2] = relay.local_addr().to_string();
+    args.extend(["--plane", "fec", "--json"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = send(&args, secs(60));
+    let stats = rt.block_on(relay.stop());
+    assert!(
+        stats.forward.dropped_too_big > 0,
+        "the large dial never met the black hole: {stats:?}"
+    );
+    out
+}
+
+/// Whether `shard_bytes` is what a UDP payload of `mtu` leaves: less the
+/// QUIC packet's header, tag and DATAGRAM frame (about 40 bytes) and the
+/// shard header (15).
+fn fits_mtu(shard_bytes: &serde_json::Value, mtu: u64) -> bool {
+    shard_bytes
+        .as_u64()
+        .is_some_and(|b| (mtu - 80..=mtu - 15).contains(&b))
+}
+
+#[test]
+fn auto_mtu_sends_large_datagrams_where_the_route_carries_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("jumbo.bin");
+    write_file(&src, 6 << 20, 21);
+    let rx = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let mut args = vec![src.display().to_string()];
+    args.extend(rx.send_args());
+    args.extend(["--plane", "fec", "--json"].map(String::from));
+    let out = send(&args, secs(60));
+    let fec = fec_report(&out);
+    // Loopback's route MTU is 65 536: the session pins 6550, the largest
+    // size quinn still batches ten of into one GSO send.
+    assert!(fits_mtu(&fec["shard_bytes"], 6550), "{fec}");
+    assert!(!stderr(&out).contains("did not carry"), "{}", stderr(&out));
+    let (status, stdout, rx_err) = rx.wait(secs(20));
+    assert!(status.success(), "{rx_err}");
+    // The 1452-byte dial raced beside it was closed as a probe, not
+    // reported as a refused sender.
+    assert!(!stdout.contains("refused"), "{stdout}");
+    assert_same_file(&src, &tmp.path().join("out/jumbo.bin"));
+}
+
+#[test]
+fn a_path_that_drops_large_datagrams_falls_back_to_1452_and_says_so() {
+    for pinned in [None, Some("8952")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("hole.bin");
+        write_file(&src, 4 << 20, 22);
+        let rx = Receiver::start(
+            &tmp.path().join("out"),
+            &tmp.path().join("state"),
+            &["--once"],
+        );
+        let extra: Vec<&str> = pinned.map(|m| vec!["--mtu", m]).unwrap_or_default();
+        let out = send_through_black_hole(&rx, &src, &extra);
+        let tried = pinned.unwrap_or("6550");
+        assert!(
+            stderr(&out).contains(&format!(
+                "the path did not carry {tried}-byte datagrams (a black hole behind the route's MTU); sending 1452-byte datagrams"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                r#"{{"event":"mtu_fallback","tried":{tried},"using":1452}}"#
+            )),
+            "{text}"
+        );
+        let fec = fec_report(&out);
+        assert!(fits_mtu(&fec["shard_bytes"], 1452), "{fec}");
+        assert!(rx.wait(secs(20)).0.success());
+        assert_same_file(&src, &tmp.path().join("out/hole.bin"));
     }
 }

@@ -42,6 +42,12 @@ fn send_cmd(rx: &Receiver, src: &Path, relays: &[Relay], plane: &str, extra: &[&
         .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
         .args(["--plane", plane])
         .args(extra);
+    if plane == "fec" && !extra.contains(&"--mtu") {
+        // The relays stand for Ethernet paths (through loopback `--mtu
+        // auto` would pin 6550-byte datagrams, and the shards sent before
+        // HAVE arrives would no longer fit the bound below).
+        cmd.args(["--mtu", "1452"]);
+    }
     for r in relays {
         cmd.args(["--path", &format!("127.0.0.1={}", r.local_addr())]);
     }

@@ -82,6 +82,12 @@
 //! Either side may send ERROR and close the connection with one of the
 //! [`close_code`]s; the message is for humans and is shown on both sides.
 //!
+//! A sender that pins datagrams above 1452 bytes may dial the first path
+//! twice at once (at that size and at 1452; QUIC pads Initial packets to
+//! the pinned size, so only a path that carries it completes the first
+//! handshake) and closes the connection it does not keep with
+//! [`close_code::MTU_PROBE`] before any frame: the receiver drops it quietly.
+//!
 //! # Frames
 //!
 //! | type | name | direction | body |
@@ -247,6 +253,10 @@ pub mod close_code {
     pub const STORAGE: u32 = 3;
     /// The sender could not read its source or the user cancelled.
     pub const SOURCE: u32 = 4;
+    /// One of two connections a sender dialled at once to learn whether
+    /// the path carries large datagrams, closed before HELLO because the
+    /// other one is kept. Not an error.
+    pub const MTU_PROBE: u32 = 5;
 }
 
 /// Error codes carried in [`Frame::Error`].

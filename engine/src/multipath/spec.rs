@@ -99,12 +99,8 @@ impl PathSpec {
         Ok(Self { local, remote, cap })
     }
 
-    /// The endpoint for this path.
-    pub fn endpoint(
-        &self,
-        peer: Fingerprint,
-        tuning: &Tuning,
-    ) -> Result<(Endpoint, std::sync::Arc<PinnedCertVerifier>), SessionError> {
+    /// The local address and device a socket of this path binds to.
+    fn bind(&self) -> (SocketAddr, Option<&str>) {
         let any: IpAddr = if self.remote.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
@@ -115,7 +111,26 @@ impl PathSpec {
             LocalBind::Addr(ip) => (*ip, None),
             LocalBind::Device(d) => (any, Some(d.as_str())),
         };
-        client_endpoint(SocketAddr::new(addr, 0), device, peer, tuning).map_err(|e| {
+        (SocketAddr::new(addr, 0), device)
+    }
+
+    /// The UDP payload this path's route carries by the kernel's account
+    /// (`None` if it cannot tell; the dial will report a bad bind).
+    pub fn route_payload(&self) -> Option<u16> {
+        let (local, device) = self.bind();
+        crate::transport::path_mtu::route_payload(local, device, self.remote)
+            .inspect_err(|e| tracing::debug!(path = %self.name(), "route MTU unknown: {e}"))
+            .ok()
+    }
+
+    /// The endpoint for this path.
+    pub fn endpoint(
+        &self,
+        peer: Fingerprint,
+        tuning: &Tuning,
+    ) -> Result<(Endpoint, std::sync::Arc<PinnedCertVerifier>), SessionError> {
+        let (local, device) = self.bind();
+        client_endpoint(local, device, peer, tuning).map_err(|e| {
             // Name the path: with several, "No such device" alone says
             // nothing about which --path is wrong.
             SessionError::Usage(format!("--path {}: {e}", self.name()))

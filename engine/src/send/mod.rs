@@ -24,9 +24,9 @@ pub struct FecConfig {
     pub max_blocks: usize,
     /// Test hook: flip a byte in every n-th shard (fault tests only).
     pub corrupt_every: Option<u64>,
-    /// UDP payload size to pin (`None`: leave quinn's MTU discovery on; the
-    /// shard size is then fixed by the MTU at the session's start).
-    pub mtu: Option<u16>,
+    /// How the UDP payload size, and so the shard size, is chosen
+    /// ([`crate::transport::path_mtu`]).
+    pub mtu: crate::transport::path_mtu::MtuChoice,
     /// Give a path up when its receiver sends no report for this long.
     pub report_timeout: std::time::Duration,
 }
@@ -37,7 +37,7 @@ impl Default for FecConfig {
             redundancy: Redundancy::Adaptive,
             max_blocks: 64,
             corrupt_every: None,
-            mtu: Some(crate::transport::FEC_MTU),
+            mtu: crate::transport::path_mtu::MtuChoice::Auto,
             report_timeout: core::REPORT_TIMEOUT,
         }
     }

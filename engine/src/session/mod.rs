@@ -4,6 +4,7 @@
 pub(crate) mod admission;
 pub mod classes;
 pub mod control;
+mod dial;
 pub mod error;
 pub mod fec_receive;
 pub(crate) mod file_hashes;

@@ -52,6 +52,14 @@ pub enum SendEvent {
         /// Why.
         reason: String,
     },
+    /// Datagrams of the size the route promised did not cross the path (a
+    /// black hole); the session pins the smaller size instead.
+    MtuFallback {
+        /// The UDP payload size that got no answer.
+        tried: u16,
+        /// The size the session uses.
+        using: u16,
+    },
 }
 
 /// One file of a finished transfer.

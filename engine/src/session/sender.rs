@@ -19,6 +19,7 @@ use quinn::{Connection, Endpoint};
 use super::admission::{Admission, Step};
 use super::classes::BlockSource;
 use super::control::{self, ControlWriter};
+use super::dial;
 use super::error::SessionError;
 use super::send_report::{Acks, finish_report};
 pub use super::send_report::{SendEvent, SendReport, SentFile};
@@ -124,24 +125,22 @@ pub async fn send_files(
     }
     let mut tuning = cfg.tuning.clone();
     if let Some(fec) = &cfg.fec {
-        if fec
-            .mtu
-            .is_some_and(|m| !(1200..=crate::transport::MAX_PINNED_MTU).contains(&m))
-        {
-            return Err(SessionError::Usage(format!(
-                "the pinned MTU must be 1200 to {} bytes",
-                crate::transport::MAX_PINNED_MTU
-            )));
-        }
-        // One shard size for the whole session.
-        tuning.pinned_mtu = fec.mtu;
+        // One shard size for the whole session, from the routes' MTU.
+        let routes: Vec<Option<u16>> = paths.paths().iter().map(PathSpec::route_payload).collect();
+        tuning.pinned_mtu = crate::transport::path_mtu::session_mtu(fec.mtu, &routes);
     }
     if paths.paths().len() > 1 {
         // Notice a dead path within a few keep-alives.
         tuning.keep_alive = tuning.keep_alive.min(Duration::from_millis(500));
     }
-    let (endpoint, verifier) = paths.paths()[0].endpoint(cfg.peer, &tuning)?;
-    let conn = connect(&endpoint, cfg, &verifier).await?;
+    let dial::Dialled {
+        endpoint,
+        conn,
+        fell_back,
+    } = dial::dial_first(&paths.paths()[0], cfg, &mut tuning).await?;
+    if let Some((tried, using)) = fell_back {
+        on_event(&SendEvent::MtuFallback { tried, using });
+    }
     let session_id: [u8; 16] = rand::random();
     let span = tracing::info_span!("send", session = %super::short_id(&session_id), to = %cfg.to());
     let result = tracing::Instrument::instrument(
@@ -179,37 +178,6 @@ pub async fn send_files(
         };
         r
     })
-}
-
-async fn connect(
-    endpoint: &Endpoint,
-    cfg: &SendConfig,
-    verifier: &crate::transport::identity::PinnedCertVerifier,
-) -> Result<Connection, SessionError> {
-    let unreachable = || SessionError::Unreachable {
-        addr: cfg.to(),
-        secs: cfg.connect_timeout.as_secs().max(1),
-    };
-    let connecting = endpoint
-        .connect(cfg.to(), "chunkstream")
-        .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {}: {e}", cfg.to())))?;
-    match tokio::time::timeout(cfg.connect_timeout, connecting).await {
-        Err(_) => Err(unreachable()),
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => {
-            if let Some(got) = *verifier.mismatch.lock().unwrap_or_else(|p| p.into_inner()) {
-                return Err(SessionError::WrongFingerprint {
-                    addr: cfg.to(),
-                    expected: cfg.peer,
-                    got,
-                });
-            }
-            match e {
-                quinn::ConnectionError::TimedOut => Err(unreachable()),
-                other => Err(SessionError::from_connection(other)),
-            }
-        }
-    }
 }
 
 /// The reader pipelines: one, or one per priority class present (the

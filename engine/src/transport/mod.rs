@@ -12,6 +12,7 @@
 
 pub mod handshake_cc;
 pub mod identity;
+pub mod path_mtu;
 pub mod redundant_handshake;
 
 use std::net::SocketAddr;
@@ -153,6 +154,9 @@ impl Tuning {
         });
         if let Some(mtu) = self.pinned_mtu {
             t.initial_mtu(mtu).min_mtu(mtu).mtu_discovery_config(None);
+            if !gso_fits(mtu) {
+                t.enable_segmentation_offload(false);
+            }
         }
         // A small send buffer keeps "handed to quinn" close to "on the
         // wire": the FEC plane times its repair answers from the former.
@@ -269,6 +273,24 @@ fn endpoint(
 /// than 16 KiB (a larger pin panicked inside quinn-proto: `len <
 /// 2usize.pow(14)`).
 pub const MAX_PINNED_MTU: u16 = 16_383;
+
+/// Datagrams quinn puts in one GSO batch (quinn's `MAX_TRANSMIT_SEGMENTS`).
+const QUINN_GSO_SEGMENTS: usize = 10;
+
+/// The most UDP payload one send may carry over IPv4 (65 535 less the IP
+/// and UDP headers); a GSO batch counts as one send.
+const MAX_IPV4_UDP_PAYLOAD: usize = 65_507;
+
+/// Whether quinn's GSO batches of `mtu`-byte datagrams fit the kernel's
+/// 64 KiB bound on one UDP send. quinn batches up to ten datagrams; with
+/// larger ones (a 9000-byte jumbo frame's 8952) the batch exceeds the bound,
+/// `sendmsg` fails with `EMSGSIZE`, and quinn-udp drops the whole batch
+/// silently (it takes that error for an MTU probe): 88 % of the shards of a
+/// loopback transfer pinned at 8952 were lost that way. Such MTUs are sent
+/// one datagram per system call instead.
+pub fn gso_fits(mtu: u16) -> bool {
+    usize::from(mtu) * QUINN_GSO_SEGMENTS <= MAX_IPV4_UDP_PAYLOAD
+}
 
 /// Bytes of datagrams quinn may hold before sending them.
 pub const DATAGRAM_SEND_BUFFER: usize = 512 << 10;

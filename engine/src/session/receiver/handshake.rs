@@ -37,9 +37,25 @@ pub(super) struct JoinedPath {
 }
 
 pub(super) enum Outcome {
-    NotASession { peer: SocketAddr, reason: String },
-    Joined { peer: SocketAddr },
+    NotASession {
+        peer: SocketAddr,
+        reason: String,
+    },
+    /// The copy of a sender's dial it closed after an MTU race.
+    Probe,
+    Joined {
+        peer: SocketAddr,
+    },
     Session(Result<SessionSummary, SessionError>),
+}
+
+/// Whether the sender closed `conn` as the loser of its MTU race.
+fn is_mtu_probe(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(close_code::MTU_PROBE)
+    )
 }
 
 pub(super) async fn handle_connection(
@@ -68,6 +84,7 @@ pub(super) async fn handle_connection(
     .await;
     let (send, recv, frame) = match hello {
         Err(_) => return refused("no HELLO within 10 s".into()),
+        Ok(Err(_)) if is_mtu_probe(&conn) => return Outcome::Probe,
         Ok(Err(e)) => return refused(e.to_string()),
         Ok(Ok(x)) => x,
     };

@@ -220,6 +220,7 @@ impl Receiver {
                 }
                 Some(outcome) = result_rx.recv() => match outcome {
                     Outcome::NotASession { peer, reason } => on_event(RecvEvent::Refused { peer, reason }),
+                    Outcome::Probe => tracing::debug!("a sender closed its MTU probe connection"),
                     Outcome::Joined { peer } => on_event(RecvEvent::PathJoined { peer }),
                     Outcome::Session(result) => {
                         if let Err(e) = &result {
