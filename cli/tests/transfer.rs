@@ -128,6 +128,38 @@ fn a_tree_of_1000_small_files_arrives_intact() {
 }
 
 #[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("logged.bin");
+    write_file(&src, 300_000, 3);
+    let recv = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("send")
+        .arg(&src)
+        .args(recv.send_args())
+        .env("RUST_LOG", "chunkstream_engine=info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    // stderr is a pipe here: the INFO lines arrive, without ESC sequences.
+    assert!(
+        log.contains("INFO") && log.contains("transfer started"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+    assert!(recv.wait(secs(20)).0.success());
+    assert_same_file(&src, &tmp.path().join("out/logged.bin"));
+}
+
+#[test]
 fn human_output_names_the_hash_and_rate() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("a.txt");
