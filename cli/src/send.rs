@@ -74,6 +74,14 @@ pub struct SendArgs {
     /// Block size: a power of two from 1KiB to 64MiB.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
     pub block_size: u64,
+    /// Memory for blocks in flight (read, sent, not yet acknowledged), e.g.
+    /// 256MiB. It bounds how much is in flight: on a long, fast path the
+    /// bandwidth-delay product and the blocks awaiting repairs must fit
+    /// (the FEC plane keeps half of it for recovery shards). Default: 64MiB,
+    /// scaled up on paths of more than 250 ms round trip (256MiB at 1 s),
+    /// at most 512MiB.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
     /// How source files are read.
     #[arg(long, value_enum, default_value = "auto")]
     pub reader: ReaderArg,
@@ -196,6 +204,9 @@ pub async fn run(args: SendArgs) -> Result<()> {
     cfg.classes = classes;
     let plane = args.plane.resolve();
     cfg.block_size = args.block_size;
+    cfg.memory_budget = args
+        .memory
+        .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
     cfg.reader = args.reader.into();
     cfg.max_rate = max_rate;
     cfg.resume = !args.no_resume;

@@ -20,7 +20,9 @@ use crate::fec::accounts::Redundancy;
 pub struct FecConfig {
     /// Up-front redundancy.
     pub redundancy: Redundancy,
-    /// Most unacknowledged blocks.
+    /// Most unacknowledged blocks; the memory budget's block buffers bound
+    /// it too (32 of 64 MiB on the FEC plane), which is what decides by
+    /// default.
     pub max_blocks: usize,
     /// Test hook: flip a byte in every n-th shard (fault tests only).
     pub corrupt_every: Option<u64>,
@@ -35,7 +37,7 @@ impl Default for FecConfig {
     fn default() -> Self {
         Self {
             redundancy: Redundancy::Adaptive,
-            max_blocks: 64,
+            max_blocks: 1024,
             corrupt_every: None,
             mtu: crate::transport::path_mtu::MtuChoice::Auto,
             report_timeout: core::REPORT_TIMEOUT,

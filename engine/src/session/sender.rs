@@ -57,8 +57,9 @@ pub struct SendConfig {
     /// How long to wait for the receiver to answer.
     pub connect_timeout: Duration,
     /// Block memory in flight (bytes): block buffers, and on the FEC plane
-    /// their recovery shards too.
-    pub memory_budget: usize,
+    /// their recovery shards too. `None`: [`memory_for_rtt`] of the first
+    /// handshake's round trip.
+    pub memory_budget: Option<usize>,
     /// Transport knobs.
     pub tuning: Tuning,
     /// `Some`: use the FEC plane, over every path (falls back to the
@@ -84,7 +85,7 @@ impl SendConfig {
             reader: ReaderKind::Auto,
             max_rate: None,
             connect_timeout: Duration::from_secs(10),
-            memory_budget: 64 << 20,
+            memory_budget: None,
             tuning: Tuning::default(),
             fec: None,
             classes: Vec::new(),
@@ -180,6 +181,19 @@ pub async fn send_files(
     })
 }
 
+/// Block memory in flight on a path of this much round trip unless the
+/// user says otherwise: 64 MiB, and more on long paths, where a block stays
+/// in flight for a round trip and, on the FEC plane, one more per repair;
+/// at most 512 MiB. Measured on a 200 Mbit/s link of 1 s RTT losing 5 %
+/// both ways (256 MiB, relay on loopback, three runs each): 64 MiB (32
+/// blocks on the FEC plane) moved 108-112 Mbit/s, 256 MiB 120-124.
+pub fn memory_for_rtt(rtt: Duration) -> usize {
+    const BASE: usize = 64 << 20;
+    const PER: Duration = Duration::from_millis(250);
+    let scale = (rtt.as_secs_f64() / PER.as_secs_f64()).max(1.0);
+    ((BASE as f64 * scale) as usize).min(512 << 20)
+}
+
 /// The reader pipelines: one, or one per priority class present (the
 /// memory budget split between them).
 fn block_source(
@@ -187,6 +201,7 @@ fn block_source(
     sources: Vec<SourceFile>,
     manifest: &Manifest,
     plane: Plane,
+    memory: usize,
 ) -> Result<BlockSource, SessionError> {
     let files = sources.len();
     let class_of_file: Vec<Class> = (0..files)
@@ -201,8 +216,8 @@ fn block_source(
     // buffers. Measured: with the whole budget for buffers the sender
     // peaked at 195 MB over three paths (64 blocks of data and recovery).
     let budget = match plane {
-        Plane::Fec { .. } => cfg.memory_budget / 2,
-        Plane::Reliable => cfg.memory_budget,
+        Plane::Fec { .. } => memory / 2,
+        Plane::Reliable => memory,
     };
     if present.len() <= 1 {
         let p = start_pipeline_for(cfg.reader, sources, manifest.clone(), plane, budget, None)
@@ -327,7 +342,10 @@ async fn run(
             }
         }
     }
-    let mut pipeline = block_source(cfg, sources, &manifest, plane)?;
+    let memory = cfg
+        .memory_budget
+        .unwrap_or_else(|| memory_for_rtt(conn.rtt()));
+    let mut pipeline = block_source(cfg, sources, &manifest, plane, memory)?;
     let started_event = SendEvent::Started {
         remote: cfg.to(),
         reader: pipeline.reader,
@@ -391,4 +409,18 @@ async fn run(
         report.paths = outcome.paths;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_in_flight_grows_with_the_round_trip_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(memory_for_rtt(ms(1)), 64 << 20);
+        assert_eq!(memory_for_rtt(ms(250)), 64 << 20);
+        assert_eq!(memory_for_rtt(ms(1000)), 256 << 20);
+        assert_eq!(memory_for_rtt(Duration::from_secs(30)), 512 << 20);
+    }
 }
