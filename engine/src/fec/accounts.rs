@@ -14,6 +14,9 @@
 //! lost), source shards are sent again as a last resort and counted in
 //! [`SendAccounts::exhausted`]. [`SendAccounts::on_retry`] starts a block
 //! over under a new attempt number after it failed its digest.
+//! [`SendAccounts::spare`] gives blocks in flight more recovery shards when
+//! the sender has nothing else to send (the end of a transfer, a full
+//! window), so fewer of them wait a round trip for a repair.
 
 #![deny(clippy::disallowed_methods)]
 
@@ -114,6 +117,8 @@ struct Account {
     queued: usize,
     last_sent: Option<Instant>,
     listed: bool,
+    /// Recovery shards sent on spare capacity ([`SendAccounts::spare`]).
+    spare: usize,
 }
 
 /// Per-block accounting of the shards a sender has sent.
@@ -130,6 +135,8 @@ pub struct SendAccounts {
     pub repairs_planned: u64,
     /// Source shards re-sent because a block ran out of recovery shards.
     pub exhausted: u64,
+    /// Recovery shards planned on spare capacity.
+    pub spare_planned: u64,
 }
 
 impl SendAccounts {
@@ -143,6 +150,7 @@ impl SendAccounts {
             upfront_planned: 0,
             repairs_planned: 0,
             exhausted: 0,
+            spare_planned: 0,
         }
     }
 
@@ -213,11 +221,37 @@ impl SendAccounts {
                 queued: 0,
                 last_sent: None,
                 listed: false,
+                spare: 0,
             },
         );
         let up = self.upfront(geometry.k).min(geometry.r);
         self.upfront_planned += up as u64;
         self.plan(id, up, true)
+    }
+
+    /// One recovery shard for a block in flight, to send when nothing else
+    /// waits (the sender is out of new blocks, at the end of the transfer or
+    /// with its window full): the block whose planned shards have all left
+    /// and which had the fewest such extras, oldest first. Each block takes
+    /// at most its up-front share again, never past its `r`. A block whose
+    /// shards were lost waits a round trip and more for a repair; capacity
+    /// that would go unused pays for the margin instead.
+    pub fn spare(&mut self) -> Option<ShardRef> {
+        let id = self
+            .blocks
+            .iter()
+            .filter(|(_, a)| {
+                a.queued == 0
+                    && a.last_sent.is_some()
+                    && a.next_repair < a.geometry.r
+                    && a.spare < self.upfront(a.geometry.k)
+            })
+            .min_by_key(|(id, a)| (a.spare, a.last_sent, **id))
+            .map(|(id, _)| *id)?;
+        let a = self.blocks.get_mut(&id)?;
+        a.spare += 1;
+        self.spare_planned += 1;
+        self.plan(id, 1, false).pop()
     }
 
     /// A planned shard went out now.
@@ -304,6 +338,7 @@ impl SendAccounts {
         a.attempt = attempt;
         a.next_repair = 0;
         a.resend_cursor = 0;
+        a.spare = 0;
         a.queued = 0;
         a.last_sent = None;
         self.plan(id, up, true)
@@ -374,6 +409,47 @@ mod tests {
         );
         assert!(a.on_acked(0, 0));
         assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn spare_capacity_adds_margin_to_sent_blocks_evenly_and_within_bounds() {
+        let g = Geometry::new(10_000, 1000).unwrap(); // k = 10, r = 10
+        let mut a = SendAccounts::new("10+3".parse().unwrap());
+        let t0 = Instant::now();
+        let first = a.add(0, 0, g);
+        // Nothing spare for a block whose planned shards have not left.
+        assert_eq!(a.spare(), None);
+        for s in &first {
+            a.on_sent(s, t0);
+        }
+        for s in a.add(0, 1, g) {
+            a.on_sent(&s, t0 + Duration::from_millis(1));
+        }
+        // Oldest first, then evenly: each block's next fresh recovery
+        // shard (13, 14, 15 after the three up front), three per block
+        // (its up-front share again).
+        let mut got = Vec::new();
+        while let Some(s) = a.spare() {
+            a.on_sent(&s, t0 + Duration::from_millis(2));
+            got.push((s.block, s.index));
+        }
+        assert_eq!(
+            got,
+            vec![(0, 13), (1, 13), (0, 14), (1, 14), (0, 15), (1, 15)]
+        );
+        assert_eq!(a.spare_planned, 6);
+        // A deficit is still answered with fresh shards, never a repeat.
+        let late = t0 + Duration::from_secs(1);
+        let needed = [(0, 0, 2), (0, 1, 0)];
+        let repairs = a.on_status(late, late, Duration::from_millis(10), &needed);
+        let idx: Vec<u16> = repairs.iter().map(|s| s.index).collect();
+        assert_eq!(idx, vec![16, 17]);
+        // Never past r: a block whose recovery shards are all sent gets none.
+        let mut b = SendAccounts::new("10+10".parse().unwrap());
+        for s in b.add(0, 0, g) {
+            b.on_sent(&s, t0);
+        }
+        assert_eq!(b.spare(), None);
     }
 
     #[test]

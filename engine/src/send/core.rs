@@ -35,7 +35,11 @@
 //!   up-front recovery shards, and fresh recovery shards for the deficits
 //!   the receiver reports. The deficit list is the session's and arrives
 //!   on every path; a block's repairs wait until a report could reflect its
-//!   last shard on the slowest live path.
+//!   last shard on the slowest live path. When no shard waits, spare
+//!   capacity sends more recovery shards for the blocks in flight (up to
+//!   their up-front share again): at the end of a transfer the last blocks
+//!   then rarely wait a round trip for a repair (simulated 1 s RTT, 5 %
+//!   loss both ways, 256 MiB: 15.7 s → 14.6 s).
 //! * **Which path**: one shared queue of shards, pulled by the paths: each
 //!   live path has its own rate controller ([`RateController`], fed by its
 //!   own FEC_STATUS and packet counts) and pacer ([`ShardPacer`]); the
@@ -867,10 +871,17 @@ impl SenderCore {
         room: impl Fn(usize) -> bool,
     ) -> Option<(usize, ShardRef)> {
         if self.urgent.is_empty() && self.fresh.is_empty() {
-            for p in &mut self.paths {
-                p.pacer.idle();
+            // Nothing new to send: spend the capacity on margin for the
+            // blocks in flight (`SendAccounts::spare`), one at a time.
+            match self.accounts.spare() {
+                Some(s) => self.urgent.push_back(s),
+                None => {
+                    for p in &mut self.paths {
+                        p.pacer.idle();
+                    }
+                    return None;
+                }
             }
-            return None;
         }
         if let (Some(total), Some(cap)) = (&mut self.total, self.cfg.max_rate)
             && total.allowance(now, cap) == 0
@@ -1055,6 +1066,11 @@ impl SenderCore {
             self.accounts.repairs_planned,
             self.accounts.exhausted,
         )
+    }
+
+    /// Recovery shards sent on spare capacity (see `SendAccounts::spare`).
+    pub fn spare_planned(&self) -> u64 {
+        self.accounts.spare_planned
     }
 
     /// The loss the accounts plan for (rate-weighted over the paths).

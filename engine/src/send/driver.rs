@@ -757,6 +757,7 @@ pub(crate) async fn run(
             source_shards: sources,
             upfront_recovery: upfront,
             repair_shards: repairs,
+            spare_shards: core.spare_planned(),
             exhausted,
             retried_blocks: core.retried_blocks,
             random_loss: core.planned_loss(),

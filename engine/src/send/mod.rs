@@ -62,6 +62,9 @@ pub struct FecReport {
     pub upfront_recovery: u64,
     /// Recovery shards sent in answer to deficits.
     pub repair_shards: u64,
+    /// Recovery shards sent while nothing else waited, as margin for the
+    /// blocks in flight (at the end of a transfer, or with the window full).
+    pub spare_shards: u64,
     /// Source shards re-sent after a block ran out of recovery shards.
     pub exhausted: u64,
     /// Blocks the receiver asked for again (digest failed).
