@@ -9,8 +9,10 @@
 //! the path manager. The driver owns quinn, the dialer and the reader and
 //! does what the core says.
 
+mod config;
 pub mod core;
 pub(crate) mod driver;
+mod events;
 mod streams;
 
 use crate::fec::accounts::Redundancy;
