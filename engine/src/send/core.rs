@@ -41,7 +41,7 @@
 //!   then rarely wait a round trip for a repair (simulated 1 s RTT, 5 %
 //!   loss both ways, 256 MiB: 15.7 s → 14.6 s).
 //! * **Which path**: one shared queue of shards, pulled by the paths: each
-//!   live path has its own rate controller ([`RateController`], fed by its
+//!   live path has its own rate controller ([`RateController`](crate::fec::rate::RateController), fed by its
 //!   own FEC_STATUS and packet counts) and pacer ([`ShardPacer`]); the
 //!   path whose pacing budget is fullest takes the next shard. So every
 //!   path sends at what it carries, and a block's shards spread over all of
@@ -64,16 +64,14 @@ pub use super::streams::BlockSend;
 use super::streams::StreamPlane;
 use crate::fec::accounts::{SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
-use crate::fec::path_loss::PathLoss;
-use crate::fec::rate::{RateConfig, RateController};
-use crate::fec::report_clock::ReportClock;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
 use crate::multipath::manager::{PathEvent, PathManager, PathState};
 use crate::multipath::priority::{Class, Drr};
 use crate::session::SessionError;
 use crate::session::file_hashes::FileHashes;
-use crate::wire::{BlockHeader, FecStatus, Frame, HAVE_DIGEST_LEN};
+use crate::wire::{BlockHeader, Frame, HAVE_DIGEST_LEN};
+use shards::PathTx;
 
 type BlockId = (u32, u64);
 
@@ -90,52 +88,6 @@ pub const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 const STALL_AFTER: Duration = Duration::from_millis(250);
 /// Most shards queued ahead of the paths (new shards; repairs come on top).
 const MAX_QUEUED: usize = 4 * 8192;
-
-/// One path as the core sees it.
-#[derive(Debug)]
-struct PathTx {
-    rate: RateController,
-    pacer: ShardPacer,
-    clock: ReportClock,
-    srtt: Duration,
-    /// When a report (or the path itself) was last heard of.
-    last_report: Instant,
-    /// The receiver's clock in the newest report taken.
-    report_micros: u64,
-    /// Shards sent over time, for the forward loss the reports show.
-    loss: PathLoss,
-    /// quinn's packets sent over time, for the loss quinn declares.
-    quinn_sent: PathLoss,
-    shards_sent: u64,
-    delivered: u64,
-    /// Delivered on this path's earlier connections.
-    delivered_before: u64,
-    cap: Option<f64>,
-}
-
-impl PathTx {
-    fn new(cap: Option<f64>, shard_bytes: usize, now: Instant) -> Self {
-        let mut cfg = RateConfig::default();
-        if let Some(c) = cap {
-            cfg.max_rate = c.max(cfg.min_rate);
-            cfg.initial_rate = cfg.initial_rate.min(cfg.max_rate);
-        }
-        Self {
-            rate: RateController::new(cfg),
-            pacer: ShardPacer::new(shard_bytes, now),
-            clock: ReportClock::new(),
-            srtt: Duration::from_millis(100),
-            last_report: now,
-            report_micros: 0,
-            loss: PathLoss::new(),
-            quinn_sent: PathLoss::new(),
-            shards_sent: 0,
-            delivered: 0,
-            delivered_before: 0,
-            cap,
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Admitted {
@@ -518,45 +470,6 @@ impl SenderCore {
         Ok(())
     }
 
-    fn on_status(&mut self, path: usize, st: FecStatus, now: Instant) {
-        let Some(p) = self.paths.get_mut(path) else {
-            return;
-        };
-        // Reports come as datagrams, which may be reordered: one older than
-        // a report already taken says nothing new (and its deficits are
-        // stale).
-        if st.micros < p.report_micros {
-            return;
-        }
-        p.report_micros = st.micros;
-        p.rate.on_delivered(st.micros, st.delivered);
-        p.delivered = st.delivered;
-        p.last_report = now;
-        let written = p.clock.written_at(now, st.micros);
-        // Loss as the receiver counted it, not as quinn's acknowledgements
-        // (lost on the way back too) suggest: see `fec::path_loss`.
-        let out = p.loss.out_before(written, p.srtt);
-        p.rate.on_counts(out, st.shards);
-        // A block's shards went over every live path: its repairs wait for
-        // the slowest.
-        let srtt = self.repair_rtt();
-        self.urgent
-            .extend(self.accounts.on_status(now, written, srtt, &st.needed));
-    }
-
-    fn repair_rtt(&self) -> Duration {
-        (0..self.paths.len())
-            .filter(|&i| self.manager.state(i) == PathState::Up)
-            .map(|i| self.paths[i].srtt)
-            .max()
-            .unwrap_or(Duration::from_millis(100))
-    }
-
-    fn stalled(&self, i: usize, now: Instant) -> bool {
-        let p = &self.paths[i];
-        now.saturating_duration_since(p.last_report) > (p.srtt * 4).max(STALL_AFTER)
-    }
-
     /// Runs the controllers (every [`TICK`]) and liveness (every 100 ms).
     pub fn tick(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_tick) >= TICK && self.streams.is_none() {
@@ -644,105 +557,6 @@ impl SenderCore {
         }
         self.poll_shard(now, room)
             .map(|(path, shard)| Transmit::Shard { path, shard })
-    }
-
-    fn poll_shard(
-        &mut self,
-        now: Instant,
-        room: impl Fn(usize) -> bool,
-    ) -> Option<(usize, ShardRef)> {
-        if self.urgent.is_empty() && self.fresh.is_empty() {
-            // Nothing new to send: spend the capacity on margin for the
-            // blocks in flight (`SendAccounts::spare`), one at a time.
-            match self.accounts.spare() {
-                Some(s) => self.urgent.push_back(s),
-                None => {
-                    for p in &mut self.paths {
-                        p.pacer.idle();
-                    }
-                    return None;
-                }
-            }
-        }
-        if let (Some(total), Some(cap)) = (&mut self.total, self.cfg.max_rate)
-            && total.allowance(now, cap) == 0
-        {
-            return None;
-        }
-        let path = self.pick_path(now, room)?;
-        loop {
-            let shard = self
-                .urgent
-                .pop_front()
-                .or_else(|| self.fresh.pop().map(|(_, s)| s))?;
-            // Acknowledged blocks may still have queued repairs.
-            if self.blocks.contains_key(&(shard.file, shard.block)) {
-                return Some((path, shard));
-            }
-        }
-    }
-
-    /// The live, reporting path with the fullest pacing budget (round robin
-    /// when quinn paces).
-    /// Whether path `i` may take the next shard: up, with room in the
-    /// transport, and reporting (unless no live path reports).
-    fn candidate(
-        &self,
-        i: usize,
-        now: Instant,
-        any_reporting: bool,
-        room: &impl Fn(usize) -> bool,
-    ) -> bool {
-        self.manager.state(i) == PathState::Up
-            && room(i)
-            && !(any_reporting && self.stalled(i, now))
-    }
-
-    fn pick_path(&mut self, now: Instant, room: impl Fn(usize) -> bool) -> Option<usize> {
-        // Called once per shard: no allocation here.
-        let n = self.paths.len();
-        // Every live path stalled: keep sending on all (one of them may only
-        // have a slow return path).
-        let any_reporting =
-            (0..n).any(|i| self.candidate(i, now, false, &room) && !self.stalled(i, now));
-        if !self.cfg.paced {
-            let i = (self.next_path..n)
-                .chain(0..self.next_path.min(n))
-                .find(|&i| self.candidate(i, now, any_reporting, &room))?;
-            self.next_path = i + 1;
-            return Some(i);
-        }
-        let mut best: Option<(usize, usize)> = None;
-        for i in 0..n {
-            if !self.candidate(i, now, any_reporting, &room) {
-                continue;
-            }
-            let rate = self.paths[i].rate.rate();
-            let allowance = self.paths[i].pacer.allowance(now, rate);
-            if allowance > 0 && best.is_none_or(|(_, a)| allowance > a) {
-                best = Some((i, allowance));
-            }
-        }
-        best.map(|(i, _)| i)
-    }
-
-    /// `shard` left on `path` at `now`.
-    pub fn on_sent(&mut self, path: usize, shard: &ShardRef, now: Instant) {
-        self.shards_sent += 1;
-        let p = &mut self.paths[path];
-        p.shards_sent += 1;
-        if self.cfg.paced {
-            p.pacer.sent();
-        }
-        if let Some(total) = &mut self.total {
-            total.sent();
-        }
-        self.accounts.on_sent(shard, now);
-    }
-
-    /// A shard the driver could not send (its path broke): sent again first.
-    pub fn unsent(&mut self, shard: ShardRef) {
-        self.urgent.push_front(shard);
     }
 
     /// The next control frame to send, on the control path.
@@ -872,5 +686,6 @@ impl SenderCore {
     }
 }
 
+mod shards;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests pick an arbitrary start
 use super::*;
-use crate::wire::ManifestEntry;
+use crate::wire::{FecStatus, ManifestEntry};
 
 fn core(paths: usize, now: Instant) -> SenderCore {
     let manifest = Manifest::new(

@@ -1,0 +1,208 @@
+//! The FEC plane's dispatch: one shared queue of shards pulled by the
+//! paths. Each live path has its own rate controller, pacer, report clock
+//! and loss count ([`PathTx`]); the path whose pacing budget is fullest
+//! takes the next shard; repairs go ahead of new shards, and when no shard
+//! waits, spare capacity adds margin to the blocks in flight. The
+//! receiver's FEC_STATUS on a path feeds that path's controller and the
+//! session's block accounts.
+
+use std::time::{Duration, Instant};
+
+use super::{STALL_AFTER, SenderCore};
+use crate::fec::accounts::ShardRef;
+use crate::fec::path_loss::PathLoss;
+use crate::fec::rate::{RateConfig, RateController};
+use crate::fec::report_clock::ReportClock;
+use crate::fec::shard_pacer::ShardPacer;
+use crate::multipath::manager::PathState;
+use crate::wire::FecStatus;
+
+/// One path as the core sees it.
+#[derive(Debug)]
+pub(super) struct PathTx {
+    pub(super) rate: RateController,
+    pub(super) pacer: ShardPacer,
+    pub(super) clock: ReportClock,
+    pub(super) srtt: Duration,
+    /// When a report (or the path itself) was last heard of.
+    pub(super) last_report: Instant,
+    /// The receiver's clock in the newest report taken.
+    pub(super) report_micros: u64,
+    /// Shards sent over time, for the forward loss the reports show.
+    pub(super) loss: PathLoss,
+    /// quinn's packets sent over time, for the loss quinn declares.
+    pub(super) quinn_sent: PathLoss,
+    pub(super) shards_sent: u64,
+    pub(super) delivered: u64,
+    /// Delivered on this path's earlier connections.
+    pub(super) delivered_before: u64,
+    pub(super) cap: Option<f64>,
+}
+
+impl PathTx {
+    pub(super) fn new(cap: Option<f64>, shard_bytes: usize, now: Instant) -> Self {
+        let mut cfg = RateConfig::default();
+        if let Some(c) = cap {
+            cfg.max_rate = c.max(cfg.min_rate);
+            cfg.initial_rate = cfg.initial_rate.min(cfg.max_rate);
+        }
+        Self {
+            rate: RateController::new(cfg),
+            pacer: ShardPacer::new(shard_bytes, now),
+            clock: ReportClock::new(),
+            srtt: Duration::from_millis(100),
+            last_report: now,
+            report_micros: 0,
+            loss: PathLoss::new(),
+            quinn_sent: PathLoss::new(),
+            shards_sent: 0,
+            delivered: 0,
+            delivered_before: 0,
+            cap,
+        }
+    }
+}
+
+impl SenderCore {
+    pub(super) fn on_status(&mut self, path: usize, st: FecStatus, now: Instant) {
+        let Some(p) = self.paths.get_mut(path) else {
+            return;
+        };
+        // Reports come as datagrams, which may be reordered: one older than
+        // a report already taken says nothing new (and its deficits are
+        // stale).
+        if st.micros < p.report_micros {
+            return;
+        }
+        p.report_micros = st.micros;
+        p.rate.on_delivered(st.micros, st.delivered);
+        p.delivered = st.delivered;
+        p.last_report = now;
+        let written = p.clock.written_at(now, st.micros);
+        // Loss as the receiver counted it, not as quinn's acknowledgements
+        // (lost on the way back too) suggest: see `fec::path_loss`.
+        let out = p.loss.out_before(written, p.srtt);
+        p.rate.on_counts(out, st.shards);
+        // A block's shards went over every live path: its repairs wait for
+        // the slowest.
+        let srtt = self.repair_rtt();
+        self.urgent
+            .extend(self.accounts.on_status(now, written, srtt, &st.needed));
+    }
+
+    pub(super) fn repair_rtt(&self) -> Duration {
+        (0..self.paths.len())
+            .filter(|&i| self.manager.state(i) == PathState::Up)
+            .map(|i| self.paths[i].srtt)
+            .max()
+            .unwrap_or(Duration::from_millis(100))
+    }
+
+    pub(super) fn stalled(&self, i: usize, now: Instant) -> bool {
+        let p = &self.paths[i];
+        now.saturating_duration_since(p.last_report) > (p.srtt * 4).max(STALL_AFTER)
+    }
+
+    pub(super) fn poll_shard(
+        &mut self,
+        now: Instant,
+        room: impl Fn(usize) -> bool,
+    ) -> Option<(usize, ShardRef)> {
+        if self.urgent.is_empty() && self.fresh.is_empty() {
+            // Nothing new to send: spend the capacity on margin for the
+            // blocks in flight (`SendAccounts::spare`), one at a time.
+            match self.accounts.spare() {
+                Some(s) => self.urgent.push_back(s),
+                None => {
+                    for p in &mut self.paths {
+                        p.pacer.idle();
+                    }
+                    return None;
+                }
+            }
+        }
+        if let (Some(total), Some(cap)) = (&mut self.total, self.cfg.max_rate)
+            && total.allowance(now, cap) == 0
+        {
+            return None;
+        }
+        let path = self.pick_path(now, room)?;
+        loop {
+            let shard = self
+                .urgent
+                .pop_front()
+                .or_else(|| self.fresh.pop().map(|(_, s)| s))?;
+            // Acknowledged blocks may still have queued repairs.
+            if self.blocks.contains_key(&(shard.file, shard.block)) {
+                return Some((path, shard));
+            }
+        }
+    }
+
+    /// The live, reporting path with the fullest pacing budget (round robin
+    /// when quinn paces).
+    /// Whether path `i` may take the next shard: up, with room in the
+    /// transport, and reporting (unless no live path reports).
+    pub(super) fn candidate(
+        &self,
+        i: usize,
+        now: Instant,
+        any_reporting: bool,
+        room: &impl Fn(usize) -> bool,
+    ) -> bool {
+        self.manager.state(i) == PathState::Up
+            && room(i)
+            && !(any_reporting && self.stalled(i, now))
+    }
+
+    pub(super) fn pick_path(
+        &mut self,
+        now: Instant,
+        room: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        // Called once per shard: no allocation here.
+        let n = self.paths.len();
+        // Every live path stalled: keep sending on all (one of them may only
+        // have a slow return path).
+        let any_reporting =
+            (0..n).any(|i| self.candidate(i, now, false, &room) && !self.stalled(i, now));
+        if !self.cfg.paced {
+            let i = (self.next_path..n)
+                .chain(0..self.next_path.min(n))
+                .find(|&i| self.candidate(i, now, any_reporting, &room))?;
+            self.next_path = i + 1;
+            return Some(i);
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for i in 0..n {
+            if !self.candidate(i, now, any_reporting, &room) {
+                continue;
+            }
+            let rate = self.paths[i].rate.rate();
+            let allowance = self.paths[i].pacer.allowance(now, rate);
+            if allowance > 0 && best.is_none_or(|(_, a)| allowance > a) {
+                best = Some((i, allowance));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// `shard` left on `path` at `now`.
+    pub fn on_sent(&mut self, path: usize, shard: &ShardRef, now: Instant) {
+        self.shards_sent += 1;
+        let p = &mut self.paths[path];
+        p.shards_sent += 1;
+        if self.cfg.paced {
+            p.pacer.sent();
+        }
+        if let Some(total) = &mut self.total {
+            total.sent();
+        }
+        self.accounts.on_sent(shard, now);
+    }
+
+    /// A shard the driver could not send (its path broke): sent again first.
+    pub fn unsent(&mut self, shard: ShardRef) {
+        self.urgent.push_front(shard);
+    }
+}
