@@ -237,6 +237,9 @@ fn a_full_disk_keeps_the_part_file_and_renames_nothing() {
     assert!(!out.status.success(), "send succeeded onto a 4 MiB disk");
     let line = one_error_line(&stderr(&out)).to_owned();
     assert!(line.contains("receiver disk full"), "{line}");
+    // Files are named relative to the receiver's --out, never by its path.
+    assert!(line.contains("while writing big.bin;"), "{line}");
+    assert!(!line.contains(&*small.to_string_lossy()), "{line}");
     let (status, _, err) = recv.wait(secs(30));
     assert!(!status.success());
     assert!(

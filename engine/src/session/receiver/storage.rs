@@ -129,10 +129,16 @@ pub(super) fn io_storage_error(out: &OutputDir, name: &str, e: &std::io::Error) 
     } else {
         format!("receiver cannot write: {e}")
     };
+    // Named relative to --out: the message goes to the sender too, which
+    // has no business learning the receiver's folders.
+    let relative = |p: std::path::PathBuf| {
+        p.strip_prefix(out.root())
+            .map_or_else(|_| name.to_owned(), |r| r.display().to_string())
+    };
     SessionError::Storage(format!(
         "{what} while writing {}; partial data kept in {}, nothing renamed",
-        out.final_path(name).display(),
-        part.display()
+        relative(out.final_path(name)),
+        relative(part)
     ))
 }
 
