@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use chunkstream_bench_harness::link::relay::{Relay, RelayConfig};
+use chunkstream_bench_harness::link::relay::{Relay, RelayConfig, RelayStats};
 use chunkstream_bench_harness::link::{LinkConfig, LossModel};
 use common::*;
 
@@ -24,21 +24,25 @@ fn link(rate_mbit: u64, delay_ms: u64, loss: LossModel) -> LinkConfig {
     }
 }
 
-/// Sends `file` over a relay with `loss` in the data direction; returns the
-/// sender's output and the relay's forward drop counts (random, queue).
-fn send_through_relay(
+/// Sends `file` on the FEC plane through a relay with `forward` and
+/// `reverse` links; returns the sender's output and the relay's counts.
+/// Unless `extra` sets `--mtu`, the session pins 1452 bytes: the relay
+/// stands for an Ethernet path, and through loopback `--mtu auto` would pin
+/// 6550-byte datagrams (tested on its own below).
+fn send_via(
     rx: &Receiver,
     file: &Path,
-    loss: LossModel,
+    forward: LinkConfig,
+    reverse: LinkConfig,
     extra: &[&str],
-) -> (std::process::Output, u64, u64) {
+) -> (std::process::Output, RelayStats) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let relay = rt
         .block_on(Relay::start(RelayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             to: rx.addr.parse().unwrap(),
-            forward: link(100, 5, loss),
-            reverse: link(100, 5, LossModel::NONE),
+            forward,
+            reverse,
             seed: 42,
         }))
         .unwrap();
@@ -47,14 +51,24 @@ fn send_through_relay(
     assert_eq!(args[1], "--to");
     args[2] = relay.local_addr().to_string(); // through the relay
     args.extend(["--plane", "fec", "--json"].map(String::from));
-    // The relay stands for an Ethernet path; through loopback `--mtu auto`
-    // would pin 6550-byte datagrams (tested on its own below).
     if !extra.contains(&"--mtu") {
         args.extend(["--mtu", "1452"].map(String::from));
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let out = send(&args, secs(120));
-    let stats = rt.block_on(relay.stop());
+    (out, rt.block_on(relay.stop()))
+}
+
+/// Sends `file` over a relay with `loss` in the data direction; returns the
+/// sender's output and the relay's forward drop counts (random, queue).
+fn send_through_relay(
+    rx: &Receiver,
+    file: &Path,
+    loss: LossModel,
+    extra: &[&str],
+) -> (std::process::Output, u64, u64) {
+    let forward = link(100, 5, loss);
+    let (out, stats) = send_via(rx, file, forward, link(100, 5, LossModel::NONE), extra);
     (
         out,
         stats.forward.dropped_random,
@@ -204,29 +218,20 @@ fn bad_fec_and_cc_settings_are_refused_with_the_reason() {
 }
 
 /// Sends `file` to `rx` through a relay whose path drops UDP payloads above
-/// 1472 bytes without a word (a 1500-byte hop behind a jumbo route).
+/// 1472 bytes without a word (a 1500-byte hop behind a jumbo route), with
+/// `--mtu auto` unless `extra` pins a size.
 fn send_through_black_hole(rx: &Receiver, file: &Path, extra: &[&str]) -> std::process::Output {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let ethernet = LinkConfig {
         max_packet: Some(1472),
         ..link(100, 5, LossModel::NONE)
     };
-    let relay = rt
-        .block_on(Relay::start(RelayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            to: rx.addr.parse().unwrap(),
-            forward: ethernet.clone(),
-            reverse: ethernet,
-            seed: 42,
-        }))
-        .unwrap();
-    let mut args = vec![file.display().to_string()];
-    args.extend(rx.send_args());
-    args[2] = relay.local_addr().to_string();
-    args.extend(["--plane", "fec", "--json"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let out = send(&args, secs(60));
-    let stats = rt.block_on(relay.stop());
+    let mtu: &[&str] = if extra.contains(&"--mtu") {
+        &[]
+    } else {
+        &["--mtu", "auto"]
+    };
+    let extra = [mtu, extra].concat();
+    let (out, stats) = send_via(rx, file, ethernet.clone(), ethernet, &extra);
     assert!(
         stats.forward.dropped_too_big > 0,
         "the large dial never met the black hole: {stats:?}"
