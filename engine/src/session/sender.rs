@@ -126,6 +126,15 @@ pub async fn send_files(
     }
     let mut tuning = cfg.tuning.clone();
     if let Some(fec) = &cfg.fec {
+        use crate::transport::{MAX_PINNED_MTU, path_mtu::MtuChoice};
+        if let MtuChoice::Pinned(m) = fec.mtu
+            && !(1200..=MAX_PINNED_MTU).contains(&m)
+        {
+            // quinn-proto panics on a first packet above 16 KiB.
+            return Err(SessionError::Usage(format!(
+                "the pinned MTU must be 1200 to {MAX_PINNED_MTU} bytes, not {m}"
+            )));
+        }
         // One shard size for the whole session, from the routes' MTU.
         let routes: Vec<Option<u16>> = paths.paths().iter().map(PathSpec::route_payload).collect();
         tuning.pinned_mtu = crate::transport::path_mtu::session_mtu(fec.mtu, &routes);
@@ -414,6 +423,27 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_pinned_mtu_quinn_cannot_send_is_refused_before_dialling() {
+        use crate::transport::path_mtu::MtuChoice;
+        // Port 9 on loopback: nothing answers; the check comes first.
+        let mut cfg = SendConfig::new(
+            "127.0.0.1:9".parse().unwrap(),
+            crate::transport::identity::Fingerprint([0; 32]),
+            "t",
+        );
+        cfg.fec = Some(FecConfig {
+            mtu: MtuChoice::Pinned(20_000),
+            ..FecConfig::default()
+        });
+        let err = send_files(Vec::new(), &cfg, |_| {}).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the pinned MTU must be 1200 to 16383 bytes, not 20000"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn memory_in_flight_grows_with_the_round_trip_within_bounds() {
