@@ -47,6 +47,10 @@ fn send_args(rx: &Receiver, file: &Path, relays: &[SocketAddr]) -> Vec<String> {
         "--token".into(),
         rx.token.clone(),
         "--json".into(),
+        // The relays stand for Ethernet paths; through loopback `--mtu
+        // auto` would pin 6550-byte datagrams.
+        "--mtu".into(),
+        "1452".into(),
     ];
     for r in relays {
         args.push("--path".into());
@@ -326,6 +330,8 @@ async fn max_rate_caps_the_sum_of_the_paths_and_a_path_cap_its_path() {
             "--json".into(),
             "--plane".into(),
             plane.into(),
+            "--mtu".into(),
+            "1452".into(),
             "--max-rate".into(),
             "60mbit".into(),
         ];

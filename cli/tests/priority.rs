@@ -70,9 +70,17 @@ async fn share_50_30_20(plane: &str) {
     );
     let relay = shaped(rx.addr.parse().unwrap()).await;
     let mut cmd = Command::new(BIN);
-    cmd.args(["send", "--to", &relay.local_addr().to_string()])
-        .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
-        .args(["--plane", plane]);
+    // The relay stands for an Ethernet path (through loopback `--mtu auto`
+    // would pin 6550-byte datagrams).
+    cmd.args([
+        "send",
+        "--to",
+        &relay.local_addr().to_string(),
+        "--mtu",
+        "1452",
+    ])
+    .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
+    .args(["--plane", plane]);
     for n in names {
         cmd.arg("--priority").arg(format!(
             "{n}={}",
@@ -130,10 +138,18 @@ async fn a_lone_normal_transfer_gets_the_whole_link() {
     );
     let relay = shaped(rx.addr.parse().unwrap()).await;
     let mut cmd = Command::new(BIN);
-    cmd.args(["send", "--to", &relay.local_addr().to_string()])
-        .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
-        .arg("--priority")
-        .arg(format!("normal={}", src.display()));
+    // The relay stands for an Ethernet path (through loopback `--mtu auto`
+    // would pin 6550-byte datagrams).
+    cmd.args([
+        "send",
+        "--to",
+        &relay.local_addr().to_string(),
+        "--mtu",
+        "1452",
+    ])
+    .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
+    .arg("--priority")
+    .arg(format!("normal={}", src.display()));
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
