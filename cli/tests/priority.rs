@@ -45,6 +45,22 @@ fn lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `send` to `rx` through `relay`, with `--json`. The relay stands for an
+/// Ethernet path: through loopback `--mtu auto` would pin 6550-byte
+/// datagrams.
+fn send_through(relay: &Relay, rx: &Receiver) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "send",
+        "--to",
+        &relay.local_addr().to_string(),
+        "--mtu",
+        "1452",
+    ])
+    .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"]);
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_classes_share_the_link_50_30_20_on_the_fec_plane() {
     share_50_30_20("fec").await;
@@ -69,18 +85,8 @@ async fn share_50_30_20(plane: &str) {
         &["--once"],
     );
     let relay = shaped(rx.addr.parse().unwrap()).await;
-    let mut cmd = Command::new(BIN);
-    // The relay stands for an Ethernet path (through loopback `--mtu auto`
-    // would pin 6550-byte datagrams).
-    cmd.args([
-        "send",
-        "--to",
-        &relay.local_addr().to_string(),
-        "--mtu",
-        "1452",
-    ])
-    .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
-    .args(["--plane", plane]);
+    let mut cmd = send_through(&relay, &rx);
+    cmd.args(["--plane", plane]);
     for n in names {
         cmd.arg("--priority").arg(format!(
             "{n}={}",
@@ -137,19 +143,9 @@ async fn a_lone_normal_transfer_gets_the_whole_link() {
         &["--once"],
     );
     let relay = shaped(rx.addr.parse().unwrap()).await;
-    let mut cmd = Command::new(BIN);
-    // The relay stands for an Ethernet path (through loopback `--mtu auto`
-    // would pin 6550-byte datagrams).
-    cmd.args([
-        "send",
-        "--to",
-        &relay.local_addr().to_string(),
-        "--mtu",
-        "1452",
-    ])
-    .args(["--peer", &rx.fingerprint, "--token", &rx.token, "--json"])
-    .arg("--priority")
-    .arg(format!("normal={}", src.display()));
+    let mut cmd = send_through(&relay, &rx);
+    cmd.arg("--priority")
+        .arg(format!("normal={}", src.display()));
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

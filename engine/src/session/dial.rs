@@ -131,7 +131,7 @@ async fn connect_owned(
 }
 
 /// Dials the first path's receiver on `endpoint`, waiting at most `limit`.
-pub(super) async fn connect(
+async fn connect(
     endpoint: &Endpoint,
     cfg: &SendConfig,
     verifier: &PinnedCertVerifier,
