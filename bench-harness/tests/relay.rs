@@ -64,6 +64,43 @@ async fn delay_is_added_in_each_direction() {
     assert_eq!((stats.forward.forwarded, stats.reverse.forwarded), (5, 5));
 }
 
+/// Two clients talking through one relay at once each get their own
+/// replies: the relay keeps one upstream socket per client, so the server
+/// sees two peers (a sender's MTU race dials from two sockets at once).
+#[tokio::test]
+async fn each_client_gets_its_own_replies() {
+    let server = echo_server().await;
+    let relay = Relay::start(RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        to: server,
+        forward: link(5, 0.0),
+        reverse: link(5, 0.0),
+        seed: 1,
+    })
+    .await
+    .unwrap();
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    a.connect(relay.local_addr()).await.unwrap();
+    b.connect(relay.local_addr()).await.unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..3u8 {
+        // Both send before either reads: with one shared upstream socket
+        // both echoes went to whoever spoke last.
+        a.send(&[b'a', round]).await.unwrap();
+        b.send(&[b'b', round]).await.unwrap();
+        for (client, tag) in [(&a, b'a'), (&b, b'b')] {
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("an echo within 2 s")
+                .unwrap();
+            assert_eq!(&buf[..n], &[tag, round]);
+        }
+    }
+    let stats = relay.stop().await;
+    assert_eq!((stats.forward.forwarded, stats.reverse.forwarded), (6, 6));
+}
+
 #[tokio::test]
 async fn loss_matches_the_setting_and_is_counted() {
     let server = echo_server().await;

@@ -91,6 +91,15 @@ impl Drop for Bridge {
     }
 }
 
+/// A packet crossing a bridge, and the flow it belongs to. The relay
+/// tells its clients apart by flow (one upstream socket per client, as a
+/// NAT keeps one mapping per client); the TUN bridge has one flow, 0.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Packet {
+    pub(crate) flow: usize,
+    pub(crate) bytes: Vec<u8>,
+}
+
 /// One end of an emulated link.
 pub(crate) trait Port: Send + Sync {
     /// Waits for the next packets and appends them to `out` (at least one
@@ -98,11 +107,11 @@ pub(crate) trait Port: Send + Sync {
     /// (the relay's UDP sockets) hands over all it read.
     fn recv(
         &self,
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Vec<Packet>,
     ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
     /// Writes packets without waiting, in order; a full buffer loses them,
     /// as a real network would.
-    fn send(&self, packets: &[Vec<u8>]);
+    fn send(&self, packets: &[Packet]);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,7 +121,7 @@ enum Direction {
 }
 
 /// A packet waiting for its arrival time, ordered by time then sequence.
-type Pending = Reverse<(Instant, u64, Direction, Vec<u8>)>;
+type Pending = Reverse<(Instant, u64, Direction, Packet)>;
 
 /// Runs until `stopped` fires: A → B through `models.0`, B → A through `models.1`.
 ///
@@ -172,7 +181,7 @@ async fn run_bridge<A: Port, B: Port>(
 fn offer_all(
     models: &Mutex<(LinkModel, LinkModel)>,
     dir: Direction,
-    packets: &mut Vec<Vec<u8>>,
+    packets: &mut Vec<Packet>,
     heap: &mut BinaryHeap<Pending>,
     seq: &mut u64,
 ) {
@@ -183,7 +192,7 @@ fn offer_all(
         Direction::BtoA => &mut m.1,
     };
     for packet in packets.drain(..) {
-        let verdict = model.offer(now, packet.len());
+        let verdict = model.offer(now, packet.bytes.len());
         schedule(heap, seq, verdict, dir, packet);
     }
 }
@@ -199,7 +208,7 @@ fn schedule(
     seq: &mut u64,
     verdict: Verdict,
     dir: Direction,
-    packet: Vec<u8>,
+    packet: Packet,
 ) {
     if let Verdict::Deliver { at, copies } = verdict {
         for _ in 1..copies {

@@ -28,7 +28,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
-use super::bridge::{Bridge, Port, RelayStats};
+use super::bridge::{Bridge, Packet, Port, RelayStats};
 use super::model::LinkConfig;
 
 /// Address of side A on the first path.
@@ -60,22 +60,26 @@ struct TunPort(AsyncDevice);
 const TUN_BATCH: usize = 64;
 
 impl Port for TunPort {
-    async fn recv(&self, out: &mut Vec<Vec<u8>>) -> std::io::Result<()> {
+    async fn recv(&self, out: &mut Vec<Packet>) -> std::io::Result<()> {
         let mut buf = [0u8; 65536];
+        let packet = |n: usize, buf: &[u8]| Packet {
+            flow: 0,
+            bytes: buf[..n].to_vec(),
+        };
         let n = self.0.recv(&mut buf).await?;
-        out.push(buf[..n].to_vec());
+        out.push(packet(n, &buf));
         for _ in 1..TUN_BATCH {
             match self.0.try_recv(&mut buf) {
-                Ok(n) => out.push(buf[..n].to_vec()),
+                Ok(n) => out.push(packet(n, &buf)),
                 Err(_) => break,
             }
         }
         Ok(())
     }
 
-    fn send(&self, packets: &[Vec<u8>]) {
+    fn send(&self, packets: &[Packet]) {
         for p in packets {
-            let _ = self.0.try_send(p);
+            let _ = self.0.try_send(&p.bytes);
         }
     }
 }
