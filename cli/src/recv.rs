@@ -31,6 +31,10 @@ pub struct RecvArgs {
     /// (survives power loss; costs the disk's write speed).
     #[arg(long)]
     pub fsync: bool,
+    /// Connections (senders' paths and handshakes) served at once; a sender
+    /// beyond this is told the receiver is busy and retries by itself.
+    #[arg(long, value_name = "N", default_value_t = chunkstream_engine::session::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Exit after one session: 0 if it succeeded, 1 if it failed.
     #[arg(long)]
     pub once: bool,
@@ -98,7 +102,7 @@ pub async fn run(args: RecvArgs) -> Result<()> {
     if token.is_empty() || token.len() > chunkstream_engine::wire::MAX_TOKEN_LEN {
         anyhow::bail!("--token must be 1 to 256 bytes");
     }
-    let receiver = Receiver::bind(
+    let mut receiver = Receiver::bind(
         &args.listen,
         &args.out,
         token.clone(),
@@ -112,6 +116,7 @@ pub async fn run(args: RecvArgs) -> Result<()> {
             ..Tuning::default()
         },
     )?;
+    receiver.set_max_connections(args.max_connections);
     let addrs = receiver.local_addrs();
     let fingerprint = receiver.fingerprint().to_string();
     if args.json {
@@ -204,6 +209,14 @@ fn print_event(json: bool, event: RecvEvent) {
             eprintln!("refused connection from {peer}: {reason}");
             if json {
                 json_line(&json!({"event": "refused", "peer": peer.to_string(), "reason": reason}));
+            }
+        }
+        RecvEvent::Busy { peer } => {
+            // One line per refusal would flood a terminal under load; the
+            // JSON stream has them all, the log has them at debug level.
+            tracing::debug!(%peer, "busy: refused a connection");
+            if json {
+                json_line(&json!({"event": "busy", "peer": peer.to_string()}));
             }
         }
         RecvEvent::SessionStarted { peer, files, bytes } => {

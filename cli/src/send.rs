@@ -97,6 +97,11 @@ pub struct SendArgs {
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Keep dialling a receiver that refuses the connection as busy (it
+    /// serves as many senders as it takes) for this many seconds, with
+    /// jittered back-off, before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub busy_timeout: u64,
     /// Data plane: `fec` (Reed-Solomon-coded shards as QUIC datagrams over
     /// every path, repaired on the receiver's reports, each path paced by
     /// its own rate controller; keeps its speed on lossy paths), `reliable`
@@ -211,6 +216,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
     cfg.max_rate = max_rate;
     cfg.resume = !args.no_resume;
     cfg.connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
+    cfg.busy_timeout = Duration::from_secs(args.busy_timeout);
     if plane == PlaneArg::Fec {
         cfg.fec = Some(chunkstream_engine::send::FecConfig {
             redundancy: args.fec,
@@ -283,6 +289,16 @@ pub async fn run(args: SendArgs) -> Result<()> {
         SendEvent::PathRates(rates) => path_rates.clone_from(rates),
         SendEvent::PlaneFallback { reason } => {
             eprintln!("warning: FEC plane unavailable ({reason}); sending on the reliable plane");
+        }
+        SendEvent::Busy { attempt, retry_in } => {
+            let msg = format!("the receiver is busy; dialling again in {:.1} s (refusal {attempt})", retry_in.as_secs_f64());
+            if json {
+                json_line(&json!({"event": "busy", "attempt": attempt, "retry_in_s": retry_in.as_secs_f64()}));
+            } else if let Some(b) = &bar {
+                b.println(msg);
+            } else {
+                eprintln!("{msg}");
+            }
         }
         SendEvent::MtuFallback { tried, using } => {
             eprintln!("warning: the path did not carry {tried}-byte datagrams (a black hole behind the route's MTU); sending {using}-byte datagrams");

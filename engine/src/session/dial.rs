@@ -13,12 +13,20 @@
 //! that drops large packets without a word). The connection not kept is
 //! closed with [`close_code::MTU_PROBE`], which the receiver takes for
 //! what it is rather than a refused sender.
+//!
+//! A receiver at its connection limit refuses new connections at once
+//! (QUIC's CONNECTION_REFUSED, before any TLS work). [`dial_until_admitted`]
+//! takes that for "busy", not for an error: it dials again after a jittered,
+//! doubling back-off ([`busy_backoff`]) until
+//! [`SendConfig::busy_timeout`] has passed. The jitter spreads a crowd of
+//! refused senders out, so they do not return in one wave.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint};
 
+use super::SendEvent;
 use super::error::SessionError;
 use super::sender::SendConfig;
 use crate::multipath::spec::PathSpec;
@@ -33,6 +41,53 @@ pub(super) struct Dialled {
     pub conn: Connection,
     /// `Some((tried, using))` when a black hole made the session fall back.
     pub fell_back: Option<(u16, u16)>,
+}
+
+/// First back-off after a busy refusal; each further one doubles, up to
+/// [`BUSY_BACKOFF_MAX`].
+const BUSY_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// Longest back-off between dials of a busy receiver.
+const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(4);
+
+/// The wait before dialling a busy receiver again after `attempt` refusals
+/// (1 for the first): doubling from [`BUSY_BACKOFF_FIRST`] up to
+/// [`BUSY_BACKOFF_MAX`], scaled by `jitter` (drawn from 0..1) into its
+/// upper half, so refused senders spread out.
+pub(super) fn busy_backoff(attempt: u32, jitter: f64) -> Duration {
+    let doubled = BUSY_BACKOFF_FIRST.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    doubled
+        .min(BUSY_BACKOFF_MAX)
+        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// [`dial_first`], dialling again while the receiver refuses as busy, for
+/// at most [`SendConfig::busy_timeout`]; each refusal is reported as a
+/// [`SendEvent::Busy`].
+pub(super) async fn dial_until_admitted(
+    path: &PathSpec,
+    cfg: &SendConfig,
+    tuning: &mut Tuning,
+    on_event: &mut impl FnMut(&SendEvent),
+) -> Result<Dialled, SessionError> {
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        match dial_first(path, cfg, tuning).await {
+            Err(SessionError::Busy { addr, .. }) => {
+                attempt += 1;
+                let retry_in = busy_backoff(attempt, rand::random::<f64>());
+                if started.elapsed() + retry_in > cfg.busy_timeout {
+                    return Err(SessionError::Busy {
+                        addr,
+                        secs: started.elapsed().as_secs(),
+                    });
+                }
+                on_event(&SendEvent::Busy { attempt, retry_in });
+                tokio::time::sleep(retry_in).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Dials `path` with `tuning` (its `pinned_mtu` lowered to 1452 if the
@@ -77,7 +132,11 @@ pub(super) async fn dial_first(
                 return Ok(Dialled { endpoint, conn, fell_back: None });
             }
             // A wrong fingerprint or a refusal is no MTU problem.
-            Err(e @ (SessionError::WrongFingerprint { .. } | SessionError::Refused(_))) => {
+            Err(
+                e @ (SessionError::WrongFingerprint { .. }
+                | SessionError::Refused(_)
+                | SessionError::Busy { .. }),
+            ) => {
                 small.abort();
                 return Err(e);
             }
@@ -157,8 +216,34 @@ async fn connect(
             }
             match e {
                 quinn::ConnectionError::TimedOut => Err(unreachable()),
+                quinn::ConnectionError::ConnectionClosed(c)
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+                {
+                    Err(SessionError::Busy {
+                        addr: cfg.to(),
+                        secs: 0,
+                    })
+                }
                 other => Err(SessionError::from_connection(other)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_backoff_doubles_to_its_cap_and_jitter_keeps_the_upper_half() {
+        let ms = |a, j| busy_backoff(a, j).as_millis();
+        assert_eq!(
+            [ms(1, 1.0), ms(2, 1.0), ms(3, 1.0), ms(4, 1.0), ms(5, 1.0)],
+            [250, 500, 1000, 2000, 4000]
+        );
+        assert_eq!(ms(40, 1.0), 4000, "capped, no overflow");
+        assert_eq!(ms(1, 0.0), 125);
+        assert_eq!(ms(3, 0.5), 750);
+        assert_eq!(ms(0, 7.0), 250, "jitter clamped; attempt 0 counts as 1");
     }
 }

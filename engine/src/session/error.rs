@@ -34,6 +34,19 @@ pub enum SessionError {
         /// The bound we waited.
         secs: u64,
     },
+    /// The receiver refused the connection for now: it runs as many
+    /// connections as it takes. The sender retries with back-off for
+    /// [`SendConfig::busy_timeout`](super::SendConfig::busy_timeout)
+    /// before it returns this.
+    #[error(
+        "the receiver at {addr} is busy (it runs as many senders as it takes); still busy after {secs} s of retries"
+    )]
+    Busy {
+        /// Where we dialled.
+        addr: SocketAddr,
+        /// How long we retried.
+        secs: u64,
+    },
     /// The receiver's certificate is not the pinned one.
     #[error(
         "the receiver at {addr} presented fingerprint {got}, but --peer is {expected}; refusing to send (wrong --peer, or not the host you meant)"

@@ -60,6 +60,14 @@ pub enum SendEvent {
         /// The size the session uses.
         using: u16,
     },
+    /// The receiver refused the connection as busy; the sender dials again
+    /// after `retry_in`.
+    Busy {
+        /// Refusals so far.
+        attempt: u32,
+        /// The back-off before the next dial.
+        retry_in: Duration,
+    },
 }
 
 /// One file of a finished transfer.

@@ -56,6 +56,9 @@ pub struct SendConfig {
     pub max_rate: Option<u64>,
     /// How long to wait for the receiver to answer.
     pub connect_timeout: Duration,
+    /// How long to keep dialling a receiver that refuses the connection as
+    /// busy (with jittered exponential back-off) before giving up.
+    pub busy_timeout: Duration,
     /// Block memory in flight (bytes): block buffers, and on the FEC plane
     /// their recovery shards too. `None`: [`memory_for_rtt`] of the first
     /// handshake's round trip.
@@ -85,6 +88,7 @@ impl SendConfig {
             reader: ReaderKind::Auto,
             max_rate: None,
             connect_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(120),
             memory_budget: None,
             tuning: Tuning::default(),
             fec: None,
@@ -147,7 +151,7 @@ pub async fn send_files(
         endpoint,
         conn,
         fell_back,
-    } = dial::dial_first(&paths.paths()[0], cfg, &mut tuning).await?;
+    } = dial::dial_until_admitted(&paths.paths()[0], cfg, &mut tuning, &mut on_event).await?;
     if let Some((tried, using)) = fell_back {
         on_event(&SendEvent::MtuFallback { tried, using });
     }

@@ -1,5 +1,5 @@
 //! A new connection: its HELLO (version, token) checked within
-//! [`HELLO_TIMEOUT`], then either a new session or, when the HELLO names a
+//! [`Receiver::set_hello_timeout`](super::Receiver::set_hello_timeout), then either a new session or, when the HELLO names a
 //! running session's id, another path joined to it through the registry.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
 use super::session::run_session;
-use super::{HELLO_TIMEOUT, RecvEvent, SessionSummary};
+use super::{RecvEvent, SessionSummary};
 use crate::names::OutputDir;
 use crate::session::control::{self, ControlWriter};
 use crate::session::error::SessionError;
@@ -22,6 +22,8 @@ pub(super) struct SessionContext {
     pub(super) token: String,
     pub(super) fsync: bool,
     pub(super) sessions: Sessions,
+    /// How long a connection may take to say HELLO.
+    pub(super) hello_timeout: std::time::Duration,
 }
 
 /// Running sessions by id: a connection whose HELLO names one of them is
@@ -73,7 +75,7 @@ pub(super) async fn handle_connection(
             ));
         }
     };
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+    let hello = tokio::time::timeout(ctx.hello_timeout, async {
         let (send, mut recv) = conn
             .accept_bi()
             .await
@@ -83,7 +85,12 @@ pub(super) async fn handle_connection(
     })
     .await;
     let (send, recv, frame) = match hello {
-        Err(_) => return refused("no HELLO within 10 s".into()),
+        Err(_) => {
+            return refused(format!(
+                "no HELLO within {:.1} s",
+                ctx.hello_timeout.as_secs_f64()
+            ));
+        }
         Ok(Err(_)) if is_mtu_probe(&conn) => return Outcome::Probe,
         Ok(Err(e)) => return refused(e.to_string()),
         Ok(Ok(x)) => x,
