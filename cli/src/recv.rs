@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chunkstream_engine::session::{Receiver, RecvEvent};
+use chunkstream_engine::ticket::{self, Ticket};
 use chunkstream_engine::transport::Tuning;
 use chunkstream_engine::transport::identity::Identity;
 use serde_json::json;
@@ -35,6 +36,12 @@ pub struct RecvArgs {
     /// beyond this is told the receiver is busy and retries by itself.
     #[arg(long, value_name = "N", default_value_t = chunkstream_engine::session::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Address to put in the printed ticket instead of the listen address
+    /// (repeatable; e.g. a public address in front of a NAT). By default an
+    /// unspecified listen address (0.0.0.0) is advertised as the address of
+    /// the interface the default route leaves by.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Vec<SocketAddr>,
     /// Exit after one session: 0 if it succeeded, 1 if it failed.
     #[arg(long)]
     pub once: bool,
@@ -119,12 +126,23 @@ pub async fn run(args: RecvArgs) -> Result<()> {
     receiver.set_max_connections(args.max_connections);
     let addrs = receiver.local_addrs();
     let fingerprint = receiver.fingerprint().to_string();
+    let ticket = Ticket {
+        addresses: if args.advertise.is_empty() {
+            addrs.iter().map(|a| ticket::advertised(*a)).collect()
+        } else {
+            args.advertise.clone()
+        },
+        fingerprint: receiver.fingerprint(),
+        token: token.clone(),
+    }
+    .encode();
     if args.json {
         json_line(&json!({
             "event": "listening",
             "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "fingerprint": fingerprint,
             "token": token,
+            "ticket": ticket.as_ref().ok(),
             "out": args.out.display().to_string(),
         }));
     } else {
@@ -133,10 +151,21 @@ pub async fn run(args: RecvArgs) -> Result<()> {
         }
         line(&format!("fingerprint   {fingerprint}"));
         line(&format!("token         {token}"));
-        line(&format!(
-            "send with:    chunkstream-engine send FILE... --to {} --peer {fingerprint} --token {token}",
-            addrs[0]
-        ));
+        match &ticket {
+            Ok(t) => {
+                line(&format!("ticket        {t}"));
+                line(&format!(
+                    "send with:    chunkstream-engine send FILE... --ticket {t}"
+                ));
+            }
+            Err(e) => {
+                eprintln!("warning: no ticket ({e})");
+                line(&format!(
+                    "send with:    chunkstream-engine send FILE... --to {} --peer {fingerprint} --token {token}",
+                    addrs[0]
+                ));
+            }
+        }
     }
     let json = args.json;
     let now = std::time::SystemTime::now();

@@ -52,8 +52,13 @@ pub struct SendArgs {
     pub priority: Vec<(Class, PathBuf)>,
     /// The receiver's address, HOST:PORT (one path; shorthand for a single
     /// --path HOST:PORT).
-    #[arg(long, value_name = "ADDR", required_unless_present = "path")]
+    #[arg(long, value_name = "ADDR", required_unless_present_any = ["path", "ticket"])]
     pub to: Option<String>,
+    /// The one-string ticket `recv` printed (cst1…): the receiver's
+    /// address, fingerprint and token in one. It stands for --to, --peer
+    /// and --token; --to or --path, if given, say where to dial instead.
+    #[arg(long, value_name = "TICKET")]
+    pub ticket: Option<chunkstream_engine::ticket::Ticket>,
     /// A path: LOCAL=REMOTE[@RATE], where LOCAL is an interface name (bound
     /// with SO_BINDTODEVICE) or a local IP address, REMOTE the receiver's
     /// HOST:PORT on that network, and RATE an optional cap on this path
@@ -66,11 +71,16 @@ pub struct SendArgs {
     #[arg(long, value_name = "LOCAL=REMOTE[@RATE]", value_parser = PathSpec::parse)]
     pub path: Vec<PathSpec>,
     /// The receiver's certificate fingerprint, as `recv` printed it.
-    #[arg(long, value_name = "FINGERPRINT")]
-    pub peer: Fingerprint,
+    #[arg(long, value_name = "FINGERPRINT", required_unless_present = "ticket")]
+    pub peer: Option<Fingerprint>,
     /// The token `recv` was started with or printed.
-    #[arg(long, env = "CHUNKSTREAM_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(
+        long,
+        env = "CHUNKSTREAM_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "ticket"
+    )]
+    pub token: Option<String>,
     /// Block size: a power of two from 1KiB to 64MiB.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
     pub block_size: u64,
@@ -182,6 +192,26 @@ pub async fn run(args: SendArgs) -> Result<()> {
     if let Some(to) = &args.to {
         paths.insert(0, PathSpec::to(resolve(to)?));
     }
+    let (peer, token) = match &args.ticket {
+        Some(t) => {
+            if args.peer.is_some_and(|p| p != t.fingerprint) {
+                anyhow::bail!(
+                    "--peer {} differs from the ticket's fingerprint {}; give one or the other",
+                    args.peer.expect("checked"),
+                    t.fingerprint
+                );
+            }
+            if paths.is_empty() {
+                paths.push(PathSpec::to(t.addresses[0]));
+            }
+            (t.fingerprint, t.token.clone())
+        }
+        // clap requires both when there is no ticket.
+        None => match (args.peer, args.token.clone()) {
+            (Some(p), Some(t)) => (p, t),
+            _ => anyhow::bail!("give --ticket, or --peer and --token"),
+        },
+    };
     let max_rate = args.max_rate.map(|bits| bits / 8);
     if max_rate == Some(0) {
         anyhow::bail!("--max-rate must be above zero");
@@ -204,7 +234,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
         classes.extend(std::iter::repeat_n(*class, s.len()));
         sources.extend(s);
     }
-    let mut cfg = SendConfig::new(paths[0].remote, args.peer, args.token.clone());
+    let mut cfg = SendConfig::new(paths[0].remote, peer, token);
     cfg.paths = paths;
     cfg.classes = classes;
     let plane = args.plane.resolve();

@@ -76,6 +76,7 @@ pub mod names;
 pub mod send;
 pub mod session;
 pub mod source;
+pub mod ticket;
 pub mod transport;
 pub mod wire;
 pub mod work;

@@ -34,6 +34,8 @@ pub struct Receiver {
     pub addr: String,
     pub fingerprint: String,
     pub token: String,
+    /// The one-string ticket it printed.
+    pub ticket: String,
     pub out: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -89,6 +91,7 @@ impl Receiver {
             addr: v["addresses"][0].as_str().unwrap().to_owned(),
             fingerprint: v["fingerprint"].as_str().unwrap().to_owned(),
             token: v["token"].as_str().unwrap().to_owned(),
+            ticket: v["ticket"].as_str().unwrap_or_default().to_owned(),
             out: out.to_owned(),
             child,
             stdout,
