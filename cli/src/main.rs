@@ -9,6 +9,7 @@ mod paths;
 mod recv;
 mod relay;
 mod send;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,11 @@ enum Command {
     Recv(recv::RecvArgs),
     /// Send files and folders to a receiver.
     Send(send::SendArgs),
+    /// Run the agent: receive like `recv`, and send jobs submitted to its
+    /// HTTP API (dashboard, events, metrics, history in SQLite).
+    Serve(serve::ServeArgs),
+    /// List the transfers the agent (`serve`) sent and received.
+    History(serve::history::HistoryArgs),
     /// Run a real, verified transfer on loopback with built-in defaults.
     Demo(demo::DemoArgs),
     /// List local interfaces (name, state, MTU, addresses) for --path.
@@ -77,6 +83,8 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Recv(args) => recv::run(args).await,
                 Command::Send(args) => send::run(args).await,
+                Command::Serve(args) => serve::run(args).await,
+                Command::History(args) => serve::history::run(args),
                 Command::Demo(args) => demo::run(args).await,
                 Command::BenchPeer(cmd) => bench_peer::run(cmd).await,
                 Command::Bench(args) => bench::run(args).await,

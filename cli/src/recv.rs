@@ -12,9 +12,10 @@ use serde_json::json;
 
 use crate::output::{json_line, line};
 
-/// Receive files from `chunkstream-engine send`.
+/// How a receiver listens, where it writes, and who it lets in: shared by
+/// `recv` and `serve`.
 #[derive(Debug, clap::Args)]
-pub struct RecvArgs {
+pub struct ReceiveOptions {
     /// Address to listen on (UDP); repeat for several interfaces.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:4433")]
     pub listen: Vec<SocketAddr>,
@@ -42,6 +43,13 @@ pub struct RecvArgs {
     /// the interface the default route leaves by.
     #[arg(long, value_name = "ADDR")]
     pub advertise: Vec<SocketAddr>,
+}
+
+/// Receive files from `chunkstream-engine send`.
+#[derive(Debug, clap::Args)]
+pub struct RecvArgs {
+    #[command(flatten)]
+    pub receive: ReceiveOptions,
     /// Exit after one session: 0 if it succeeded, 1 if it failed.
     #[arg(long)]
     pub once: bool,
@@ -81,7 +89,7 @@ fn age(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
 }
 
-fn default_state_dir() -> PathBuf {
+pub fn default_state_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
@@ -97,45 +105,77 @@ pub fn random_token() -> String {
         .collect()
 }
 
-pub async fn run(args: RecvArgs) -> Result<()> {
-    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let identity = Identity::load_or_create(&state_dir).with_context(|| {
-        format!(
-            "cannot load or create the receiver identity in {}",
-            state_dir.display()
-        )
-    })?;
-    let token = args.token.clone().unwrap_or_else(random_token);
-    if token.is_empty() || token.len() > chunkstream_engine::wire::MAX_TOKEN_LEN {
-        anyhow::bail!("--token must be 1 to 256 bytes");
-    }
-    let mut receiver = Receiver::bind(
-        &args.listen,
-        &args.out,
-        token.clone(),
-        &identity,
-        &Tuning {
-            datagram_receive_buffer: if args.no_datagrams {
-                None
-            } else {
-                Tuning::default().datagram_receive_buffer
+/// A bound receiver, its token and its ticket.
+pub struct Bound {
+    pub receiver: Receiver,
+    pub token: String,
+    pub ticket: Result<String, chunkstream_engine::ticket::TicketError>,
+    pub state_dir: PathBuf,
+}
+
+impl ReceiveOptions {
+    /// Loads the identity, binds the endpoints, applies the options, and
+    /// makes the ticket.
+    pub fn bind(&self, no_datagrams: bool) -> Result<Bound> {
+        let args = self;
+        let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+        let identity = Identity::load_or_create(&state_dir).with_context(|| {
+            format!(
+                "cannot load or create the receiver identity in {}",
+                state_dir.display()
+            )
+        })?;
+        let token = args.token.clone().unwrap_or_else(random_token);
+        if token.is_empty() || token.len() > chunkstream_engine::wire::MAX_TOKEN_LEN {
+            anyhow::bail!("--token must be 1 to 256 bytes");
+        }
+        let mut receiver = Receiver::bind(
+            &args.listen,
+            &args.out,
+            token.clone(),
+            &identity,
+            &Tuning {
+                datagram_receive_buffer: if no_datagrams {
+                    None
+                } else {
+                    Tuning::default().datagram_receive_buffer
+                },
+                ..Tuning::default()
             },
-            ..Tuning::default()
-        },
-    )?;
-    receiver.set_max_connections(args.max_connections);
+        )?;
+        receiver
+            .set_max_connections(args.max_connections)
+            .set_fsync(args.fsync);
+        let addrs = receiver.local_addrs();
+        let ticket = Ticket {
+            addresses: if args.advertise.is_empty() {
+                addrs.iter().map(|a| ticket::advertised(*a)).collect()
+            } else {
+                args.advertise.clone()
+            },
+            fingerprint: receiver.fingerprint(),
+            token: token.clone(),
+        }
+        .encode();
+        Ok(Bound {
+            receiver,
+            token,
+            ticket,
+            state_dir,
+        })
+    }
+}
+
+pub async fn run(args: RecvArgs) -> Result<()> {
+    let Bound {
+        receiver,
+        token,
+        ticket,
+        ..
+    } = args.receive.bind(args.no_datagrams)?;
     let addrs = receiver.local_addrs();
     let fingerprint = receiver.fingerprint().to_string();
-    let ticket = Ticket {
-        addresses: if args.advertise.is_empty() {
-            addrs.iter().map(|a| ticket::advertised(*a)).collect()
-        } else {
-            args.advertise.clone()
-        },
-        fingerprint: receiver.fingerprint(),
-        token: token.clone(),
-    }
-    .encode();
+    let out = &args.receive.out;
     if args.json {
         json_line(&json!({
             "event": "listening",
@@ -143,7 +183,7 @@ pub async fn run(args: RecvArgs) -> Result<()> {
             "fingerprint": fingerprint,
             "token": token,
             "ticket": ticket.as_ref().ok(),
-            "out": args.out.display().to_string(),
+            "out": out.display().to_string(),
         }));
     } else {
         for a in &addrs {
@@ -170,7 +210,7 @@ pub async fn run(args: RecvArgs) -> Result<()> {
     let json = args.json;
     let now = std::time::SystemTime::now();
     if let Some(age) = args.discard_partial_older_than {
-        for p in chunkstream_engine::session::discard_partials(&args.out, age, now) {
+        for p in chunkstream_engine::session::discard_partials(out, age, now) {
             if json {
                 json_line(
                     &json!({"event": "partial_discarded", "name": p.name, "size": p.size, "age_s": p.age.as_secs_f64()}),
@@ -185,7 +225,7 @@ pub async fn run(args: RecvArgs) -> Result<()> {
             }
         }
     }
-    for p in chunkstream_engine::session::list_partials(&args.out, now) {
+    for p in chunkstream_engine::session::list_partials(out, now) {
         if json {
             json_line(&json!({"event": "partial", "name": p.name, "size": p.size,
                 "journaled_bytes": p.journaled_bytes, "resumable": p.journal, "age_s": p.age.as_secs_f64()}));
@@ -274,6 +314,9 @@ fn print_event(json: bool, event: RecvEvent) {
                 ));
             }
         }
+        // `recv` reports a session's end as `session_done` when it exits
+        // (`--once`); a failed one is logged by the engine.
+        RecvEvent::SessionEnded { .. } => {}
         RecvEvent::PathJoined { peer } => {
             if json {
                 json_line(&json!({"event": "path_joined", "peer": peer.to_string()}));

@@ -48,7 +48,10 @@ pub(super) enum Outcome {
     Joined {
         peer: SocketAddr,
     },
-    Session(Result<SessionSummary, SessionError>),
+    Session {
+        peer: SocketAddr,
+        result: Result<SessionSummary, SessionError>,
+    },
 }
 
 /// Whether the sender closed `conn` as the loser of its MTU race.
@@ -167,7 +170,7 @@ pub(super) async fn handle_connection(
         }
         Err(e) => conn.close(e.close_code().into(), e.to_string().as_bytes()),
     }
-    Outcome::Session(result)
+    Outcome::Session { peer, result }
 }
 
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

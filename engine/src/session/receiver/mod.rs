@@ -90,6 +90,14 @@ pub enum RecvEvent {
         /// Who, from where.
         peer: SocketAddr,
     },
+    /// A session ended (after [`RecvEvent::SessionStarted`], or refused
+    /// before it: then with an error).
+    SessionEnded {
+        /// Who.
+        peer: SocketAddr,
+        /// Its summary, or why it failed.
+        result: Result<SessionSummary, String>,
+    },
     /// A file was verified and renamed into place.
     FileDone {
         /// Its name.
@@ -267,10 +275,14 @@ impl Receiver {
                     Outcome::NotASession { peer, reason } => on_event(RecvEvent::Refused { peer, reason }),
                     Outcome::Probe => tracing::debug!("a sender closed its MTU probe connection"),
                     Outcome::Joined { peer } => on_event(RecvEvent::PathJoined { peer }),
-                    Outcome::Session(result) => {
+                    Outcome::Session { peer, result } => {
                         if let Err(e) = &result {
                             tracing::warn!("session failed: {e}");
                         }
+                        on_event(RecvEvent::SessionEnded {
+                            peer,
+                            result: result.as_ref().map(Clone::clone).map_err(ToString::to_string),
+                        });
                         if once {
                             for e in &self.endpoints {
                                 let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
