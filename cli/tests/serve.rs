@@ -1,0 +1,435 @@
+//! The agent (`serve`) through its HTTP API with a real HTTP client: two
+//! agents on loopback, A sending jobs to B. Submit, the event stream, the
+//! file verified at B; cancel, pause and resume; bad requests and the API
+//! token; a kill -9 of A with one job running and one queued, and both
+//! finishing after a restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A `serve` process; killed (SIGKILL) when dropped.
+struct Agent {
+    child: Child,
+    http: String,
+    ticket: String,
+    client: ureq::Agent,
+    api_token: Option<String>,
+}
+
+impl Agent {
+    fn start(root: &Path, name: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            .arg("--out")
+            .arg(root.join(name).join("out"))
+            .arg("--state-dir")
+            .arg(root.join(name).join("state"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let v: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("serve's first line is not JSON ({e}): {first:?}"));
+        assert_eq!(v["event"], "listening");
+        let token_at = extra.iter().position(|a| *a == "--api-token");
+        Self {
+            child,
+            http: v["http"].as_str().unwrap().to_owned(),
+            ticket: v["ticket"].as_str().unwrap().to_owned(),
+            client: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build(),
+            ),
+            api_token: token_at.map(|i| extra[i + 1].to_owned()),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.api_token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    /// GET: status and JSON body.
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = self.auth(self.client.get(self.url(path))).call().unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    /// POST of a JSON body: status and JSON body.
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut r = self
+            .auth(self.client.post(self.url(path)))
+            .send_json(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    fn submit(&self, body: &Value) -> i64 {
+        let (status, v) = self.post("/api/v1/transfers", body);
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    fn transfer(&self, id: i64) -> Value {
+        let (status, v) = self.get(&format!("/api/v1/transfers/{id}"));
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Waits (bounded) for transfer `id` to reach `state`.
+    fn wait_for(&self, id: i64, state: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let t = self.transfer(id);
+            if t["state"] == state {
+                return t;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "transfer {id} not {state} after {limit:?}: {t}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn job(files: &[&PathBuf], ticket: &str) -> Value {
+    json!({"inputs": files, "ticket": ticket})
+}
+
+/// Reads the event stream in a thread; events arrive on the channel.
+fn events(a: &Agent, since: u64) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let resp = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+    .get(a.url(&format!("/api/v1/events?since={since}")))
+    .call()
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let reader = BufReader::new(resp.into_body().into_reader());
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data:") {
+                if tx.send(serde_json::from_str(data.trim()).unwrap()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_submitted_job_streams_its_events_and_arrives_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let src = tmp.path().join("data.bin");
+    write_file(&src, 6 << 20, 5);
+    let stream = events(&a, 0);
+    let id = a.submit(&job(&[&src], &b.ticket));
+    let done = a.wait_for(id, "done", secs(60));
+    assert_eq!(done["bytes"], 6 << 20);
+    assert_eq!(done["bytes_done"], 6 << 20);
+    assert!(done["goodput_bps"].as_f64().unwrap() > 0.0, "{done}");
+    assert_eq!(
+        done["request"]["ticket"], "redacted",
+        "secrets stay out of the API"
+    );
+    assert_same_file(&src, &tmp.path().join("b/out/data.bin"));
+
+    // The stream: ids rise by one; queued, running, done for this job.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + secs(10);
+    while Instant::now() < deadline {
+        let Ok(e) = stream.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let finished = e["type"] == "state" && e["state"] == "done";
+        seen.push(e);
+        if finished {
+            break;
+        }
+    }
+    let ids: Vec<u64> = seen.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids rise by one: {ids:?}"
+    );
+    let states: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["type"] == "state" && e["transfer"] == id)
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "running", "done"], "{seen:?}");
+
+    // Both sides' history, and the metrics.
+    let (_, list) = b.get("/api/v1/transfers?state=done");
+    let received = &list["transfers"][0];
+    assert_eq!(received["direction"], "recv");
+    assert_eq!(received["bytes"], 6 << 20);
+    let metrics = a
+        .client
+        .get(a.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("chunkstream_transfers_total{direction=\"send\",outcome=\"done\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "chunkstream_file_bytes_total{{direction=\"send\"}} {}\n",
+        6 << 20
+    )));
+    let history = Command::new(BIN)
+        .args(["history", "--json", "--state-dir"])
+        .arg(tmp.path().join("a/state"))
+        .output()
+        .unwrap();
+    assert!(history.status.success());
+    let row: Value =
+        serde_json::from_slice(history.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(row["id"], id);
+    assert_eq!(row["state"], "done");
+}
+
+#[test]
+fn jobs_can_be_paused_resumed_and_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let big = tmp.path().join("big.bin");
+    let small = tmp.path().join("small.bin");
+    write_file(&big, 24 << 20, 1);
+    write_file(&small, 1 << 20, 2);
+    // 24 MiB at 40 Mbit/s: about 5 s, time to pause it mid-way.
+    let slow = json!({"inputs": [big], "ticket": b.ticket, "max_rate": "40mbit"});
+    let first = a.submit(&slow);
+    // A second job to the same receiver waits its turn.
+    let second = a.submit(&job(&[&small], &b.ticket));
+    a.wait_for(first, "running", secs(10));
+    assert_eq!(a.transfer(second)["state"], "queued");
+    let (status, v) = a.post(&format!("/api/v1/transfers/{second}/cancel"), &json!({}));
+    assert_eq!(status, 202, "{v}");
+    a.wait_for(second, "cancelled", secs(5));
+
+    // Pause once some of it has arrived; resume; it finishes from where
+    // the receiver's partial file left off.
+    let start = Instant::now();
+    while a.transfer(first)["bytes_done"].as_u64().unwrap_or(0) < 2 << 20 {
+        assert!(start.elapsed() < secs(20), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = a.post(&format!("/api/v1/transfers/{first}/pause"), &json!({}));
+    assert_eq!(status, 202);
+    a.wait_for(first, "paused", secs(5));
+    assert!(!tmp.path().join("b/out/big.bin").exists());
+    let (status, v) = a.post(&format!("/api/v1/transfers/{first}/resume"), &json!({}));
+    assert_eq!(status, 202, "{v}");
+    a.wait_for(first, "done", secs(60));
+    assert_same_file(&big, &tmp.path().join("b/out/big.bin"));
+    assert!(
+        !tmp.path().join("b/out/small.bin").exists(),
+        "the cancelled job sent nothing"
+    );
+
+    // Nothing to do on a finished job.
+    let (status, v) = a.post(&format!("/api/v1/transfers/{first}/cancel"), &json!({}));
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("done"), "{v}");
+}
+
+#[test]
+fn bad_requests_get_a_4xx_with_a_json_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Agent::start(tmp.path(), "a", &["--api-token", "sesame"]);
+    let raw = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| -> (u16, Value) {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(a.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut r = a.client.run(req.body(body.to_owned()).unwrap()).unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    };
+    let auth = ("Authorization", "Bearer sesame");
+    let json_type = ("Content-Type", "application/json");
+    let cases: Vec<(u16, (u16, Value))> = vec![
+        (401, raw("GET", "/api/v1/transfers", &[], "")),
+        (
+            401,
+            raw(
+                "GET",
+                "/api/v1/transfers",
+                &[("Authorization", "Bearer nope")],
+                "",
+            ),
+        ),
+        (401, raw("GET", "/metrics", &[], "")),
+        (
+            400,
+            raw("POST", "/api/v1/transfers", &[auth, json_type], "{not json"),
+        ),
+        (
+            400,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type],
+                r#"{"inputs": ["/x"], "colour": 1}"#,
+            ),
+        ),
+        (
+            415,
+            raw("POST", "/api/v1/transfers", &[auth], r#"{"inputs": []}"#),
+        ),
+        (
+            422,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type],
+                r#"{"inputs": ["/no/such/file"], "to": "127.0.0.1:9", "peer": "00", "token": "t"}"#,
+            ),
+        ),
+        (
+            422,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type],
+                r#"{"inputs": ["/etc/hostname"], "ticket": "cst1aaaa"}"#,
+            ),
+        ),
+        (
+            403,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type, ("Origin", "http://evil.example")],
+                r#"{"inputs": []}"#,
+            ),
+        ),
+        (404, raw("GET", "/api/v1/transfers/12345", &[auth], "")),
+        (404, raw("GET", "/api/v1/transfers/abc", &[auth], "")),
+        (404, raw("POST", "/api/v1/transfers/1/explode", &[auth], "")),
+        (404, raw("GET", "/api/v1/nothing", &[auth], "")),
+        (
+            400,
+            raw("GET", "/api/v1/transfers?state=sleeping", &[auth], ""),
+        ),
+    ];
+    for (i, (want, (got, body))) in cases.iter().enumerate() {
+        assert_eq!(got, want, "case {i}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "case {i}: no JSON error body: {body}"
+        );
+    }
+    // The right token works, and the dashboard's page needs none.
+    assert_eq!(raw("GET", "/api/v1/transfers", &[auth], "").0, 200);
+    let page = a.client.get(a.url("/")).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+
+    // An API on a non-loopback address without a token is refused.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+            "--out",
+        ])
+        .arg(tmp.path().join("c/out"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("c/state"))
+        .env_remove("CHUNKSTREAM_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-token"));
+}
+
+/// kill -9 of the sending agent with one job running and one queued: after
+/// a restart on the same state folder both finish, the first resuming
+/// from what the receiver already holds.
+#[test]
+fn jobs_survive_a_kill_9_of_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let mut a = Agent::start(tmp.path(), "a", &[]);
+    let first = tmp.path().join("first.bin");
+    let second = tmp.path().join("second.bin");
+    write_file(&first, 20 << 20, 3);
+    write_file(&second, 3 << 20, 4);
+    let one = a.submit(&json!({"inputs": [first], "ticket": b.ticket, "max_rate": "40mbit"}));
+    let two = a.submit(&job(&[&second], &b.ticket));
+    a.wait_for(one, "running", secs(10));
+    let start = Instant::now();
+    while a.transfer(one)["bytes_done"].as_u64().unwrap_or(0) < 2 << 20 {
+        assert!(start.elapsed() < secs(20), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.transfer(two)["state"], "queued");
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    drop(a);
+
+    let a = Agent::start(tmp.path(), "a", &[]);
+    a.wait_for(one, "done", secs(60));
+    a.wait_for(two, "done", secs(60));
+    assert_same_file(&first, &tmp.path().join("b/out/first.bin"));
+    assert_same_file(&second, &tmp.path().join("b/out/second.bin"));
+}
