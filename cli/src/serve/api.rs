@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -149,9 +150,19 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+/// A query string's fields, or a 400 with a JSON error.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Box<Response>> {
+    q.map(|Query(v)| v)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.body_text())))
+}
+
+async fn list(State(s): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let state = match q.state.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(name) => match JobState::parse(name) {
             Some(st) => Some(st),
             None => {
@@ -164,7 +175,10 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response
             }
         },
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit: 1 to 1000");
+    }
     match s.store.list(state, limit) {
         Ok(rows) => {
             let rows: Vec<Value> = rows.iter().map(|r| with_progress(&s, r)).collect();
@@ -270,8 +284,12 @@ struct EventsQuery {
 async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
