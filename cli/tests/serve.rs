@@ -483,3 +483,52 @@ fn the_api_matches_its_openapi_document_under_schemathesis() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A browser test: Debian's chromium, driven by playwright-core
+/// (`cli/tests/browser`), loads the dashboard of agent A, starts a
+/// transfer to B with the form, sees its progress move and its history
+/// row reach done at 100 %, and takes a screenshot; the file at B is equal.
+#[test]
+fn the_dashboard_starts_a_transfer_and_shows_it_done() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ready = Path::new("/usr/bin/chromium").exists()
+        && browser_dir.join("node_modules/playwright-core").exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if skip_unless(
+        ready,
+        "no browser test: needs node, /usr/bin/chromium (apt-get install chromium) and `npm ci --prefix cli/tests/browser`",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let src = tmp.path().join("from-the-browser.bin");
+    write_file(&src, 12 << 20, 9);
+    let shot = tmp.path().join("dashboard.png");
+    let mut child = Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .arg(a.url("/"))
+        .arg(&b.ticket)
+        .arg(&src)
+        .arg(&shot)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, secs(120));
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "browser test failed:\n{out}\n{err}");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "no screenshot"
+    );
+    assert_same_file(&src, &tmp.path().join("b/out/from-the-browser.bin"));
+}

@@ -215,6 +215,11 @@ struct Live {
     destination: SocketAddr,
     progress: Progress,
     stop: Option<oneshot::Sender<Stop>>,
+    /// When and at how many acknowledged bytes the rate was last taken
+    /// (one path: the engine reports per-path rates only with several).
+    rate_mark: (Instant, u64),
+    /// The engine reports per-path rates (several paths).
+    path_rates: bool,
 }
 
 /// The runner.
@@ -428,6 +433,8 @@ impl Jobs {
                         ..Progress::default()
                     },
                     stop: Some(tx),
+                    rate_mark: (Instant::now(), 0),
+                    path_rates: false,
                 },
             );
             drop(live);
@@ -498,8 +505,18 @@ impl Jobs {
             } => {
                 p.bytes_done = *acked_bytes;
                 p.rtt_ms = rtt.as_secs_f64() * 1e3;
+                let (at, bytes) = l.rate_mark;
+                let dt = at.elapsed().as_secs_f64();
+                if !l.path_rates && dt >= 0.25 {
+                    let rate = acked_bytes.saturating_sub(bytes) as f64 * 8.0 / dt;
+                    p.paths = vec![
+                        json!({"name": l.destination.to_string(), "rate_bps": rate, "state": "up"}),
+                    ];
+                    l.rate_mark = (Instant::now(), *acked_bytes);
+                }
             }
             SendEvent::PathRates(rates) => {
+                l.path_rates = true;
                 p.paths = rates
                     .iter()
                     .map(|r| json!({"name": r.name, "rate_bps": r.rate_bps, "state": format!("{:?}", r.state).to_lowercase()}))
