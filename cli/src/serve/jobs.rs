@@ -89,8 +89,6 @@ pub struct Prepared {
     pub sources: Vec<SourceFile>,
     /// The sender's settings.
     pub cfg: SendConfig,
-    /// Its class.
-    pub class: Class,
     /// The first path's receiver, as the queue groups jobs.
     pub destination: SocketAddr,
 }
@@ -182,7 +180,6 @@ impl JobRequest {
         Ok(Prepared {
             sources,
             cfg,
-            class,
             destination,
         })
     }
@@ -312,9 +309,10 @@ impl Jobs {
 
     /// Cancels (for good) or pauses a job.
     pub fn stop(&self, id: i64, pause: bool) -> Result<(), ActionError> {
+        let mut live = self.live();
         let record = self.record(id)?;
-        if let Some(live) = self.live().get_mut(&id) {
-            if let Some(tx) = live.stop.take() {
+        if let Some(l) = live.get_mut(&id) {
+            if let Some(tx) = l.stop.take() {
                 let _ = tx.send(if pause { Stop::Pause } else { Stop::Cancel });
             }
             return Ok(());
@@ -339,14 +337,16 @@ impl Jobs {
         self.store
             .set_state(id, to, None)
             .map_err(|e| ActionError::Internal(e.to_string()))?;
+        drop(live);
         self.state_event(id, to, None);
         Ok(())
     }
 
     /// Queues a paused or failed job again.
     pub fn resume(&self, id: i64) -> Result<(), ActionError> {
+        let live = self.live();
         let record = self.record(id)?;
-        if !matches!(record.state, State::Paused | State::Failed) || self.live().contains_key(&id) {
+        if !matches!(record.state, State::Paused | State::Failed) || live.contains_key(&id) {
             return Err(ActionError::Conflict(format!(
                 "the transfer is {}; only a paused or failed transfer can be resumed",
                 record.state.as_str()
@@ -355,6 +355,7 @@ impl Jobs {
         self.store
             .set_state(id, State::Queued, None)
             .map_err(|e| ActionError::Internal(e.to_string()))?;
+        drop(live);
         self.state_event(id, State::Queued, None);
         self.wake.notify_one();
         Ok(())
@@ -393,35 +394,52 @@ impl Jobs {
         let Ok(queued) = self.store.queued_jobs() else {
             return;
         };
-        let mut ready: Vec<(u8, i64, Result<Prepared, String>)> = queued
+        // Order by class, then age. Only the class is read here (the
+        // destination is the row's peer, stored at submission): the full
+        // check, which lists the inputs, runs once, when a job starts.
+        let mut order: Vec<(u8, i64, String, Option<JobRequest>)> = queued
             .into_iter()
             .map(|r| {
-                let prepared = serde_json::from_value::<JobRequest>(r.request)
-                    .map_err(|e| format!("stored job unreadable: {e}"))
-                    .and_then(|req| req.prepare());
-                let rank = prepared.as_ref().map_or(0, |p| rank(p.class));
-                (rank, r.id, prepared)
+                let request = serde_json::from_value::<JobRequest>(r.request).ok();
+                let rank = request
+                    .as_ref()
+                    .and_then(|q| class(&q.priority).ok())
+                    .map_or(0, rank);
+                (rank, r.id, r.peer, request)
             })
             .collect();
-        ready.sort_by_key(|(rank, id, _)| (*rank, *id));
-        for (_, id, prepared) in ready {
+        order.sort_by_key(|(rank, id, ..)| (*rank, *id));
+        for (_, id, destination, request) in order {
+            // Under the live lock, so a cancel or pause of a queued job
+            // (also taken under it) cannot slip between this check and
+            // the start.
+            let mut live = self.live();
+            if live.len() >= self.max_running {
+                break;
+            }
+            if live
+                .values()
+                .any(|l| l.destination.to_string() == destination)
+            {
+                continue;
+            }
+            if !matches!(self.store.get(id), Ok(Some(r)) if r.state == State::Queued) {
+                continue;
+            }
+            let prepared = request
+                .ok_or_else(|| "the stored job is unreadable".to_owned())
+                .and_then(|q| q.prepare());
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     // Its files went away, say, since it was submitted.
                     let _ = self.store.set_state(id, State::Failed, Some(&e));
                     add(&self.metrics.sends_failed, 1);
+                    drop(live);
                     self.state_event(id, State::Failed, Some(&e));
                     continue;
                 }
             };
-            let mut live = self.live();
-            if live.len() >= self.max_running {
-                break;
-            }
-            if live.values().any(|l| l.destination == prepared.destination) {
-                continue;
-            }
             let (tx, rx) = oneshot::channel();
             let bytes = prepared.sources.iter().map(|s| s.size).sum();
             live.insert(
@@ -437,8 +455,8 @@ impl Jobs {
                     path_rates: false,
                 },
             );
-            drop(live);
             let _ = self.store.set_state(id, State::Running, None);
+            drop(live);
             self.state_event(id, State::Running, None);
             tokio::spawn(self.clone().run_job(id, prepared, rx));
         }
@@ -452,7 +470,10 @@ impl Jobs {
             r = send_files(job.sources, &job.cfg, on_event) => Ok(r),
             s = stop => Err(s.unwrap_or(Stop::Cancel)),
         };
-        let bytes_done = self.live().remove(&id).map_or(0, |l| l.progress.bytes_done);
+        // The job leaves the live set and gets its final state under one
+        // lock, so a cancel or resume never sees it in between.
+        let mut live = self.live();
+        let bytes_done = live.remove(&id).map_or(0, |l| l.progress.bytes_done);
         let _ = self.store.set_progress(id, bytes_done);
         let (state, error) = match outcome {
             Ok(Ok(report)) => {
@@ -473,6 +494,7 @@ impl Jobs {
             }
         };
         let _ = self.store.set_state(id, state, error.as_deref());
+        drop(live);
         self.state_event(id, state, error.as_deref());
         self.wake.notify_one();
     }
@@ -558,7 +580,7 @@ mod tests {
             .unwrap()
             .prepare()
             .unwrap();
-        assert_eq!(ok.class, Class::High);
+        assert_eq!(ok.cfg.classes, [Class::High]);
         assert_eq!(ok.sources.len(), 1);
         assert!(ok.cfg.fec.is_some(), "auto is the FEC plane");
 
