@@ -159,7 +159,11 @@ async fn a_lone_normal_transfer_gets_the_whole_link() {
         "lone normal: {:.1} Mbit/s on an 80 Mbit/s link",
         goodput / 1e6
     );
-    assert!(goodput >= 0.7 * RATE as f64, "{:.1} Mbit/s", goodput / 1e6);
+    // Work conservation, not a rate benchmark (the bench measures rates):
+    // a Normal class held to its 20 % share would move 16 Mbit/s, to 50 %
+    // 40. Typical runs move 68-73; with the relay in this test process 2
+    // runs of 14 moved 55-57, so the bound is 0.6 of the link, not 0.7.
+    assert!(goodput >= 0.6 * RATE as f64, "{:.1} Mbit/s", goodput / 1e6);
     assert!(rx.wait(secs(20)).0.success());
     assert_same_file(&src, &tmp.path().join("out/alone.bin"));
     relay.stop().await;
