@@ -3,8 +3,8 @@
 # processes (default 200), each with its own 256 KiB file, started
 # together against one `recv`. Prints how many failed, the wall time from
 # the first start to the last exit, how many times the receiver refused a
-# connection as busy, the errors senders printed (grouped), and checks
-# every received file with b3sum.
+# connection as busy, the receiver's peak memory (VmHWM), the errors
+# senders printed (grouped), and checks every received file with b3sum.
 #
 #   cli/bench/many_senders.sh [SENDERS=200] [RECV ARGS...]
 #
@@ -37,9 +37,10 @@ failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 end=$(date +%s.%N)
 busy=$(grep -c '"event":"busy"' "$work/logs/recv.json" || true)
+peak=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$recv_pid/status")
 bad=0
 for i in $(seq 1 "$n"); do
   [ "$(b3sum --no-names "$work/src/f$i")" = "$(b3sum --no-names "$work/out/f$i" 2>/dev/null || true)" ] || bad=$((bad + 1))
 done
-echo "senders $n  failed $failed  files not verified $bad  wall $(python3 -c "print(f'{$end-$start:.1f}')") s  busy refusals $busy"
+echo "senders $n  failed $failed  files not verified $bad  wall $(python3 -c "print(f'{$end-$start:.1f}')") s  busy refusals $busy  receiver peak RSS $peak"
 cat "$work/logs"/s*.err | grep -i '^error' | sed -E 's/127\.0\.0\.1:[0-9]+/ADDR/' | sort | uniq -c | sort -rn | head -5 || true
