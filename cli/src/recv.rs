@@ -117,21 +117,20 @@ impl ReceiveOptions {
     /// Loads the identity, binds the endpoints, applies the options, and
     /// makes the ticket.
     pub fn bind(&self, no_datagrams: bool) -> Result<Bound> {
-        let args = self;
-        let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+        let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         let identity = Identity::load_or_create(&state_dir).with_context(|| {
             format!(
                 "cannot load or create the receiver identity in {}",
                 state_dir.display()
             )
         })?;
-        let token = args.token.clone().unwrap_or_else(random_token);
+        let token = self.token.clone().unwrap_or_else(random_token);
         if token.is_empty() || token.len() > chunkstream_engine::wire::MAX_TOKEN_LEN {
             anyhow::bail!("--token must be 1 to 256 bytes");
         }
         let mut receiver = Receiver::bind(
-            &args.listen,
-            &args.out,
+            &self.listen,
+            &self.out,
             token.clone(),
             &identity,
             &Tuning {
@@ -144,14 +143,14 @@ impl ReceiveOptions {
             },
         )?;
         receiver
-            .set_max_connections(args.max_connections)
-            .set_fsync(args.fsync);
+            .set_max_connections(self.max_connections)
+            .set_fsync(self.fsync);
         let addrs = receiver.local_addrs();
         let ticket = Ticket {
-            addresses: if args.advertise.is_empty() {
+            addresses: if self.advertise.is_empty() {
                 addrs.iter().map(|a| ticket::advertised(*a)).collect()
             } else {
-                args.advertise.clone()
+                self.advertise.clone()
             },
             fingerprint: receiver.fingerprint(),
             token: token.clone(),

@@ -276,11 +276,7 @@ impl Port for ClientPort {
     }
 
     fn send(&self, packets: &[Packet]) {
-        let clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         for_each_flow_run(packets, |flow, run| {
             if let Some(to) = clients.get(flow) {
                 self.socket.send_all(*to, run);

@@ -107,7 +107,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             .query()
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
         let given = bearer.or(query).unwrap_or_default();
-        if !super::constant_time_eq(given.as_bytes(), want.as_bytes()) {
+        if !chunkstream_engine::session::constant_time_eq(given.as_bytes(), want.as_bytes()) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 if given.is_empty() {
@@ -324,10 +324,7 @@ async fn events(
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let queued = s
-        .store
-        .list(Some(JobState::Queued), 100_000)
-        .map_or(0, |v| v.len());
+    let queued = s.store.count(JobState::Queued).unwrap_or(0);
     let text = s
         .metrics
         .render(s.jobs.running(), queued, &s.jobs.live_paths());

@@ -473,11 +473,11 @@ impl Jobs {
         // The job leaves the live set and gets its final state under one
         // lock, so a cancel or resume never sees it in between.
         let mut live = self.live();
-        let bytes_done = live.remove(&id).map_or(0, |l| l.progress.bytes_done);
-        let _ = self.store.set_progress(id, bytes_done);
+        let mut bytes_done = live.remove(&id).map_or(0, |l| l.progress.bytes_done);
         let (state, error) = match outcome {
             Ok(Ok(report)) => {
                 self.finished(id, &report);
+                bytes_done = report.bytes;
                 (State::Done, None)
             }
             Ok(Err(e)) => {
@@ -493,6 +493,7 @@ impl Jobs {
                 (State::Cancelled, None)
             }
         };
+        let _ = self.store.set_progress(id, bytes_done);
         let _ = self.store.set_state(id, state, error.as_deref());
         drop(live);
         self.state_event(id, state, error.as_deref());
@@ -509,7 +510,6 @@ impl Jobs {
             );
         }
         let paths = serde_json::to_value(&report.paths).unwrap_or_default();
-        let _ = self.store.set_progress(id, report.bytes);
         let _ = self.store.set_outcome(id, report.goodput_bps, &paths);
     }
 

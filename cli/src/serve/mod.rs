@@ -55,11 +55,6 @@ pub struct ServeArgs {
     pub json: bool,
 }
 
-/// Compares secrets without stopping at the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub async fn run(args: ServeArgs) -> Result<()> {
     if !args.http.ip().is_loopback() && args.api_token.as_deref().is_none_or(str::is_empty) {
         anyhow::bail!(

@@ -278,6 +278,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many transfers are in `state`.
+    pub fn count(&self, state: State) -> Result<usize> {
+        let n: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM transfers WHERE state = ?1",
+            [state.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Queued send jobs, oldest first.
     pub fn queued_jobs(&self) -> Result<Vec<Record>> {
         let db = self.db();
@@ -384,6 +394,8 @@ mod tests {
         let failed = s.list(Some(State::Failed), 10).unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].error.as_deref(), Some("disk full"));
+        assert_eq!(s.count(State::Failed).unwrap(), 1);
+        assert_eq!(s.count(State::Queued).unwrap(), 0);
         assert_eq!(s.list(None, 10).unwrap().len(), 2);
         // Pruning everything that ended (a retention of -1 day) keeps the
         // running receive.

@@ -17,7 +17,9 @@ pub mod tracker;
 
 pub use error::SessionError;
 pub use receiver::partials::{Partial, discard_partials, list_partials};
-pub use receiver::{BindError, DEFAULT_MAX_CONNECTIONS, Receiver, RecvEvent, SessionSummary};
+pub use receiver::{
+    BindError, DEFAULT_MAX_CONNECTIONS, Receiver, RecvEvent, SessionSummary, constant_time_eq,
+};
 pub use sender::{SendConfig, SendEvent, SendReport, SentFile, send_files};
 
 /// The first bytes of a session id in hex: enough to tell sessions apart

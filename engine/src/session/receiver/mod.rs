@@ -302,4 +302,5 @@ mod paths;
 mod session;
 mod storage;
 
+pub use handshake::constant_time_eq;
 use handshake::{Outcome, SessionContext, Sessions, handle_connection};
