@@ -298,6 +298,15 @@ fn print_event(json: bool, event: RecvEvent) {
                 ));
             }
         }
+        RecvEvent::FilesAdded { peer, files, bytes } => {
+            if json {
+                json_line(
+                    &json!({"event": "files_added", "peer": peer.to_string(), "files": files, "bytes": bytes}),
+                );
+            } else {
+                line(&format!("{peer} added {files} file(s), {bytes} bytes"));
+            }
+        }
         RecvEvent::Resumed {
             name,
             bytes,

@@ -281,6 +281,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
             resumed_bytes,
             by_class,
             rtt,
+            ..
         } => {
             if let Some(b) = &bar {
                 b.set_position(*acked_bytes);
@@ -305,7 +306,9 @@ pub async fn run(args: SendArgs) -> Result<()> {
                     "rtt_ms": rtt.as_secs_f64() * 1e3, "paths": path_rates}));
             }
         }
-        SendEvent::FileDone { name } => tracing::debug!(%name, "file verified by receiver"),
+        SendEvent::FileDone { name, .. } => tracing::debug!(%name, "file verified by receiver"),
+        // `send` never holds its session open.
+        SendEvent::FilesAdded { .. } => {}
         SendEvent::Path(change) => {
             let why = change.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
             if json {

@@ -113,6 +113,19 @@ impl Manifest {
         Ok(m)
     }
 
+    /// This manifest with `more` files appended (ADD_FILES of a session
+    /// held open): the same bounds as a whole manifest, and no name twice
+    /// in the session.
+    pub fn extended(&self, more: &[ManifestEntry]) -> Result<Self, ManifestError> {
+        let mut names: HashSet<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+        if let Some(dup) = more.iter().find(|f| !names.insert(f.name.as_str())) {
+            return Err(ManifestError::DuplicateName(dup.name.clone()));
+        }
+        let mut files = self.files.clone();
+        files.extend_from_slice(more);
+        Self::from_wire(self.block_size_log2, files)
+    }
+
     /// log2 of the block size, as sent on the wire.
     pub fn block_size_log2(&self) -> u8 {
         self.block_size_log2
@@ -446,5 +459,29 @@ mod tests {
         std::fs::write(tmp.path().join("d/f"), b"").unwrap();
         let err = collect_sources(&[tmp.path().join("f"), tmp.path().join("d/f")]).unwrap_err();
         assert!(matches!(err, ManifestError::DuplicateName(n) if n == "f"));
+    }
+
+    fn entry(name: &str, size: u64) -> ManifestEntry {
+        ManifestEntry {
+            name: name.into(),
+            size,
+        }
+    }
+
+    #[test]
+    fn files_are_appended_in_order_and_a_name_may_not_come_twice() {
+        let m = Manifest::new(1024, vec![entry("a", 3000)]).unwrap();
+        let m2 = m.extended(&[entry("b", 10), entry("c", 0)]).unwrap();
+        let names: Vec<&str> = m2.files().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(m2.block_count(0), 3);
+        let e = m2.extended(&[entry("d", 1), entry("a", 1)]).unwrap_err();
+        assert_eq!(e.to_string(), "two inputs would both be received as \"a\"");
+        assert!(m.extended(&[entry("x", 1), entry("x", 2)]).is_err());
+        let huge = m.extended(&[entry("big", MAX_BLOCKS * 1024)]).unwrap_err();
+        assert!(
+            huge.to_string().contains("blocks exceed the limit"),
+            "{huge}"
+        );
     }
 }

@@ -209,7 +209,7 @@ async fn a_sender_of_the_previous_version_gets_a_clear_version_error() {
         }
         other => panic!("expected ERROR, got {other:?}"),
     }
-    assert_eq!(PROTOCOL_VERSION, 3);
+    assert_eq!(PROTOCOL_VERSION, 4);
     nothing_written(&s.outside);
     let names: Vec<_> = std::fs::read_dir(&s.out)
         .unwrap()

@@ -175,6 +175,19 @@ impl Recorder {
                     state_event(id, State::Running, None);
                 }
             }
+            RecvEvent::FilesAdded { peer, files, bytes } => {
+                let id = self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&peer)
+                    .copied();
+                if let Some(r) = id.and_then(|id| self.store.get(id).ok().flatten()) {
+                    let _ = self
+                        .store
+                        .set_size(r.id, r.files + files as u64, r.bytes + bytes);
+                }
+            }
             RecvEvent::FileDone { bytes, .. } => add(&self.metrics.received_bytes, bytes),
             RecvEvent::SessionEnded { peer, result } => {
                 let started = self

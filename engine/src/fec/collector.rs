@@ -96,6 +96,15 @@ impl ShardCollector {
         }
     }
 
+    /// More files, with `block_counts[f]` blocks each, after those it has.
+    pub fn add_files(&mut self, block_counts: &[u64]) {
+        self.finished.extend(
+            block_counts
+                .iter()
+                .map(|&n| vec![0u64; n.div_ceil(64) as usize]),
+        );
+    }
+
     /// Most incomplete blocks held.
     pub fn max_blocks(&self) -> usize {
         self.max_blocks

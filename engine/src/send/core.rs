@@ -21,6 +21,10 @@
 //! or re-dial ([`SenderCore::poll_event`]), and when to wake up next
 //! ([`SenderCore::poll_timeout`]).
 //!
+//! A session may be *held open* for files added while it runs
+//! ([`SenderCore::add_files`], `core/open.rs`): the agent's jobs to one
+//! receiver then share this one scheduler.
+//!
 //! ## What it decides
 //!
 //! * **Which block next**: the driver's block source merges one reader
@@ -126,6 +130,13 @@ pub struct SenderCore {
     /// Blocks the receiver said it holds (HAVE), not admitted yet: the
     /// first bytes of their digests.
     held: HashMap<BlockId, [u8; HAVE_DIGEST_LEN]>,
+    /// A session held open for more files: batches sent with ADD_FILES
+    /// whose FILES_ADDED has not come, by first file, and their blocks
+    /// (see `core/open.rs`).
+    awaiting: std::collections::BTreeMap<u32, (Vec<crate::wire::ManifestEntry>, u64)>,
+    awaiting_blocks: u64,
+    /// What KEEP_OPEN last said (`None`: never sent).
+    open: Option<bool>,
     /// Blocks the receiver asked for again.
     pub retried_blocks: u64,
     /// Shards handed out.
@@ -192,11 +203,19 @@ impl SenderCore {
             next_path: 0,
             streams,
             held: HashMap::new(),
+            awaiting: Default::default(),
+            awaiting_blocks: 0,
+            open: None,
             retried_blocks: 0,
             shards_sent: 0,
             manifest,
             cfg,
         }
+    }
+
+    /// The session's files so far.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Every file is done.
@@ -211,7 +230,8 @@ impl SenderCore {
 
     /// Whether to admit another block now.
     pub fn wants_block(&self) -> bool {
-        if self.hashes.all_read() {
+        // Blocks of files the receiver has not taken yet are not wanted.
+        if self.hashes.unread() <= self.awaiting_blocks {
             return false;
         }
         match &self.streams {
@@ -457,6 +477,7 @@ impl SenderCore {
                     }
                 }
             }
+            Frame::FilesAdded { first, count } => self.files_added(first, count)?,
             Frame::Error { code, message } => {
                 return Err(crate::session::sender::peer_error(code, message));
             }
@@ -581,6 +602,9 @@ impl SenderCore {
                 shard_bytes: self.cfg.shard_bytes as u16,
                 max_blocks: self.cfg.max_blocks as u16,
             });
+        }
+        self.open_again(&mut again);
+        if self.streams.is_none() {
             let mut unacked: Vec<_> = self.blocks.iter().collect();
             unacked.sort_by_key(|(id, _)| **id);
             for (&(file, block), a) in unacked {
@@ -686,6 +710,7 @@ impl SenderCore {
     }
 }
 
+mod open;
 mod shards;
 #[cfg(test)]
 mod tests;

@@ -76,7 +76,14 @@ pub(crate) enum Progress {
     /// The receiver already held a block (not sent).
     Resumed { bytes: u64, file: usize },
     /// A file was verified and renamed.
-    FileDone { file: usize },
+    FileDone { file: usize, name: String },
+    /// The receiver took files `first..first + count` of a session held
+    /// open, in `class`.
+    FilesAdded {
+        first: usize,
+        count: usize,
+        class: crate::multipath::priority::Class,
+    },
     /// A path changed state.
     Path(PathChange),
     /// Every path's rate, every 100 ms (several paths only).
@@ -118,9 +125,84 @@ pub(crate) enum Carriage<'a> {
     Streams,
 }
 
+/// Files added while the session runs (a session held open, see
+/// [`crate::send::core`]'s `open.rs`): batches come on `batches` until its
+/// sender is dropped; each gets its own reader pipeline once the receiver
+/// took it.
+pub(crate) struct MoreFiles {
+    pub batches: mpsc::UnboundedReceiver<crate::session::FileBatch>,
+    /// Every file of the session so far, in session order.
+    pub sources: Vec<crate::manifest::SourceFile>,
+    pub reader: crate::source::ReaderKind,
+    pub plane: crate::work::Plane,
+    /// Block memory of each batch's pipeline.
+    pub budget: usize,
+    /// Batches sent and not yet taken: their class, by first file.
+    pub classes: HashMap<u32, crate::multipath::priority::Class>,
+    /// Whether batches may still come.
+    pub open: bool,
+}
+
+impl MoreFiles {
+    /// A batch from the caller: appended to the session (ADD_FILES), or
+    /// refused (a name already in the session) with the reason.
+    fn take(&mut self, core: &mut SenderCore, batch: crate::session::FileBatch) {
+        let entries = batch
+            .files
+            .iter()
+            .map(|f| crate::wire::ManifestEntry {
+                name: f.name.clone(),
+                size: f.size,
+            })
+            .collect();
+        let count = batch.files.len();
+        let answer = core.add_files(entries, batch.class).map(|first| {
+            self.sources.extend(batch.files);
+            self.classes.insert(first, batch.class);
+            first as usize..first as usize + count
+        });
+        tracing::debug!(?answer, "files added to the session");
+        if let Some(reply) = batch.added {
+            let _ = reply.send(answer.map_err(|e| e.to_string()));
+        }
+    }
+
+    /// The receiver took the batch at `first`: its reader starts.
+    fn start(
+        &mut self,
+        core: &SenderCore,
+        pipeline: &mut BlockSource,
+        first: u32,
+        count: u32,
+    ) -> Result<crate::multipath::priority::Class, SessionError> {
+        let class = self
+            .classes
+            .remove(&first)
+            .unwrap_or(crate::multipath::priority::Class::Normal);
+        let mut only = vec![false; self.sources.len()];
+        for o in only.iter_mut().skip(first as usize).take(count as usize) {
+            *o = true;
+        }
+        let p = crate::work::start_pipeline_for(
+            self.reader,
+            self.sources.clone(),
+            core.manifest().clone(),
+            self.plane,
+            self.budget,
+            Some(only),
+        )
+        .map_err(SessionError::Reader)?;
+        pipeline.add(class, p);
+        Ok(class)
+    }
+}
+
 /// What the session's plane did.
 #[derive(Debug)]
 pub(crate) struct Outcome {
+    /// The session's files at the end (more than it started with if files
+    /// were added).
+    pub manifest: Manifest,
     /// The FEC plane's figures (`None` on the reliable plane).
     pub fec: Option<FecReport>,
     pub paths: Vec<PathReport>,
@@ -303,6 +385,7 @@ pub(crate) async fn run(
     pipeline: &mut BlockSource,
     manifest: &Manifest,
     carriage: Carriage<'_>,
+    mut more: Option<MoreFiles>,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Outcome, SessionError> {
     let specs = session.paths;
@@ -339,7 +422,7 @@ pub(crate) async fn run(
         Carriage::Streams => {
             cfg.plane(Plane::Streams)
                 .max_blocks(pipeline.buffers)
-                .prioritised(pipeline.prioritised());
+                .prioritised(pipeline.prioritised() || more.is_some());
             (0, None)
         }
     };
@@ -367,6 +450,9 @@ pub(crate) async fn run(
         primary.frames,
     );
     core.path_up(0, now);
+    if more.is_some() {
+        core.keep_open(true);
+    }
     for f in primary.early {
         core.handle_frame(0, f, now)?;
     }
@@ -444,10 +530,20 @@ pub(crate) async fn run(
     let mut shards_sent = 0u64;
     let shard_len = SHARD_HEADER_LEN + shard_bytes;
 
-    while !core.is_done() {
+    while !core.is_done() || more.as_ref().is_some_and(|m| m.open) {
         // Shards leave on the pacing tick; blocks whenever a path has room.
         let mut transmit = streams;
         tokio::select! {
+            batch = async { more.as_mut().expect("checked").batches.recv().await }, if more.as_ref().is_some_and(|m| m.open) => {
+                let m = more.as_mut().expect("checked");
+                match batch {
+                    Some(batch) => m.take(&mut core, batch),
+                    None => {
+                        m.open = false;
+                        core.keep_open(false);
+                    }
+                }
+            }
             block = pipeline.next(), if core.wants_block() && (admission.admitted() || blocks.len() < BLOCKS_BEFORE_READY) => {
                 let block = block?;
                 let g = block.recovery.as_ref().map(|r| r.0);
@@ -679,7 +775,18 @@ pub(crate) async fn run(
                 }
                 CoreEvent::FileDone { file } => on_progress(Progress::FileDone {
                     file: file as usize,
+                    name: core.manifest().files()[file as usize].name.clone(),
                 }),
+                CoreEvent::FilesAdded { first, count } => {
+                    if let Some(m) = more.as_mut() {
+                        let class = m.start(&core, pipeline, first, count)?;
+                        on_progress(Progress::FilesAdded {
+                            first: first as usize,
+                            count: count as usize,
+                            class,
+                        });
+                    }
+                }
                 CoreEvent::Silent { after, .. } if n == 1 => {
                     return Err(SessionError::ConnectionLost(format!(
                         "the receiver stopped reporting: no FEC_STATUS for {} s",
@@ -788,7 +895,7 @@ pub(crate) async fn run(
             }
         })
         .collect();
-    let hashes = (0..manifest.files().len())
+    let hashes = (0..core.manifest().files().len())
         .map(|f| core.file_hash(f))
         .collect();
     for i in 0..n {
@@ -800,6 +907,7 @@ pub(crate) async fn run(
         let _ = tokio::time::timeout(crate::session::sender::CLOSE_GRACE, e.wait_idle()).await;
     }
     Ok(Outcome {
+        manifest: core.manifest().clone(),
         fec: report,
         paths,
         hashes,

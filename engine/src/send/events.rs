@@ -70,6 +70,14 @@ pub enum CoreEvent {
         /// Its bytes.
         bytes: u64,
     },
+    /// The receiver took files `first..first + count` added to a session
+    /// held open: start reading them.
+    FilesAdded {
+        /// First file of the batch.
+        first: u32,
+        /// How many.
+        count: u32,
+    },
     /// The receiver verified and renamed a file.
     FileDone {
         /// File index.

@@ -57,6 +57,14 @@ impl BlockSource {
         }
     }
 
+    /// Another pipeline (files added to a session held open), after those
+    /// of its class that came before; finished pipelines are let go.
+    pub fn add(&mut self, class: Class, p: Pipeline) {
+        self.pipelines.retain(|(_, _, done)| !done);
+        self.buffers += p.buffers;
+        self.pipelines.push((class, p, false));
+    }
+
     fn size(item: &Item) -> u64 {
         item.as_ref().map_or(1, |b| u64::from(b.header.len).max(1))
     }

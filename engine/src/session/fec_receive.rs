@@ -70,14 +70,8 @@ impl FecReceive {
                 "FEC_SETUP: {max_blocks} blocks in flight, this receiver allows 1..={FEC_MAX_BLOCKS}"
             )));
         }
-        let largest = manifest
-            .block_size()
-            .min(manifest.files().iter().map(|f| f.size).max().unwrap_or(0))
-            as usize;
-        if largest > 0 {
-            Geometry::new(largest, sb)
-                .map_err(|e| SessionError::Protocol(format!("FEC_SETUP: {e}")))?;
-        }
+        Self::check_codable(manifest, 0, sb)
+            .map_err(|e| SessionError::Protocol(format!("FEC_SETUP: {e}")))?;
         let counts: Vec<u64> = (0..manifest.files().len())
             .map(|f| manifest.block_count(f))
             .collect();
@@ -89,6 +83,33 @@ impl FecReceive {
             paths: Vec::new(),
             setup: (shard_bytes, max_blocks),
         })
+    }
+
+    /// Whether every block of files `from..` of `manifest` can be coded
+    /// with `shard_bytes`.
+    fn check_codable(manifest: &Manifest, from: usize, shard_bytes: usize) -> Result<(), String> {
+        let largest = manifest.block_size().min(
+            manifest.files()[from.min(manifest.files().len())..]
+                .iter()
+                .map(|f| f.size)
+                .max()
+                .unwrap_or(0),
+        ) as usize;
+        if largest > 0 {
+            Geometry::new(largest, shard_bytes).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `manifest` now has more files, from `first` on (ADD_FILES).
+    pub fn add_files(&mut self, manifest: &Manifest, first: usize) -> Result<(), SessionError> {
+        Self::check_codable(manifest, first, usize::from(self.setup.0))
+            .map_err(|e| SessionError::Protocol(format!("ADD_FILES: {e}")))?;
+        let counts: Vec<u64> = (first..manifest.files().len())
+            .map(|f| manifest.block_count(f))
+            .collect();
+        self.collector.add_files(&counts);
+        Ok(())
     }
 
     fn check_block(manifest: &Manifest, file: u32, block: u64) -> Result<usize, SessionError> {

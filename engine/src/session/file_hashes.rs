@@ -12,6 +12,8 @@ use crate::wire::BlockHeader;
 pub(crate) struct FileHashes {
     digests: Vec<Vec<Option<BlockDigest>>>,
     missing: Vec<u64>,
+    /// Blocks of all files not hashed yet.
+    unread: u64,
     /// Whole-file BLAKE3, once every block of the file was hashed.
     pub hashes: Vec<Option<blake3::Hash>>,
 }
@@ -19,17 +21,31 @@ pub(crate) struct FileHashes {
 impl FileHashes {
     /// Nothing hashed yet, except empty files, whose hash is known now.
     pub fn new(manifest: &Manifest) -> Self {
-        let files = manifest.files().len();
-        let missing: Vec<u64> = (0..files).map(|f| manifest.block_count(f)).collect();
-        let hashes = missing
-            .iter()
-            .map(|&m| (m == 0).then(|| blake3::hash(b"")))
-            .collect();
-        Self {
-            digests: missing.iter().map(|&m| vec![None; m as usize]).collect(),
-            missing,
-            hashes,
+        let mut h = Self {
+            digests: Vec::new(),
+            missing: Vec::new(),
+            unread: 0,
+            hashes: Vec::new(),
+        };
+        h.grow(manifest);
+        h
+    }
+
+    /// `manifest` has more files than before (a session held open): track
+    /// them too.
+    pub fn grow(&mut self, manifest: &Manifest) {
+        for f in self.missing.len()..manifest.files().len() {
+            let m = manifest.block_count(f);
+            self.digests.push(vec![None; m as usize]);
+            self.missing.push(m);
+            self.unread += m;
+            self.hashes.push((m == 0).then(|| blake3::hash(b"")));
         }
+    }
+
+    /// Blocks of all files not hashed yet.
+    pub fn unread(&self) -> u64 {
+        self.unread
     }
 
     /// Records a hashed block; returns the file and its whole-file hash
@@ -42,6 +58,7 @@ impl FileHashes {
         let (f, b) = (header.file as usize, header.block as usize);
         self.digests[f][b] = Some(header.digest);
         self.missing[f] -= 1;
+        self.unread -= 1;
         if self.missing[f] != 0 {
             return None;
         }
@@ -65,6 +82,6 @@ impl FileHashes {
 
     /// Whether every block of every file has been hashed.
     pub fn all_read(&self) -> bool {
-        self.missing.iter().all(|&m| m == 0)
+        self.unread == 0
     }
 }

@@ -20,7 +20,9 @@ pub use receiver::partials::{Partial, discard_partials, list_partials};
 pub use receiver::{
     BindError, DEFAULT_MAX_CONNECTIONS, Receiver, RecvEvent, SessionSummary, constant_time_eq,
 };
-pub use sender::{SendConfig, SendEvent, SendReport, SentFile, send_files};
+pub use sender::{
+    FileBatch, SendConfig, SendEvent, SendReport, SentFile, send_files, send_files_open,
+};
 
 /// The first bytes of a session id in hex: enough to tell sessions apart
 /// in logs (`session=3f1c9a0b`).

@@ -70,6 +70,18 @@ pub enum Output {
         /// Its verified BLAKE3.
         hash: blake3::Hash,
     },
+    /// The sender added files `first..first + count` (ADD_FILES on
+    /// `path`), already counted here: make room for them, check what
+    /// earlier attempts left of them, [`ReceiverCore::hold`] that, and
+    /// answer HAVE and FILES_ADDED on `path`.
+    AddFiles {
+        /// The path whose control stream carried ADD_FILES.
+        path: usize,
+        /// First file added.
+        first: u32,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// What to do with a block stream whose header was read.
@@ -92,6 +104,8 @@ pub struct ReceiverCore {
     tracker: ReceiveTracker,
     fec: Option<FecReceive>,
     multipath: bool,
+    /// The sender holds the session open for more files (KEEP_OPEN).
+    open: bool,
     out: VecDeque<Output>,
     /// BLOCK_ACK and FILE_DONE frames still to repeat in report datagrams,
     /// with how many reports each is still due in.
@@ -106,6 +120,7 @@ impl ReceiverCore {
             manifest,
             fec: None,
             multipath: false,
+            open: false,
             out: VecDeque::new(),
             echoes: VecDeque::new(),
         }
@@ -116,9 +131,21 @@ impl ReceiverCore {
         self.tracker.hold(file, block, digest);
     }
 
-    /// Whether every file is verified and in place.
+    /// Whether the session is over: every file verified and in place, and
+    /// the sender does not hold it open for more.
     pub fn is_done(&self) -> bool {
+        !self.open && self.files_done()
+    }
+
+    /// Whether every file so far is verified and in place (a session held
+    /// open may still get more).
+    pub fn files_done(&self) -> bool {
         self.tracker.all_done()
+    }
+
+    /// The session's files so far.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Whether the sender set up the FEC plane.
@@ -152,9 +179,65 @@ impl ReceiverCore {
         Ok(())
     }
 
+    /// ADD_FILES: `files` join the session as `first..`, checked as a
+    /// manifest is (safe names, none twice, the session's bounds).
+    fn add_files(
+        &mut self,
+        path: usize,
+        first: u32,
+        files: Vec<crate::wire::ManifestEntry>,
+    ) -> Result<(), SessionError> {
+        let have = self.manifest.files().len();
+        let copy = self
+            .manifest
+            .files()
+            .get(first as usize..first as usize + files.len());
+        if first as usize + files.len() <= have && copy == Some(&files[..]) {
+            // Sent again after the sender's control path changed: answer
+            // again (HAVE, if it was lost, only costs a re-send).
+            self.out.push_back(Output::Send(
+                Target::Path(path),
+                Frame::FilesAdded {
+                    first,
+                    count: files.len() as u32,
+                },
+            ));
+            return Ok(());
+        }
+        if first as usize != have {
+            return Err(SessionError::Protocol(format!(
+                "ADD_FILES numbers its first file {first}, but the session has {have}"
+            )));
+        }
+        let refuse =
+            |why: String| SessionError::UnsafeName(format!("refusing the added files: {why}"));
+        for f in &files {
+            crate::names::check_name(&f.name).map_err(|e| refuse(e.to_string()))?;
+        }
+        let manifest = self.manifest.extended(&files).map_err(|e| match e {
+            crate::manifest::ManifestError::DuplicateName(n) => {
+                refuse(format!("file name {n:?} appears twice"))
+            }
+            other => SessionError::Protocol(format!("refusing the added files: {other}")),
+        })?;
+        if let Some(fec) = &mut self.fec {
+            fec.add_files(&manifest, have)?;
+        }
+        self.tracker.grow(manifest.clone());
+        self.manifest = manifest;
+        self.out.push_back(Output::AddFiles {
+            path,
+            first,
+            count: files.len() as u32,
+        });
+        Ok(())
+    }
+
     /// A control frame from the sender, on `path`.
-    pub fn on_frame(&mut self, _path: usize, frame: Frame) -> Result<(), SessionError> {
+    pub fn on_frame(&mut self, path: usize, frame: Frame) -> Result<(), SessionError> {
         match frame {
+            Frame::AddFiles { first, files } => self.add_files(path, first, files)?,
+            Frame::KeepOpen { open } => self.open = open,
             Frame::FileHash { file, hash } => {
                 let ready = self
                     .tracker
@@ -357,187 +440,4 @@ impl ReceiverCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hash::block_digest;
-    use crate::wire::ManifestEntry;
-
-    fn core(size: u64) -> (ReceiverCore, Vec<u8>) {
-        let manifest = Manifest::new(
-            1024,
-            vec![ManifestEntry {
-                name: "f".into(),
-                size,
-            }],
-        )
-        .unwrap();
-        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        (ReceiverCore::new(manifest), data)
-    }
-
-    fn outputs(c: &mut ReceiverCore) -> Vec<Output> {
-        std::iter::from_fn(|| c.poll_output()).collect()
-    }
-
-    fn header(data: &[u8], block: u64) -> (BlockHeader, BlockDigest) {
-        let start = (block * 1024) as usize;
-        let bytes = &data[start..(start + 1024).min(data.len())];
-        let digest = block_digest(bytes, start as u64, data.len() as u64);
-        (
-            BlockHeader {
-                file: 0,
-                block,
-                len: bytes.len() as u32,
-                digest,
-            },
-            digest,
-        )
-    }
-
-    #[test]
-    fn stream_blocks_are_acknowledged_on_their_path_and_the_file_finalized_once() {
-        let (mut c, data) = core(2000);
-        for b in 0..2 {
-            let (h, d) = header(&data, b);
-            assert_eq!(
-                c.on_stream(1, &h).unwrap(),
-                StreamVerdict::Take { offset: b * 1024 }
-            );
-            c.on_written(0, b, d, Some(1)).unwrap();
-        }
-        c.on_frame(
-            0,
-            Frame::FileHash {
-                file: 0,
-                hash: *blake3::hash(&data).as_bytes(),
-            },
-        )
-        .unwrap();
-        let out = outputs(&mut c);
-        assert!(matches!(
-            out[0],
-            Output::Send(Target::Path(1), Frame::BlockAck { block: 0, .. })
-        ));
-        assert!(
-            matches!(out[2], Output::Finalize { file: 0, hash } if hash == blake3::hash(&data))
-        );
-        c.on_finalized(0);
-        assert!(c.is_done());
-        assert!(matches!(
-            outputs(&mut c)[..],
-            [Output::Send(Target::All, Frame::FileDone { file: 0 })]
-        ));
-    }
-
-    #[test]
-    fn duplicates_are_errors_on_one_path_and_acknowledged_again_on_several() {
-        let (mut c, data) = core(2000);
-        let (h, d) = header(&data, 0);
-        c.on_stream(0, &h).unwrap();
-        let err = c.on_stream(0, &h).unwrap_err();
-        assert!(err.to_string().contains("sent twice"), "{err}");
-        let (mut c, _) = core(2000);
-        c.path_joined();
-        c.on_stream(0, &h).unwrap();
-        // The copy on another path is taken too while the first arrives.
-        assert!(matches!(
-            c.on_stream(1, &h).unwrap(),
-            StreamVerdict::Take { .. }
-        ));
-        c.on_written(0, 0, d, Some(0)).unwrap();
-        c.on_written(0, 0, d, Some(1)).unwrap();
-        // Once written, a third copy is acknowledged again and dropped.
-        assert_eq!(c.on_stream(2, &h).unwrap(), StreamVerdict::Duplicate);
-        let acks: Vec<Target> = outputs(&mut c)
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send(t, Frame::BlockAck { .. }) => Some(t),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(acks, [Target::Path(0), Target::Path(2)]);
-        // A failed stream: the sender re-sends it, unless the data was bad.
-        assert!(
-            c.on_stream_failed(SessionError::ConnectionLost("x".into()))
-                .is_ok()
-        );
-        assert!(
-            c.on_stream_failed(SessionError::HashMismatch("x".into()))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn a_held_block_sent_again_is_taken_and_frames_out_of_place_are_refused() {
-        let (mut c, data) = core(2000);
-        let (h, d) = header(&data, 0);
-        c.hold(0, 0, [7; 32]);
-        c.path_joined();
-        assert!(matches!(
-            c.on_stream(0, &h).unwrap(),
-            StreamVerdict::Take { .. }
-        ));
-        c.on_written(0, 0, d, Some(0)).unwrap();
-        let err = c
-            .on_frame(
-                0,
-                Frame::BlockDigest {
-                    file: 0,
-                    block: 1,
-                    digest: [0; 32],
-                },
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("before FEC_SETUP"), "{err}");
-        let err = c.on_frame(0, Frame::Ready).unwrap_err();
-        assert!(err.to_string().contains("unexpected Ready"), "{err}");
-        assert!(c.status(0, 1).is_none());
-        assert!(c.on_corrupt(0, 0).is_err());
-    }
-
-    #[test]
-    fn reports_repeat_each_decoded_blocks_ack_and_file_done_in_the_next_few_datagrams() {
-        use crate::wire::{REPORT_ECHOES, decode_report};
-        let (mut c, data) = core(2000);
-        c.on_frame(
-            0,
-            Frame::FecSetup {
-                shard_bytes: 512,
-                max_blocks: 8,
-            },
-        )
-        .unwrap();
-        c.on_frame(
-            0,
-            Frame::FileHash {
-                file: 0,
-                hash: *blake3::hash(&data).as_bytes(),
-            },
-        )
-        .unwrap();
-        for b in 0..2 {
-            let (_, d) = header(&data, b);
-            c.on_written(0, b, d, None).unwrap();
-        }
-        c.on_finalized(0);
-        let want = [
-            Frame::BlockAck { file: 0, block: 0 },
-            Frame::BlockAck { file: 0, block: 1 },
-            Frame::FileDone { file: 0 },
-        ];
-        for round in 0..REPORT_ECHOES + 1 {
-            let reports = c.reports(1000 * u64::from(round), &[Some(1200), None]);
-            assert!(reports[1].is_none(), "a path without datagrams gets none");
-            let mut frames = decode_report(reports[0].as_ref().expect("a report")).unwrap();
-            let Some(Frame::FecStatus(st)) = frames.pop() else {
-                panic!("{frames:?}")
-            };
-            assert_eq!(st.micros, 1000 * u64::from(round));
-            if round < REPORT_ECHOES {
-                assert_eq!(&frames[..], &want[..], "report {round}");
-            } else {
-                assert!(frames.is_empty(), "echoed too often: {frames:?}");
-            }
-        }
-    }
-}
+mod tests;

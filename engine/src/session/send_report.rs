@@ -36,11 +36,26 @@ pub enum SendEvent {
         by_class: [u64; 3],
         /// Current smoothed RTT of the path.
         rtt: Duration,
+        /// The file (index in the session) and bytes of this
+        /// acknowledgement.
+        file: usize,
+        /// See `file`.
+        bytes: u64,
     },
     /// The receiver verified and stored a file.
     FileDone {
+        /// Its index in the session.
+        file: usize,
         /// Its name at the receiver.
         name: String,
+    },
+    /// The receiver took files added to a session held open
+    /// ([`crate::session::send_files_open`]): indices `first..first + count`.
+    FilesAdded {
+        /// First file of the batch.
+        first: usize,
+        /// How many.
+        count: usize,
     },
     /// A path came up, went down, or is being re-dialled (multi-path).
     Path(crate::multipath::spec::PathChange),
@@ -145,13 +160,26 @@ impl Acks {
                 *r += bytes;
             }
         }
-        self.by_class[self.class_of_file[file] as usize] += bytes;
+        let class = self
+            .class_of_file
+            .get(file)
+            .copied()
+            .unwrap_or(Class::Normal);
+        self.by_class[class as usize] += bytes;
         SendEvent::Acked {
             acked_bytes: self.bytes,
             resumed_bytes: self.resumed,
             by_class: self.by_class,
             rtt,
+            file,
+            bytes,
         }
+    }
+
+    /// `count` more files in `class` (a session held open).
+    pub(crate) fn add_files(&mut self, count: usize, class: Class) {
+        self.resumed_by_file.extend(std::iter::repeat_n(0, count));
+        self.class_of_file.extend(std::iter::repeat_n(class, count));
     }
 }
 

@@ -27,7 +27,7 @@ use crate::manifest::{Manifest, SourceFile};
 use crate::multipath::priority::Class;
 use crate::multipath::spec::{PathList, PathSpec};
 use crate::send::FecConfig;
-use crate::send::driver::{Carriage, Progress};
+use crate::send::driver::{Carriage, MoreFiles, Progress};
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
@@ -105,10 +105,50 @@ impl SendConfig {
     }
 }
 
+/// Files to add to a session held open ([`send_files_open`]).
+#[derive(Debug)]
+pub struct FileBatch {
+    /// The files, named as they will be at the receiver (no name already
+    /// in the session).
+    pub files: Vec<SourceFile>,
+    /// Their priority class.
+    pub class: Class,
+    /// Answered with the batch's file indices in the session as soon as
+    /// the session took it, or why it refused it (a name already in the
+    /// session). Its blocks flow once the receiver took it too
+    /// ([`SendEvent::FilesAdded`]).
+    pub added: Option<tokio::sync::oneshot::Sender<Result<std::ops::Range<usize>, String>>>,
+}
+
 /// Sends `sources` to the receiver in `cfg`, reporting progress to `on_event`.
 pub async fn send_files(
     sources: Vec<SourceFile>,
     cfg: &SendConfig,
+    on_event: impl FnMut(&SendEvent),
+) -> Result<SendReport, SessionError> {
+    send(sources, cfg, None, on_event).await
+}
+
+/// Like [`send_files`], but the session stays open for more files: each
+/// [`FileBatch`] from `batches` joins it while it runs, and the priority
+/// scheduler shares the bandwidth between all of them by class (the
+/// agent's jobs to one receiver). The session ends once `batches` is
+/// closed (every sender dropped) and every file is done. Events name files
+/// by their index in the session. A receiver older than protocol version 4
+/// refuses at HELLO.
+pub async fn send_files_open(
+    sources: Vec<SourceFile>,
+    cfg: &SendConfig,
+    batches: tokio::sync::mpsc::UnboundedReceiver<FileBatch>,
+    on_event: impl FnMut(&SendEvent),
+) -> Result<SendReport, SessionError> {
+    send(sources, cfg, Some(batches), on_event).await
+}
+
+async fn send(
+    sources: Vec<SourceFile>,
+    cfg: &SendConfig,
+    batches: Option<tokio::sync::mpsc::UnboundedReceiver<FileBatch>>,
     mut on_event: impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
     let started = Instant::now();
@@ -168,6 +208,7 @@ pub async fn send_files(
             cfg,
             &tuning,
             started,
+            batches,
             &mut on_event,
         ),
         span,
@@ -207,14 +248,28 @@ pub fn memory_for_rtt(rtt: Duration) -> usize {
     ((BASE as f64 * scale) as usize).min(512 << 20)
 }
 
+/// Block memory of each of `classes` pipelines: on the FEC plane a block
+/// in flight also holds its recovery shards (as many as its source
+/// shards), so half the budget goes to block buffers. Measured: with the
+/// whole budget for buffers the sender peaked at 195 MB over three paths
+/// (64 blocks of data and recovery).
+fn class_budget(plane: Plane, memory: usize, classes: usize) -> usize {
+    let budget = match plane {
+        Plane::Fec { .. } => memory / 2,
+        Plane::Reliable => memory,
+    };
+    budget / classes.max(1)
+}
+
 /// The reader pipelines: one, or one per priority class present (the
-/// memory budget split between them).
+/// memory budget split between them; three ways in a session held open).
 fn block_source(
     cfg: &SendConfig,
     sources: Vec<SourceFile>,
     manifest: &Manifest,
     plane: Plane,
     memory: usize,
+    open: bool,
 ) -> Result<BlockSource, SessionError> {
     let files = sources.len();
     let class_of_file: Vec<Class> = (0..files)
@@ -224,20 +279,13 @@ fn block_source(
         .into_iter()
         .filter(|c| class_of_file.contains(c))
         .collect();
-    // On the FEC plane a block in flight also holds its recovery shards
-    // (as many as its source shards): half the budget goes to block
-    // buffers. Measured: with the whole budget for buffers the sender
-    // peaked at 195 MB over three paths (64 blocks of data and recovery).
-    let budget = match plane {
-        Plane::Fec { .. } => memory / 2,
-        Plane::Reliable => memory,
-    };
-    if present.len() <= 1 {
+    if present.len() <= 1 && !open {
+        let budget = class_budget(plane, memory, 1);
         let p = start_pipeline_for(cfg.reader, sources, manifest.clone(), plane, budget, None)
             .map_err(SessionError::Reader)?;
         return Ok(BlockSource::single(p, class_of_file));
     }
-    let budget = budget / present.len();
+    let budget = class_budget(plane, memory, if open { 3 } else { present.len() });
     let mut pipelines = Vec::new();
     for class in present {
         let only = class_of_file.iter().map(|c| *c == class).collect();
@@ -296,6 +344,7 @@ async fn run(
     cfg: &SendConfig,
     tuning: &Tuning,
     started: Instant,
+    batches: Option<tokio::sync::mpsc::UnboundedReceiver<FileBatch>>,
     on_event: &mut impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
     let (send, recv) = conn
@@ -358,7 +407,11 @@ async fn run(
     let memory = cfg
         .memory_budget
         .unwrap_or_else(|| memory_for_rtt(conn.rtt()));
-    let mut pipeline = block_source(cfg, sources, &manifest, plane, memory)?;
+    // A session held open splits its memory three ways from the start, as
+    // if every class were present: a batch of another class may come.
+    let open = batches.is_some();
+    let more_sources = open.then(|| sources.clone());
+    let mut pipeline = block_source(cfg, sources, &manifest, plane, memory, open)?;
     let started_event = SendEvent::Started {
         remote: cfg.to(),
         reader: pipeline.reader,
@@ -374,6 +427,17 @@ async fn run(
         (Plane::Fec { shard_bytes }, Some(fec)) => Carriage::Shards { shard_bytes, fec },
         _ => Carriage::Streams,
     };
+    let more = batches
+        .zip(more_sources)
+        .map(|(batches, sources)| MoreFiles {
+            batches,
+            sources,
+            reader: cfg.reader,
+            plane,
+            budget: class_budget(plane, memory, Class::ALL.len()),
+            classes: Default::default(),
+            open: true,
+        });
     let outcome = crate::send::driver::run(
         crate::send::driver::Primary {
             conn: conn.clone(),
@@ -396,6 +460,7 @@ async fn run(
         &mut pipeline,
         &manifest,
         carriage,
+        more,
         |p| match p {
             Progress::Admitted => on_event(&started_event),
             Progress::Acked {
@@ -404,15 +469,27 @@ async fn run(
             Progress::Resumed { bytes, file } => {
                 on_event(&acks.record(file, bytes, Duration::ZERO, true))
             }
-            Progress::FileDone { file } => on_event(&SendEvent::FileDone {
-                name: manifest.files()[file].name.clone(),
-            }),
+            Progress::FileDone { file, name } => on_event(&SendEvent::FileDone { file, name }),
+            Progress::FilesAdded {
+                first,
+                count,
+                class,
+            } => {
+                acks.add_files(count, class);
+                on_event(&SendEvent::FilesAdded { first, count });
+            }
             Progress::Path(change) => on_event(&SendEvent::Path(change)),
             Progress::Rates(rates) => on_event(&SendEvent::PathRates(rates)),
         },
     )
     .await?;
-    let mut report = finish_report(&manifest, &outcome.hashes, started, pipeline.reader, plane);
+    let mut report = finish_report(
+        &outcome.manifest,
+        &outcome.hashes,
+        started,
+        pipeline.reader,
+        plane,
+    );
     for (f, r) in report.files.iter_mut().zip(&acks.resumed_by_file) {
         f.resumed_bytes = *r;
     }

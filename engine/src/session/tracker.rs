@@ -42,25 +42,31 @@ pub struct ReceiveTracker {
 impl ReceiveTracker {
     /// Tracks the files of `manifest`.
     pub fn new(manifest: Manifest) -> Self {
-        let files = (0..manifest.files().len())
-            .map(|f| {
-                let n = manifest.block_count(f) as usize;
-                FileState {
-                    digests: vec![None; n],
-                    arrived: vec![false; n],
-                    held: vec![false; n],
-                    missing: n as u64,
-                    announced: None,
-                    done: false,
-                }
-            })
-            .collect::<Vec<_>>();
-        let files_left = files.len();
-        Self {
-            manifest,
-            files,
-            files_left,
+        let mut t = Self {
+            manifest: Manifest::new(manifest.block_size(), Vec::new())
+                .expect("the block size of a checked manifest"),
+            files: Vec::new(),
+            files_left: 0,
+        };
+        t.grow(manifest);
+        t
+    }
+
+    /// `manifest` is this tracker's with more files after them (ADD_FILES).
+    pub fn grow(&mut self, manifest: Manifest) {
+        for f in self.files.len()..manifest.files().len() {
+            let n = manifest.block_count(f) as usize;
+            self.files.push(FileState {
+                digests: vec![None; n],
+                arrived: vec![false; n],
+                held: vec![false; n],
+                missing: n as u64,
+                announced: None,
+                done: false,
+            });
+            self.files_left += 1;
         }
+        self.manifest = manifest;
     }
 
     /// The manifest.

@@ -33,8 +33,14 @@ pub enum FrameType {
     FecStatus = 0x0b,
     /// See [`Frame::BlockRetry`].
     BlockRetry = 0x0c,
-    /// HAVE
+    /// See [`Frame::Have`].
     Have = 0x0d,
+    /// See [`Frame::AddFiles`].
+    AddFiles = 0x0e,
+    /// See [`Frame::FilesAdded`].
+    FilesAdded = 0x0f,
+    /// See [`Frame::KeepOpen`].
+    KeepOpen = 0x10,
 }
 
 impl FrameType {
@@ -54,6 +60,9 @@ impl FrameType {
             0x0b => Self::FecStatus,
             0x0c => Self::BlockRetry,
             0x0d => Self::Have,
+            0x0e => Self::AddFiles,
+            0x0f => Self::FilesAdded,
+            0x10 => Self::KeepOpen,
             other => return Err(WireError::UnknownFrameType(other)),
         })
     }
@@ -74,6 +83,9 @@ impl FrameType {
             Self::FecStatus => "FEC_STATUS",
             Self::BlockRetry => "BLOCK_RETRY",
             Self::Have => "HAVE",
+            Self::AddFiles => "ADD_FILES",
+            Self::FilesAdded => "FILES_ADDED",
+            Self::KeepOpen => "KEEP_OPEN",
         }
     }
 
@@ -93,6 +105,9 @@ impl FrameType {
             Self::FecStatus => 8 + 8 + 8 + 2 + MAX_STATUS_ENTRIES * (4 + 8 + 4),
             Self::BlockRetry => 4 + 8 + 1,
             Self::Have => 4 + 8 + 2 + MAX_HAVE_BLOCKS * HAVE_DIGEST_LEN,
+            Self::AddFiles => MAX_MANIFEST_LEN,
+            Self::FilesAdded => 4 + 4,
+            Self::KeepOpen => 1,
         }
     }
 }
@@ -209,6 +224,27 @@ pub enum Frame {
         /// `first` on (at most [`MAX_HAVE_BLOCKS`]).
         digests: Vec<[u8; HAVE_DIGEST_LEN]>,
     },
+    /// More files for a session held open (version 4).
+    AddFiles {
+        /// Index the first of them takes: the session's file count so far.
+        first: u32,
+        /// Files, indexed from `first` on.
+        files: Vec<ManifestEntry>,
+    },
+    /// The receiver took files `first..first + count` (after its HAVE
+    /// frames for them): their blocks may flow.
+    FilesAdded {
+        /// First file added.
+        first: u32,
+        /// How many.
+        count: u32,
+    },
+    /// Whether the session stays open once every file is done (more may
+    /// be added), or may end then.
+    KeepOpen {
+        /// `true`: wait for more files.
+        open: bool,
+    },
 }
 
 /// The body of FEC_STATUS.
@@ -241,6 +277,9 @@ impl Frame {
             Self::FecStatus(_) => FrameType::FecStatus,
             Self::BlockRetry { .. } => FrameType::BlockRetry,
             Self::Have { .. } => FrameType::Have,
+            Self::AddFiles { .. } => FrameType::AddFiles,
+            Self::FilesAdded { .. } => FrameType::FilesAdded,
+            Self::KeepOpen { .. } => FrameType::KeepOpen,
         }
     }
 
@@ -281,13 +320,7 @@ impl Frame {
                 files,
             } => {
                 body.put_u8(*block_size_log2);
-                body.put_u32(files.len() as u32);
-                for f in files {
-                    let name = &f.name.as_bytes()[..f.name.len().min(MAX_NAME_LEN)];
-                    body.put_u64(f.size);
-                    body.put_u16(name.len() as u16);
-                    body.put_slice(name);
-                }
+                put_entries(&mut body, files);
             }
             Self::Ready => {}
             Self::FileHash { file, hash } => {
@@ -355,6 +388,15 @@ impl Frame {
                     body.put_slice(d);
                 }
             }
+            Self::AddFiles { first, files } => {
+                body.put_u32(*first);
+                put_entries(&mut body, files);
+            }
+            Self::FilesAdded { first, count } => {
+                body.put_u32(*first);
+                body.put_u32(*count);
+            }
+            Self::KeepOpen { open } => body.put_u8(u8::from(*open)),
         }
         let mut out = BytesMut::with_capacity(FRAME_HEADER_LEN + body.len());
         out.put_u8(self.frame_type() as u8);
@@ -396,23 +438,7 @@ impl Frame {
                 if !(MIN_BLOCK_SIZE_LOG2..=MAX_BLOCK_SIZE_LOG2).contains(&block_size_log2) {
                     return Err(WireError::BadBlockSize(block_size_log2));
                 }
-                let count = r.u32()?;
-                // Each entry takes at least 10 bytes: bound the allocation by
-                // what the body could really hold.
-                let max = r.buf.len() / 10;
-                if count as usize > max {
-                    return Err(WireError::CountTooLarge { count, max });
-                }
-                let mut files = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    let size = r.u64()?;
-                    let name_len = r.u16()? as usize;
-                    r.check_len("file name", name_len, MAX_NAME_LEN)?;
-                    let name = std::str::from_utf8(r.bytes(name_len)?)
-                        .map_err(|_| WireError::BadUtf8("file name"))?
-                        .to_owned();
-                    files.push(ManifestEntry { name, size });
-                }
+                let files = r.entries()?;
                 Self::Manifest {
                     block_size_log2,
                     files,
@@ -483,6 +509,19 @@ impl Frame {
                     digests,
                 }
             }
+            FrameType::AddFiles => Self::AddFiles {
+                first: r.u32()?,
+                files: r.entries()?,
+            },
+            FrameType::FilesAdded => Self::FilesAdded {
+                first: r.u32()?,
+                count: r.u32()?,
+            },
+            FrameType::KeepOpen => match r.u8()? {
+                0 => Self::KeepOpen { open: false },
+                1 => Self::KeepOpen { open: true },
+                _ => return Err(WireError::BadFlag(name)),
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes(name));
@@ -558,6 +597,17 @@ pub fn decode_report(mut buf: &[u8]) -> Result<Vec<Frame>, WireError> {
     Ok(frames)
 }
 
+/// The entries of MANIFEST and ADD_FILES.
+fn put_entries(body: &mut BytesMut, files: &[ManifestEntry]) {
+    body.put_u32(files.len() as u32);
+    for f in files {
+        let name = &f.name.as_bytes()[..f.name.len().min(MAX_NAME_LEN)];
+        body.put_u64(f.size);
+        body.put_u16(name.len() as u16);
+        body.put_slice(name);
+    }
+}
+
 /// Bounds-checked cursor over a frame body.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -589,6 +639,27 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+    /// `count:u32 (size:u64 name_len:u16 name)*count` (MANIFEST, ADD_FILES).
+    fn entries(&mut self) -> Result<Vec<ManifestEntry>, WireError> {
+        let count = self.u32()?;
+        // Each entry takes at least 10 bytes: bound the allocation by
+        // what the body could really hold.
+        let max = self.buf.len() / 10;
+        if count as usize > max {
+            return Err(WireError::CountTooLarge { count, max });
+        }
+        let mut files = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let size = self.u64()?;
+            let name_len = self.u16()? as usize;
+            self.check_len("file name", name_len, MAX_NAME_LEN)?;
+            let name = std::str::from_utf8(self.bytes(name_len)?)
+                .map_err(|_| WireError::BadUtf8("file name"))?
+                .to_owned();
+            files.push(ManifestEntry { name, size });
+        }
+        Ok(files)
     }
     fn check_len(&self, what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
         if len > max {

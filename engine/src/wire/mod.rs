@@ -105,6 +105,9 @@
 //! | 0x0b | FEC_STATUS | R→S | `micros:u64 delivered:u64 shards:u64 count:u16 (file:u32 block:u64 needed:u32)*count` |
 //! | 0x0c | BLOCK_RETRY | R→S | `file:u32 block:u64 attempt:u8` |
 //! | 0x0d | HAVE | R→S | `file:u32 first:u64 count:u16 (digest_prefix:[u8;16])*count` |
+//! | 0x0e | ADD_FILES | S→R | `first:u32 count:u32 (size:u64 name_len:u16 name)*count` |
+//! | 0x0f | FILES_ADDED | R→S | `first:u32 count:u32` |
+//! | 0x10 | KEEP_OPEN | S→R | `open:u8` (0 or 1) |
 //!
 //! HAVE (version 2) lists a run of consecutive blocks `first..first+count`
 //! of a file that the receiver already holds, verified, in its `NAME.part`
@@ -161,6 +164,35 @@
 //! a protocol error. A receiver whose peer takes no datagrams sends
 //! FEC_STATUS on the control stream as before.
 //!
+//! # Sessions held open (version 4)
+//!
+//! A sender that may have more files for the same receiver later (the
+//! agent's jobs, so that jobs of different priority classes share one
+//! scheduler) holds its session open:
+//!
+//! ```text
+//! sender                                     receiver
+//!   KEEP_OPEN(1)                       ──►   (any time; right after MANIFEST
+//!                                            in practice) the session does not
+//!                                            end when its last file is done
+//!   ADD_FILES(first, files)            ──►   names checked like MANIFEST's, per-file
+//!                                            state grown; partial files checked
+//!                                      ◄──  HAVE* for the new files
+//!                                      ◄──  FILES_ADDED(first, count)
+//!   their blocks / shards, FILE_HASH   ──►   (blocks only after FILES_ADDED)
+//!   KEEP_OPEN(0)                       ──►   the session ends when every file is
+//!                                            done, as one never held open
+//! ```
+//!
+//! `first` must be the number of files the session has so far (MANIFEST's
+//! plus every ADD_FILES before), so both sides number files alike; a name
+//! already in the session, or past [`crate::manifest::MAX_FILES`] files or
+//! [`crate::manifest::MAX_BLOCKS`] blocks in all, is refused with ERROR
+//! like a bad manifest. ADD_FILES and KEEP_OPEN travel on the control
+//! stream of the control path, in order with FILE_HASH. A sender that
+//! closes the connection with code 0 ("done") once every file is done also
+//! ends a session held open.
+//!
 //! # Paths
 //!
 //! A session may use several QUIC connections, one per network path. The
@@ -196,7 +228,7 @@
 //! # Versions
 //!
 //! Version 2 adds HAVE (resume); version 3 sends the FEC plane's reports
-//! as datagrams. HELLO carries the version; a receiver
+//! as datagrams; version 4 adds sessions held open for more files. HELLO carries the version; a receiver
 //! answers a sender of another version with ERROR (BAD_VERSION) naming
 //! both, which the sender shows, so a v1 peer gets a clear error on either
 //! side. No compression, no directory or permission metadata; one session
@@ -211,7 +243,7 @@
 //! ```
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// TLS application protocol name; a peer without it fails the handshake.
 pub const ALPN: &[u8] = b"chunkstream/1";
 /// Bytes of a frame header: type and body length.
@@ -321,6 +353,9 @@ pub enum WireError {
     /// A report datagram held a frame that only the control stream carries.
     #[error("a {0} frame cannot come in a report datagram")]
     NotInReport(&'static str),
+    /// A one-byte flag was neither 0 nor 1.
+    #[error("{0} frame has a flag that is neither 0 nor 1")]
+    BadFlag(&'static str),
     /// Block size outside 1 KiB ..= 64 MiB.
     #[error("block size 2^{0} is outside 2^10 ..= 2^26")]
     BadBlockSize(u8),

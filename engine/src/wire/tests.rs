@@ -75,6 +75,19 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 first,
                 digests
             }),
+        (
+            any::<u32>(),
+            proptest::collection::vec((name, any::<u64>()), 0..20)
+        )
+            .prop_map(|(first, files)| Frame::AddFiles {
+                first,
+                files: files
+                    .into_iter()
+                    .map(|(name, size)| ManifestEntry { name, size })
+                    .collect()
+            }),
+        (any::<u32>(), any::<u32>()).prop_map(|(first, count)| Frame::FilesAdded { first, count }),
+        any::<bool>().prop_map(|open| Frame::KeepOpen { open }),
     ]
 }
 
@@ -113,7 +126,7 @@ proptest! {
 
     #[test]
     fn garbage_behind_a_valid_header_never_panics(
-        ty in 1u8..=8,
+        ty in 1u8..=0x10,
         body in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         let mut bytes = vec![ty];
@@ -249,4 +262,24 @@ fn error_messages_are_cut_on_a_char_boundary() {
     };
     assert!(message.len() <= MAX_ERROR_LEN);
     assert!(message.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn keep_open_takes_only_zero_or_one() {
+    let bytes = [FrameType::KeepOpen as u8, 0, 0, 0, 1, 2];
+    assert_eq!(decode_frame(&bytes), Err(WireError::BadFlag("KEEP_OPEN")));
+}
+
+#[test]
+fn add_files_cannot_announce_more_files_than_it_holds() {
+    let mut bytes = vec![FrameType::AddFiles as u8, 0, 0, 0, 8];
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        decode_frame(&bytes),
+        Err(WireError::CountTooLarge {
+            count: u32::MAX,
+            ..
+        })
+    ));
 }

@@ -384,7 +384,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     acked += bytes;
                     by_class[class as usize] += bytes;
                 }
-                CoreEvent::FileDone { .. } | CoreEvent::BlockResumed { .. } => {}
+                CoreEvent::FileDone { .. }
+                | CoreEvent::BlockResumed { .. }
+                | CoreEvent::FilesAdded { .. } => {}
                 CoreEvent::PathDied { .. } | CoreEvent::Silent { .. } => {}
                 // Re-dialled at once; it answers if the path is up again.
                 CoreEvent::Redial { path } => {

@@ -451,3 +451,64 @@ fn have_for_blocks_that_do_not_exist_is_a_protocol_error_and_no_resume_ignores_h
     admit(&mut c, 0, t0);
     assert_eq!(c.poll_event(), None, "sent, not resumed");
 }
+
+fn entry(name: &str, size: u64) -> ManifestEntry {
+    ManifestEntry {
+        name: name.into(),
+        size,
+    }
+}
+
+#[test]
+fn added_files_wait_for_the_receiver_and_a_new_control_path_carries_them_again() {
+    let t0 = Instant::now();
+    let mut c = core(1, t0);
+    c.keep_open(true);
+    for b in 0..4 {
+        admit(&mut c, b, t0);
+    }
+    assert!(!c.wants_block(), "every block of the first file is in");
+    let controls = |c: &mut SenderCore| std::iter::from_fn(|| c.poll_control()).collect::<Vec<_>>();
+    controls(&mut c);
+    let first = c
+        .add_files(vec![entry("g", 2 << 16), entry("e", 0)], Class::Critical)
+        .unwrap();
+    assert_eq!(first, 1);
+    // ADD_FILES, then the empty file's hash, in that order.
+    let sent = controls(&mut c);
+    assert!(
+        matches!(&sent[..], [Frame::AddFiles { first: 1, files }, Frame::FileHash { file: 2, .. }] if files.len() == 2)
+    );
+    assert!(!c.wants_block(), "not before FILES_ADDED");
+    let dup = c.add_files(vec![entry("f", 1)], Class::Normal).unwrap_err();
+    assert!(dup.to_string().contains("\"f\""), "{dup}");
+    // A control path lost now: the batch and KEEP_OPEN go again, right
+    // after FEC_SETUP.
+    c.control_path_lost();
+    let again = controls(&mut c);
+    assert!(
+        matches!(
+            &again[1..3],
+            [
+                Frame::AddFiles { first: 1, .. },
+                Frame::KeepOpen { open: true }
+            ]
+        ),
+        "{again:?}"
+    );
+    assert!(
+        c.handle_frame(0, Frame::FilesAdded { first: 7, count: 1 }, t0)
+            .is_err()
+    );
+    c.handle_frame(0, Frame::FilesAdded { first: 1, count: 2 }, t0)
+        .unwrap();
+    assert!(
+        std::iter::from_fn(|| c.poll_event())
+            .any(|e| e == CoreEvent::FilesAdded { first: 1, count: 2 })
+    );
+    assert!(c.wants_block());
+    // A copy of FILES_ADDED (answered again after the path change) is no error.
+    c.handle_frame(0, Frame::FilesAdded { first: 1, count: 2 }, t0)
+        .unwrap();
+    assert!(!c.is_done());
+}

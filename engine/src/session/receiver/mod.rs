@@ -76,6 +76,15 @@ pub enum RecvEvent {
         /// Total bytes.
         bytes: u64,
     },
+    /// A sender holding its session open added files to it.
+    FilesAdded {
+        /// Who.
+        peer: SocketAddr,
+        /// Number of files added.
+        files: usize,
+        /// Their bytes.
+        bytes: u64,
+    },
     /// A file goes on from what an earlier attempt left in its `.part`.
     Resumed {
         /// Its name.

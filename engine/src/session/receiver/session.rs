@@ -4,8 +4,11 @@
 //! session's sans-IO core ([`ReceiverCore`]) and does what it decides:
 //! acknowledgements on the right paths, blocks decoded and verified (on
 //! Rayon) and written, each file renamed once it verifies as a whole.
+//! A session held open grows: files added (ADD_FILES) get their part
+//! files and their resume check, then FILES_ADDED; it ends when the sender
+//! lets it (KEEP_OPEN 0, or its close once every file is done).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, RecvStream};
@@ -14,8 +17,7 @@ use tokio::sync::mpsc;
 use super::handshake::{JoinedPath, SessionContext};
 use super::paths::PathSet;
 use super::storage::{
-    BlockBuffers, PartFiles, WriteJob, finalize, have_frames, resume_part, spawn_writer,
-    with_kept_parts,
+    PartFiles, Resumed, WriteJob, finalize, have_frames, resume_part, spawn_writer, with_kept_parts,
 };
 use super::{RecvEvent, SessionSummary};
 use crate::fec::codec::reconstruct;
@@ -114,18 +116,7 @@ pub(super) async fn session_body(
         }
     }
     let manifest = Arc::new(manifest);
-    let parts = Arc::new(PartFiles {
-        out: ctx.out.clone(),
-        manifest: manifest.clone(),
-        open: Mutex::new(vec![None; manifest.files().len()]),
-        journals: Mutex::new((0..manifest.files().len()).map(|_| None).collect()),
-        finished: Mutex::new(vec![false; manifest.files().len()]),
-        buffers: BlockBuffers::default(),
-        fsync: ctx.fsync,
-        in_memory: Arc::new(tokio::sync::Semaphore::new(blocks_in_memory(
-            manifest.block_size(),
-        ))),
-    });
+    let parts = Arc::new(PartFiles::new(ctx.out.clone(), manifest.clone(), ctx.fsync));
     on_event(RecvEvent::SessionStarted {
         peer,
         files: manifest.files().len(),
@@ -133,40 +124,26 @@ pub(super) async fn session_body(
     });
     // What earlier attempts left: checked block by block, announced (HAVE)
     // before READY so that the sender skips it.
-    let resumed = {
-        let checking = parts.clone();
-        tokio::task::spawn_blocking(move || {
-            (0..checking.manifest.files().len() as u32)
-                .map(|f| resume_part(&checking, f))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| SessionError::Storage(format!("checking partial files failed: {e}")))?
-        .map_err(|e| with_kept_parts(e, &parts))?
-    };
-    let mut held = Vec::new();
-    for (f, r) in resumed.into_iter().enumerate() {
-        let Some(r) = r.filter(|r| !r.blocks.is_empty()) else {
-            continue;
-        };
-        for frame in have_frames(f as u32, &r.blocks) {
+    let held = take_up_parts(&parts, 0..manifest.files().len() as u32).await?;
+    for (f, r) in &held {
+        for frame in have_frames(*f, &r.blocks) {
             paths.primary().send(&frame).await?;
         }
-        on_event(RecvEvent::Resumed {
-            name: manifest.files()[f].name.clone(),
-            bytes: r.bytes,
-            blocks: r.blocks.len() as u64,
-        });
-        held.push((f as u32, r.blocks));
+        announce_resumed(&manifest, *f, r, on_event);
     }
     paths.primary().send(&Frame::Ready).await?;
     paths.start(0, frames);
     let mut core = ReceiverCore::new((*manifest).clone());
-    for (f, blocks) in held {
-        for (b, d) in blocks {
+    for (f, r) in held {
+        for (b, d) in r.blocks {
             core.hold(f, b, d);
         }
     }
+    // Files added to a session held open: their partial files are checked
+    // off the loop, then answered (HAVE, FILES_ADDED) on the path that
+    // asked.
+    type Added = (usize, u32, u32, Result<Vec<(u32, Resumed)>, SessionError>);
+    let (added_tx, mut added_rx) = mpsc::unbounded_channel::<Added>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, SessionError>>();
     let writes = spawn_writer(parts.clone(), done_tx.clone());
     let mut status_tick = tokio::time::interval(FEC_STATUS_INTERVAL);
@@ -211,6 +188,9 @@ pub(super) async fn session_body(
                 }
                 Some((path, frame)) = paths.frames_rx.recv() => match frame {
                     Ok(Some(frame)) => core.on_frame(path, frame)?,
+                    // A sender that held the session open may end it by
+                    // closing once every file is done.
+                    Err(_) | Ok(None) if core.files_done() && sender_closed_done(conn) => break,
                     Err(e) if !core.multipath() => return Err(e),
                     Ok(None) if !core.multipath() => return Err(match conn.close_reason() {
                         Some(r) => SessionError::from_connection(r),
@@ -224,13 +204,26 @@ pub(super) async fn session_body(
                         }
                     }
                 },
+                Some((path, first, count, held)) = added_rx.recv() => {
+                    let manifest = parts.manifest();
+                    for (f, r) in held.map_err(|e| with_kept_parts(e, &parts))? {
+                        for frame in have_frames(f, &r.blocks) {
+                            paths.send_on(path, &frame).await?;
+                        }
+                        announce_resumed(&manifest, f, &r, on_event);
+                        for (b, d) in r.blocks {
+                            core.hold(f, b, d);
+                        }
+                    }
+                    paths.send_on(path, &Frame::FilesAdded { first, count }).await?;
+                }
                 done = done_rx.recv() => match done.expect("we hold a sender")? {
                     Done::Block { file, block, digest, path } => core.on_written(file, block, digest, path)?,
                     Done::StreamFailed(e) => core.on_stream_failed(e)?,
                     Done::Corrupt { file, block } => core.on_corrupt(file, block)?,
                     Done::Finalized { file, hash } => {
                         core.on_finalized(file);
-                        let entry = &manifest.files()[file as usize];
+                        let entry = &core.manifest().files()[file as usize];
                         on_event(RecvEvent::FileDone { name: entry.name.clone(), blake3: hash.to_hex().to_string(), bytes: entry.size });
                     }
                 },
@@ -245,6 +238,17 @@ pub(super) async fn session_body(
                         let (parts, tx) = (parts.clone(), done_tx.clone());
                         tokio::task::spawn_blocking(move || {
                             let _ = tx.send(finalize(&parts, file).map(|()| Done::Finalized { file, hash }));
+                        });
+                    }
+                    Output::AddFiles { path, first, count } => {
+                        let grown = Arc::new(core.manifest().clone());
+                        let bytes = grown.files()[first as usize..].iter().map(|f| f.size).sum();
+                        parts.grow(grown);
+                        on_event(RecvEvent::FilesAdded { peer, files: count as usize, bytes });
+                        let (parts, tx) = (parts.clone(), added_tx.clone());
+                        tokio::spawn(async move {
+                            let held = take_up_parts(&parts, first..first + count).await;
+                            let _ = tx.send((path, first, count, held));
                         });
                     }
                 }
@@ -266,12 +270,56 @@ pub(super) async fn session_body(
     if let Err(e) = result {
         return Err(with_kept_parts(e, &parts));
     }
+    let manifest = parts.manifest();
     Ok(SessionSummary {
         peer,
         files: manifest.files().len(),
         bytes: manifest.total_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Checks what earlier attempts left of files `files` (block by block, on
+/// a blocking thread): those with verified blocks, ascending.
+async fn take_up_parts(
+    parts: &Arc<PartFiles>,
+    files: std::ops::Range<u32>,
+) -> Result<Vec<(u32, Resumed)>, SessionError> {
+    let checking = parts.clone();
+    tokio::task::spawn_blocking(move || {
+        files
+            .filter_map(|f| match resume_part(&checking, f) {
+                Ok(Some(r)) if !r.blocks.is_empty() => Some(Ok((f, r))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| SessionError::Storage(format!("checking partial files failed: {e}")))?
+    .map_err(|e| with_kept_parts(e, parts))
+}
+
+fn announce_resumed(
+    manifest: &Manifest,
+    file: u32,
+    r: &Resumed,
+    on_event: &(dyn Fn(RecvEvent) + Send + Sync),
+) {
+    on_event(RecvEvent::Resumed {
+        name: manifest.files()[file as usize].name.clone(),
+        bytes: r.bytes,
+        blocks: r.blocks.len() as u64,
+    });
+}
+
+/// Whether the sender closed the connection saying "done".
+fn sender_closed_done(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code.into_inner() == u64::from(crate::wire::close_code::DONE)
+    )
 }
 
 /// How often the receiver reports on the FEC plane.
@@ -296,8 +344,9 @@ pub(super) fn decode_block(
             shards,
             ..
         } = complete;
-        let entry = &parts.manifest.files()[file as usize];
-        let (offset, _) = parts.manifest.block_span(file as usize, block);
+        let manifest = parts.manifest();
+        let entry = &manifest.files()[file as usize];
+        let (offset, _) = manifest.block_span(file as usize, block);
         let mut data = parts.buffers.take(0);
         let decoded = reconstruct(&geometry, &shards, &mut data);
         drop(shards);
@@ -382,7 +431,8 @@ pub(super) async fn receive_block(
     }
     // Verify on the Rayon pool; the session's writer thread writes.
     rayon::spawn(move || {
-        let entry = &parts.manifest.files()[header.file as usize];
+        let manifest = parts.manifest();
+        let entry = &manifest.files()[header.file as usize];
         let digest = block_digest(&data, offset, entry.size);
         if digest != header.digest {
             parts.buffers.give(data);

@@ -53,7 +53,9 @@ impl BlockBuffers {
 #[derive(Debug)]
 pub(super) struct PartFiles {
     pub(super) out: OutputDir,
-    pub(super) manifest: Arc<Manifest>,
+    /// The session's files; grows when a session held open adds files
+    /// (read through [`PartFiles::manifest`]).
+    manifest: std::sync::RwLock<Arc<Manifest>>,
     pub(super) open: Mutex<Vec<Option<Arc<File>>>>,
     /// Each open `.part`'s journal (written by the writer thread only).
     pub(super) journals: Mutex<Vec<Option<File>>>,
@@ -67,12 +69,50 @@ pub(super) struct PartFiles {
 }
 
 impl PartFiles {
+    /// The part files of `manifest`'s files, none open yet.
+    pub(super) fn new(out: OutputDir, manifest: Arc<Manifest>, fsync: bool) -> Self {
+        let n = manifest.files().len();
+        Self {
+            out,
+            in_memory: Arc::new(tokio::sync::Semaphore::new(
+                super::session::blocks_in_memory(manifest.block_size()),
+            )),
+            manifest: std::sync::RwLock::new(manifest),
+            open: Mutex::new(vec![None; n]),
+            journals: Mutex::new((0..n).map(|_| None).collect()),
+            finished: Mutex::new(vec![false; n]),
+            buffers: BlockBuffers::default(),
+            fsync,
+        }
+    }
+
+    /// The session's files as they stand.
+    pub(super) fn manifest(&self) -> Arc<Manifest> {
+        self.manifest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The session now has `manifest`'s files (the old ones and more).
+    pub(super) fn grow(&self, manifest: Arc<Manifest>) {
+        let n = manifest.files().len();
+        *self.manifest.write().unwrap_or_else(|p| p.into_inner()) = manifest;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.resize(n, None);
+        let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
+        journals.resize_with(n, || None);
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        finished.resize(n, false);
+    }
+
     pub(super) fn get(&self, file: u32) -> Result<Arc<File>, SessionError> {
+        let manifest = self.manifest();
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = &open[file as usize] {
             return Ok(f.clone());
         }
-        let entry = &self.manifest.files()[file as usize];
+        let entry = &manifest.files()[file as usize];
         let f = Arc::new(
             self.out
                 .create_part(&entry.name, entry.size)
@@ -83,7 +123,7 @@ impl PartFiles {
             .create_journal(&crate::journal::JournalHeader {
                 name: entry.name.clone(),
                 size: entry.size,
-                block_size_log2: self.manifest.block_size_log2(),
+                block_size_log2: manifest.block_size_log2(),
                 identity: None,
             })
             .map_err(|e| storage_error(&self.out, &entry.name, e))?;
@@ -100,7 +140,8 @@ impl PartFiles {
         };
         j.write_all(&crate::journal::encode_record(block, digest))
             .map_err(|e| {
-                let name = &self.manifest.files()[file as usize].name;
+                let manifest = self.manifest();
+                let name = &manifest.files()[file as usize].name;
                 let mut err = io_storage_error(&self.out, name, &e);
                 if let SessionError::Storage(m) = &mut err {
                     *m = m.replacen(" while writing ", " while writing the journal of ", 1);
@@ -145,7 +186,7 @@ pub(super) fn io_storage_error(out: &OutputDir, name: &str, e: &std::io::Error) 
 /// Adds "kept N .part files" to a failure, so the user knows what is left.
 pub(super) fn with_kept_parts(e: SessionError, parts: &PartFiles) -> SessionError {
     let kept: Vec<PathBuf> = parts
-        .manifest
+        .manifest()
         .files()
         .iter()
         .map(|f| parts.out.part_path(&f.name))
@@ -192,7 +233,8 @@ pub(super) fn spawn_writer(
                     parts.buffers.give(job.data);
                     continue;
                 }
-                let name = &parts.manifest.files()[job.file as usize].name;
+                let manifest = parts.manifest();
+                let name = &manifest.files()[job.file as usize].name;
                 let result = parts
                     .get(job.file)
                     .and_then(|f| {
@@ -219,7 +261,8 @@ pub(super) fn spawn_writer(
 
 /// Syncs a verified `.part` (with `--fsync`) and renames it into place.
 pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError> {
-    let name = &parts.manifest.files()[file as usize].name;
+    let manifest = parts.manifest();
+    let name = &manifest.files()[file as usize].name;
     parts.finished.lock().unwrap_or_else(|p| p.into_inner())[file as usize] = true;
     // Empty files never had a block: create them now.
     let handle = match parts.close(file) {
@@ -238,10 +281,10 @@ pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError>
     drop(handle);
     std::fs::rename(parts.out.part_path(name), parts.out.final_path(name))
         .map_err(|e| io_storage_error(&parts.out, name, &e))?;
-    let size = parts.manifest.files()[file as usize].size;
+    let size = manifest.files()[file as usize].size;
     parts
         .out
-        .remove_journal(name, size, parts.manifest.block_size_log2());
+        .remove_journal(name, size, manifest.block_size_log2());
     Ok(())
 }
 
@@ -271,9 +314,10 @@ fn journal_limit(blocks: u64) -> u64 {
 pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed>, SessionError> {
     use rayon::prelude::*;
     use std::os::unix::fs::OpenOptionsExt;
-    let entry = &parts.manifest.files()[file as usize];
+    let manifest = parts.manifest();
+    let entry = &manifest.files()[file as usize];
     let name = &entry.name;
-    let log2 = parts.manifest.block_size_log2();
+    let log2 = manifest.block_size_log2();
     let (part, journal) = (parts.out.part_path(name), parts.out.journal_path(name));
     let afresh = |why: String| {
         tracing::warn!("{}: {why}; receiving it afresh", part.display());
@@ -293,7 +337,7 @@ pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed
     let Some(journal_meta) = regular(&journal) else {
         return afresh("no journal beside it (or not a regular file)".into());
     };
-    let blocks = parts.manifest.block_count(file as usize);
+    let blocks = manifest.block_count(file as usize);
     if journal_meta.len() > journal_limit(blocks) {
         return afresh(format!(
             "its journal is {} bytes, too large for {blocks} blocks",
@@ -352,7 +396,6 @@ pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed
         f.set_len(entry.size)
             .map_err(|e| io_storage_error(&parts.out, name, &e))?;
     }
-    let manifest = &parts.manifest;
     let mut kept: Vec<(u64, BlockDigest)> = records
         .par_iter()
         .filter_map(|&(block, digest)| {
