@@ -404,6 +404,134 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-token"));
 }
 
+/// Jobs to one receiver that overlap share its bandwidth by class: a
+/// Normal job runs (capped at 160 Mbit/s), then a High and a Critical job
+/// with the same settings join its session at once, and while all three
+/// have data they move 50/30/20 of the bytes. All three arrive whole,
+/// through one session at the receiver.
+#[test]
+fn overlapping_jobs_to_one_receiver_share_it_50_30_20() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let files: Vec<PathBuf> = ["normal.bin", "high.bin", "critical.bin"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    write_file(&files[0], 80 << 20, 1);
+    write_file(&files[1], 32 << 20, 2);
+    write_file(&files[2], 32 << 20, 3);
+    let submit = |f: &PathBuf, priority: &str| {
+        a.submit(&json!({"inputs": [f], "ticket": b.ticket, "max_rate": "160mbit", "priority": priority}))
+    };
+    let normal = submit(&files[0], "normal");
+    let start = Instant::now();
+    while a.transfer(normal)["bytes_done"].as_u64().unwrap_or(0) < 2 << 20 {
+        assert!(start.elapsed() < secs(20), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let high = submit(&files[1], "high");
+    let critical = submit(&files[2], "critical");
+    // Both join the running session rather than wait for it.
+    a.wait_for(high, "running", secs(5));
+    a.wait_for(critical, "running", secs(5));
+    // Bytes acknowledged per job, sampled until Critical has most of its.
+    let ids = [critical, high, normal];
+    let mut samples: Vec<[u64; 3]> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let done = ids.map(|id| a.transfer(id)["bytes_done"].as_u64().unwrap_or(32 << 20));
+        samples.push(done);
+        if done[0] >= 28 << 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < secs(60),
+            "Critical never got far: {done:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // From the sample where High, the last to get going, has 2 MiB to the
+    // last: until then the blocks of Normal admitted before the others
+    // joined (one in-flight window, ~0.5 s here) are finishing, and the
+    // scheduler's turns give Critical the first slots they free.
+    let from = samples.iter().position(|s| s[1] >= 2 << 20).unwrap();
+    let (first, last) = (samples[from], *samples.last().unwrap());
+    let moved: Vec<f64> = (0..3).map(|i| (last[i] - first[i]) as f64).collect();
+    let total: f64 = moved.iter().sum();
+    let shares: Vec<f64> = moved.iter().map(|m| m / total).collect();
+    eprintln!(
+        "critical/high/normal moved {:.2}/{:.2}/{:.2} of {:.1} MiB",
+        shares[0],
+        shares[1],
+        shares[2],
+        total / f64::from(1 << 20)
+    );
+    for (share, want) in shares.iter().zip([0.5, 0.3, 0.2]) {
+        assert!(
+            (share - want).abs() <= 0.08,
+            "shares {shares:?}, expected 0.5/0.3/0.2"
+        );
+    }
+    for (id, f) in ids.iter().zip([&files[2], &files[1], &files[0]]) {
+        a.wait_for(*id, "done", secs(60));
+        assert_same_file(f, &tmp.path().join("b/out").join(f.file_name().unwrap()));
+    }
+    // One session at the receiver, grown to three files (it ends once A's
+    // agent closes it, just after the last job is done).
+    let start = Instant::now();
+    let list = loop {
+        let (_, list) = b.get("/api/v1/transfers");
+        if list["transfers"][0]["state"] == "done" || start.elapsed() > secs(10) {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let received = list["transfers"].as_array().unwrap();
+    assert_eq!(received.len(), 1, "{list}");
+    assert_eq!(received[0]["state"], "done", "{list}");
+    assert_eq!(received[0]["files"], 3);
+    assert_eq!(received[0]["bytes"], 144 << 20);
+}
+
+/// Pausing one of two jobs sharing a session stops the session (the
+/// protocol cannot take files out of one); the other job goes on at once
+/// in a new session from what the receiver holds, and the paused one
+/// finishes after its resume. Both arrive whole.
+#[test]
+fn pausing_a_job_that_shares_a_session_lets_the_other_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let one = tmp.path().join("one.bin");
+    let two = tmp.path().join("two.bin");
+    write_file(&one, 16 << 20, 7);
+    write_file(&two, 12 << 20, 8);
+    let slow = |f: &PathBuf| json!({"inputs": [f], "ticket": b.ticket, "max_rate": "40mbit"});
+    let first = a.submit(&slow(&one));
+    a.wait_for(first, "running", secs(10));
+    let second = a.submit(&slow(&two));
+    a.wait_for(second, "running", secs(5));
+    let start = Instant::now();
+    while a.transfer(second)["bytes_done"].as_u64().unwrap_or(0) < 1 << 20 {
+        assert!(
+            start.elapsed() < secs(20),
+            "the joined job made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = a.post(&format!("/api/v1/transfers/{first}/pause"), &json!({}));
+    assert_eq!(status, 202);
+    a.wait_for(first, "paused", secs(5));
+    a.wait_for(second, "done", secs(60));
+    assert_same_file(&two, &tmp.path().join("b/out/two.bin"));
+    assert!(!tmp.path().join("b/out/one.bin").exists());
+    let (status, _) = a.post(&format!("/api/v1/transfers/{first}/resume"), &json!({}));
+    assert_eq!(status, 202);
+    a.wait_for(first, "done", secs(60));
+    assert_same_file(&one, &tmp.path().join("b/out/one.bin"));
+}
+
 /// kill -9 of the sending agent with one job running and one queued: after
 /// a restart on the same state folder both finish, the first resuming
 /// from what the receiver already holds.

@@ -1,196 +1,45 @@
-//! Send jobs: what the API submits, and the runner that starts them in
-//! turn, each as one session of the engine's sender.
+//! Send jobs: the runner that starts what the API submitted, as sessions
+//! of the engine's sender.
 //!
 //! A job is written to the store when submitted, so the queue is the
 //! store: the runner looks at the queued jobs whenever something changes
-//! (a submission, a job ending, a resume) and once a second, and starts
-//! those it may. Two rules decide:
+//! (a submission, a job ending, a resume) and once a second, highest
+//! priority class first (critical, high, normal), oldest first within a
+//! class. Three rules decide:
 //!
-//! * **one session per receiver at a time.** Jobs to one receiver take
-//!   turns, highest priority class first (critical, then high, then
-//!   normal), oldest first within a class. So a critical job submitted
-//!   while a normal one waits goes first, but it does not share the link
-//!   50/30/20 with a normal one already running: classes share bandwidth
-//!   within one session (the engine's scheduler), not across sessions.
-//!   Merging jobs into a running session would need the protocol to take
-//!   new files mid-session; that is not built.
+//! * **jobs to one receiver share one session.** A job to a receiver that
+//!   a session already serves joins it while it runs (the session is held
+//!   open, protocol version 4), so the engine's scheduler shares the
+//!   bandwidth between overlapping jobs 50/30/20 by class, as between the
+//!   files of one `send` ([`super::carrier`]). A job that cannot join
+//!   (other paths, plane, rate cap or credentials, or a file name the
+//!   session already has) waits for that session to end.
+//! * **a session ends when its jobs are done** and no queued job joins it.
 //! * **at most `max_running` sessions at once** over all receivers.
 //!
-//! Pausing or cancelling stops the session (the receiver keeps its partial
-//! files); resuming queues the job again and its files resume from what
-//! the receiver holds. A job the agent was running when it died is queued
-//! again at the next start ([`super::store::Store::recover`]).
+//! A job is done when the receiver verified its last file, whatever the
+//! rest of its session does. Pausing or cancelling a job stops its
+//! session (the receiver keeps the partial files); the session's other
+//! unfinished jobs are queued again at once and go on in a new session
+//! from what the receiver holds, since the protocol has no way to take
+//! files out of a running session. A session that fails fails its
+//! unfinished jobs with its error. A job the agent was running when it
+//! died is queued again at the next start ([`super::store::Store::recover`]).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chunkstream_engine::manifest::{SourceFile, collect_sources};
-use chunkstream_engine::multipath::priority::Class;
-use chunkstream_engine::multipath::spec::{PathSpec, parse_rate};
-use chunkstream_engine::session::{SendConfig, SendEvent, SendReport, send_files};
-use chunkstream_engine::ticket::Ticket;
-use chunkstream_engine::transport::Congestion;
-use chunkstream_engine::transport::identity::Fingerprint;
-use serde::{Deserialize, Serialize};
+use chunkstream_engine::session::{SendEvent, SendReport, SessionError, send_files_open};
+use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
+use super::carrier::{Carrier, Start, Stop};
 use super::events::Events;
 use super::metrics::{LivePath, Metrics, add};
+pub use super::request::{JobRequest, Prepared, class, rank};
 use super::store::{Record, State, Store};
-
-/// A job as submitted (`POST /api/v1/transfers`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// Files and folders on the agent's host (folders recursively).
-    pub inputs: Vec<PathBuf>,
-    /// A receiver's ticket (stands for `to`, `peer` and `token`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<String>,
-    /// The receiver's HOST:PORT.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// The receiver's fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer: Option<String>,
-    /// The receiver's token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Paths, `LOCAL=REMOTE[@RATE]`, as `send --path`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub paths: Vec<String>,
-    /// `critical`, `high` or `normal` (default).
-    #[serde(default = "normal")]
-    pub priority: String,
-    /// `auto` (default), `fec` or `reliable`.
-    #[serde(default = "auto")]
-    pub plane: String,
-    /// A cap on the whole transfer, as `send --max-rate` (e.g. `200mbit`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_rate: Option<String>,
-}
-
-fn normal() -> String {
-    "normal".into()
-}
-
-fn auto() -> String {
-    "auto".into()
-}
-
-/// A job ready to run.
-#[derive(Debug)]
-pub struct Prepared {
-    /// Its files.
-    pub sources: Vec<SourceFile>,
-    /// The sender's settings.
-    pub cfg: SendConfig,
-    /// The first path's receiver, as the queue groups jobs.
-    pub destination: SocketAddr,
-}
-
-fn resolve(to: &str) -> Result<SocketAddr, String> {
-    to.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve receiver address {to:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("receiver address {to:?} resolves to nothing"))
-}
-
-/// The class named `s`.
-pub fn class(s: &str) -> Result<Class, String> {
-    match s {
-        "critical" => Ok(Class::Critical),
-        "high" => Ok(Class::High),
-        "normal" => Ok(Class::Normal),
-        other => Err(format!(
-            "priority {other:?}: expected critical, high or normal"
-        )),
-    }
-}
-
-fn rank(c: Class) -> u8 {
-    match c {
-        Class::Critical => 0,
-        Class::High => 1,
-        Class::Normal => 2,
-    }
-}
-
-impl JobRequest {
-    /// Checks everything that can be checked before dialling: the inputs
-    /// exist and can be listed, the destination and its credentials are
-    /// well-formed. The error is the user's to read.
-    pub fn prepare(&self) -> Result<Prepared, String> {
-        if self.inputs.is_empty() {
-            return Err("inputs: give at least one file or folder".into());
-        }
-        let class = class(&self.priority)?;
-        let ticket = match &self.ticket {
-            Some(t) => Some(t.parse::<Ticket>().map_err(|e| format!("ticket: {e}"))?),
-            None => None,
-        };
-        let mut paths = self
-            .paths
-            .iter()
-            .map(|p| PathSpec::parse(p).map_err(|e| format!("paths: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(to) = &self.to {
-            paths.insert(0, PathSpec::to(resolve(to)?));
-        }
-        let (peer, token) = match (&ticket, &self.peer, &self.token) {
-            (Some(t), _, _) => {
-                if paths.is_empty() {
-                    paths.push(PathSpec::to(t.addresses[0]));
-                }
-                (t.fingerprint, t.token.clone())
-            }
-            (None, Some(p), Some(tok)) => (
-                p.parse::<Fingerprint>().map_err(|e| format!("peer: {e}"))?,
-                tok.clone(),
-            ),
-            _ => return Err("give a ticket, or peer and token".into()),
-        };
-        if paths.is_empty() {
-            return Err("give a ticket, to, or paths: where to send".into());
-        }
-        let max_rate = match &self.max_rate {
-            Some(r) => Some(parse_rate(r).map_err(|e| format!("max_rate: {e}"))?),
-            None => None,
-        };
-        let sources = collect_sources(&self.inputs).map_err(|e| e.to_string())?;
-        let destination = paths[0].remote;
-        let mut cfg = SendConfig::new(destination, peer, token);
-        cfg.paths = paths;
-        cfg.classes = vec![class; sources.len()];
-        cfg.max_rate = max_rate;
-        match self.plane.as_str() {
-            "auto" | "fec" => {
-                cfg.fec = Some(chunkstream_engine::send::FecConfig::default());
-                cfg.tuning.congestion = Congestion::Rate;
-            }
-            "reliable" => cfg.tuning.congestion = Congestion::Cubic,
-            other => {
-                return Err(format!("plane {other:?}: expected auto, fec or reliable"));
-            }
-        }
-        Ok(Prepared {
-            sources,
-            cfg,
-            destination,
-        })
-    }
-}
-
-/// How a running job is being stopped.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    Cancel,
-    Pause,
-}
 
 /// What the API shows of a running job.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -199,24 +48,39 @@ pub struct Progress {
     pub bytes_done: u64,
     /// Bytes of the job.
     pub bytes: u64,
-    /// Smoothed RTT, milliseconds.
+    /// Smoothed RTT, milliseconds (its session's).
     pub rtt_ms: f64,
-    /// Per path: name, delivery rate (bits/s), state.
+    /// Per path: name, delivery rate (bits/s), state (its session's, which
+    /// other jobs may share).
     pub paths: Vec<serde_json::Value>,
     /// Busy refusals so far (the receiver was full).
     pub busy_retries: u32,
 }
 
+/// A running job.
 #[derive(Debug)]
-struct Live {
-    destination: SocketAddr,
+struct LiveJob {
+    session: u64,
     progress: Progress,
-    stop: Option<oneshot::Sender<Stop>>,
-    /// When and at how many acknowledged bytes the rate was last taken
-    /// (one path: the engine reports per-path rates only with several).
-    rate_mark: (Instant, u64),
-    /// The engine reports per-path rates (several paths).
-    path_rates: bool,
+    files: usize,
+    files_done: usize,
+    started: Instant,
+    published: Option<Instant>,
+}
+
+/// Running jobs and the sessions carrying them.
+#[derive(Debug, Default)]
+struct Running {
+    jobs: HashMap<i64, LiveJob>,
+    sessions: HashMap<u64, Carrier>,
+    next_session: u64,
+}
+
+/// How a session ended.
+enum Ended {
+    Report(Box<SendReport>),
+    Failed(SessionError),
+    Stopped,
 }
 
 /// The runner.
@@ -225,7 +89,7 @@ pub struct Jobs {
     store: Arc<Store>,
     events: Arc<Events>,
     metrics: Arc<Metrics>,
-    live: Mutex<HashMap<i64, Live>>,
+    running: Mutex<Running>,
     wake: Notify,
     max_running: usize,
 }
@@ -253,14 +117,14 @@ impl Jobs {
             store,
             events,
             metrics,
-            live: Mutex::new(HashMap::new()),
+            running: Mutex::new(Running::default()),
             wake: Notify::new(),
             max_running: max_running.max(1),
         })
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Live>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    fn running_now(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks and stores a job; its id. It runs when its turn comes.
@@ -282,19 +146,19 @@ impl Jobs {
 
     /// Running jobs' progress.
     pub fn progress(&self, id: i64) -> Option<Progress> {
-        self.live().get(&id).map(|l| l.progress.clone())
+        self.running_now().jobs.get(&id).map(|l| l.progress.clone())
     }
 
-    /// How many run now.
+    /// How many jobs run now.
     pub fn running(&self) -> usize {
-        self.live().len()
+        self.running_now().jobs.len()
     }
 
     /// Every running job's paths, for the metrics.
     pub fn live_paths(&self) -> Vec<LivePath> {
-        let live = self.live();
+        let running = self.running_now();
         let mut out = Vec::new();
-        for (id, l) in live.iter() {
+        for (id, l) in running.jobs.iter() {
             for p in &l.progress.paths {
                 out.push(LivePath {
                     transfer: *id,
@@ -309,11 +173,13 @@ impl Jobs {
 
     /// Cancels (for good) or pauses a job.
     pub fn stop(&self, id: i64, pause: bool) -> Result<(), ActionError> {
-        let mut live = self.live();
+        let mut running = self.running_now();
         let record = self.record(id)?;
-        if let Some(l) = live.get_mut(&id) {
-            if let Some(tx) = l.stop.take() {
-                let _ = tx.send(if pause { Stop::Pause } else { Stop::Cancel });
+        if let Some(l) = running.jobs.get(&id) {
+            let how = if pause { Stop::Pause } else { Stop::Cancel };
+            let session = l.session;
+            if let Some(s) = running.sessions.get_mut(&session) {
+                s.stop_job(id, how);
             }
             return Ok(());
         }
@@ -337,16 +203,17 @@ impl Jobs {
         self.store
             .set_state(id, to, None)
             .map_err(|e| ActionError::Internal(e.to_string()))?;
-        drop(live);
+        drop(running);
         self.state_event(id, to, None);
         Ok(())
     }
 
     /// Queues a paused or failed job again.
     pub fn resume(&self, id: i64) -> Result<(), ActionError> {
-        let live = self.live();
+        let running = self.running_now();
         let record = self.record(id)?;
-        if !matches!(record.state, State::Paused | State::Failed) || live.contains_key(&id) {
+        if !matches!(record.state, State::Paused | State::Failed) || running.jobs.contains_key(&id)
+        {
             return Err(ActionError::Conflict(format!(
                 "the transfer is {}; only a paused or failed transfer can be resumed",
                 record.state.as_str()
@@ -355,7 +222,7 @@ impl Jobs {
         self.store
             .set_state(id, State::Queued, None)
             .map_err(|e| ActionError::Internal(e.to_string()))?;
-        drop(live);
+        drop(running);
         self.state_event(id, State::Queued, None);
         self.wake.notify_one();
         Ok(())
@@ -389,14 +256,15 @@ impl Jobs {
         }
     }
 
-    /// Starts the queued jobs that may start now.
+    /// Starts the queued jobs that may start now, in sessions of their own
+    /// or joining their receiver's; lets sessions with nothing left end.
     fn schedule(self: &Arc<Self>) {
         let Ok(queued) = self.store.queued_jobs() else {
             return;
         };
         // Order by class, then age. Only the class is read here (the
         // destination is the row's peer, stored at submission): the full
-        // check, which lists the inputs, runs once, when a job starts.
+        // check, which lists the inputs, runs when a job may start.
         let mut order: Vec<(u8, i64, String, Option<JobRequest>)> = queued
             .into_iter()
             .map(|r| {
@@ -410,193 +278,238 @@ impl Jobs {
             .collect();
         order.sort_by_key(|(rank, id, ..)| (*rank, *id));
         for (_, id, destination, request) in order {
-            // Under the live lock, so a cancel or pause of a queued job
-            // (also taken under it) cannot slip between this check and
-            // the start.
-            let mut live = self.live();
-            if live.len() >= self.max_running {
-                break;
-            }
-            if live
-                .values()
-                .any(|l| l.destination.to_string() == destination)
-            {
-                continue;
+            // Under the lock, so a cancel or pause of a queued job (also
+            // taken under it) cannot slip between this check and the start.
+            let mut running = self.running_now();
+            let serving = running
+                .sessions
+                .iter()
+                .find(|(_, s)| s.destination.to_string() == destination)
+                .map(|(k, s)| (*k, s.open()));
+            match serving {
+                Some((_, false)) => continue,
+                None if running.sessions.len() >= self.max_running => continue,
+                _ => {}
             }
             if !matches!(self.store.get(id), Ok(Some(r)) if r.state == State::Queued) {
                 continue;
             }
             let prepared = request
                 .ok_or_else(|| "the stored job is unreadable".to_owned())
-                .and_then(|q| q.prepare());
-            let prepared = match prepared {
+                .and_then(|q| Ok((class(&q.priority)?, q.prepare()?)));
+            let (job_class, prepared) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     // Its files went away, say, since it was submitted.
                     let _ = self.store.set_state(id, State::Failed, Some(&e));
                     add(&self.metrics.sends_failed, 1);
-                    drop(live);
+                    drop(running);
                     self.state_event(id, State::Failed, Some(&e));
                     continue;
                 }
             };
-            let (tx, rx) = oneshot::channel();
-            let bytes = prepared.sources.iter().map(|s| s.size).sum();
-            live.insert(
-                id,
-                Live {
-                    destination: prepared.destination,
-                    progress: Progress {
-                        bytes,
-                        ..Progress::default()
-                    },
-                    stop: Some(tx),
-                    rate_mark: (Instant::now(), 0),
-                    path_rates: false,
+            let live = LiveJob {
+                session: 0,
+                progress: Progress {
+                    bytes: prepared.sources.iter().map(|s| s.size).sum(),
+                    ..Progress::default()
                 },
-            );
+                files: prepared.sources.len(),
+                files_done: 0,
+                started: Instant::now(),
+                published: None,
+            };
+            let session = match serving {
+                Some((sid, _)) => {
+                    let s = running.sessions.get_mut(&sid).expect("found above");
+                    if !s.can_take(&prepared) {
+                        continue;
+                    }
+                    s.take(id, prepared, job_class);
+                    sid
+                }
+                None => {
+                    let sid = running.next_session;
+                    running.next_session += 1;
+                    let (carrier, start) = Carrier::new(id, &prepared);
+                    running.sessions.insert(sid, carrier);
+                    tokio::spawn(self.clone().run_session(sid, prepared, start));
+                    sid
+                }
+            };
+            running.jobs.insert(id, LiveJob { session, ..live });
             let _ = self.store.set_state(id, State::Running, None);
-            drop(live);
+            drop(running);
             self.state_event(id, State::Running, None);
-            tokio::spawn(self.clone().run_job(id, prepared, rx));
+        }
+        for s in self.running_now().sessions.values_mut() {
+            if s.jobs.is_empty() {
+                s.close();
+            }
         }
     }
 
-    async fn run_job(self: Arc<Self>, id: i64, job: Prepared, stop: oneshot::Receiver<Stop>) {
+    /// Runs one session of the engine's sender until its jobs are done
+    /// and it is closed, it fails, or a job of it is stopped.
+    async fn run_session(self: Arc<Self>, sid: u64, first: Prepared, start: Start) {
         let me = self.clone();
-        let mut last_progress = Instant::now() - Duration::from_secs(1);
-        let on_event = move |e: &SendEvent| me.on_send_event(id, e, &mut last_progress);
-        let outcome = tokio::select! {
-            r = send_files(job.sources, &job.cfg, on_event) => Ok(r),
-            s = stop => Err(s.unwrap_or(Stop::Cancel)),
+        let on_event = move |e: &SendEvent| me.on_session_event(sid, e);
+        let ended = tokio::select! {
+            r = send_files_open(first.sources, &first.cfg, start.batches, on_event) => match r {
+                Ok(report) => Ended::Report(Box::new(report)),
+                Err(e) => Ended::Failed(e),
+            },
+            _ = start.stop => Ended::Stopped,
         };
-        // The job leaves the live set and gets its final state under one
-        // lock, so a cancel or resume never sees it in between.
-        let mut live = self.live();
-        let mut bytes_done = live.remove(&id).map_or(0, |l| l.progress.bytes_done);
-        let (state, error) = match outcome {
-            Ok(Ok(report)) => {
-                self.finished(id, &report);
-                bytes_done = report.bytes;
-                (State::Done, None)
-            }
-            Ok(Err(e)) => {
-                add(&self.metrics.sends_failed, 1);
-                (State::Failed, Some(e.to_string()))
-            }
-            Err(Stop::Pause) => {
-                add(&self.metrics.sends_stopped, 1);
-                (State::Paused, None)
-            }
-            Err(Stop::Cancel) => {
-                add(&self.metrics.sends_stopped, 1);
-                (State::Cancelled, None)
-            }
+        self.session_ended(sid, ended);
+    }
+
+    /// A session ended: each job it carried unfinished gets its state.
+    fn session_ended(&self, sid: u64, ended: Ended) {
+        let mut running = self.running_now();
+        let Some(s) = running.sessions.remove(&sid) else {
+            return;
         };
-        let _ = self.store.set_progress(id, bytes_done);
-        let _ = self.store.set_state(id, state, error.as_deref());
-        drop(live);
-        self.state_event(id, state, error.as_deref());
+        let mut changes = Vec::new();
+        let mut finished = s.finished.clone();
+        for &id in &s.jobs {
+            let Some(job) = running.jobs.remove(&id) else {
+                continue;
+            };
+            let (state, error) = match (&ended, s.stopping.get(&id)) {
+                (_, Some(Stop::Pause)) => (State::Paused, None),
+                (_, Some(Stop::Cancel)) => (State::Cancelled, None),
+                // Another job of its session was stopped: it goes on in
+                // a new one.
+                (Ended::Stopped, None) => (State::Queued, None),
+                (Ended::Failed(e), None) => (State::Failed, Some(e.to_string())),
+                // Every file of the session was verified, so this job's
+                // too (its last FILE_DONE raced the end).
+                (Ended::Report(_), None) => {
+                    finished.push((id, self.job_finished(&job, id)));
+                    (State::Done, None)
+                }
+            };
+            match state {
+                State::Failed => add(&self.metrics.sends_failed, 1),
+                State::Paused | State::Cancelled => add(&self.metrics.sends_stopped, 1),
+                _ => {}
+            }
+            let _ = self.store.set_progress(id, job.progress.bytes_done);
+            let _ = self.store.set_state(id, state, error.as_deref());
+            changes.push((id, state, error));
+        }
+        if let Ended::Report(report) = &ended {
+            if let Some(fec) = &report.fec {
+                add(
+                    &self.metrics.repair_shards,
+                    fec.repair_shards + fec.spare_shards,
+                );
+            }
+            // The session's paths, as it measured them to the end, for
+            // every job it carried.
+            let paths = serde_json::to_value(&report.paths).unwrap_or_default();
+            for (id, goodput) in &finished {
+                let _ = self.store.set_outcome(*id, *goodput, &paths);
+            }
+        }
+        drop(running);
+        for (id, state, error) in changes {
+            self.state_event(id, state, error.as_deref());
+        }
         self.wake.notify_one();
     }
 
-    fn finished(&self, id: i64, report: &SendReport) {
+    /// Counts a job whose every file was verified; its goodput.
+    fn job_finished(&self, job: &LiveJob, id: i64) -> f64 {
         add(&self.metrics.sends_done, 1);
-        add(&self.metrics.sent_bytes, report.bytes);
-        if let Some(fec) = &report.fec {
-            add(
-                &self.metrics.repair_shards,
-                fec.repair_shards + fec.spare_shards,
-            );
-        }
-        let paths = serde_json::to_value(&report.paths).unwrap_or_default();
-        let _ = self.store.set_outcome(id, report.goodput_bps, &paths);
+        add(&self.metrics.sent_bytes, job.progress.bytes);
+        let secs = job.started.elapsed().as_secs_f64().max(1e-3);
+        let goodput = job.progress.bytes as f64 * 8.0 / secs;
+        let paths = serde_json::Value::Array(job.progress.paths.clone());
+        let _ = self.store.set_outcome(id, goodput, &paths);
+        goodput
     }
 
-    /// Folds a sender event into the job's progress; publishes progress at
-    /// most four times a second, path changes at once.
-    fn on_send_event(&self, id: i64, e: &SendEvent, last: &mut Instant) {
-        let mut live = self.live();
-        let Some(l) = live.get_mut(&id) else {
+    /// Folds a session's event into its jobs' progress; publishes each
+    /// job's progress at most four times a second, path changes at once,
+    /// and a job's end as soon as its last file is verified.
+    fn on_session_event(&self, sid: u64, e: &SendEvent) {
+        let mut guard = self.running_now();
+        let running = &mut *guard;
+        let Some(s) = running.sessions.get_mut(&sid) else {
             return;
         };
-        let p = &mut l.progress;
+        let mut publish = Vec::new();
+        let mut ended: Vec<(i64, State, Option<String>)> = Vec::new();
+        for (id, why) in s.learn_indices() {
+            if let Some(job) = running.jobs.remove(&id) {
+                add(&self.metrics.sends_failed, 1);
+                let _ = self.store.set_progress(id, job.progress.bytes_done);
+                let _ = self.store.set_state(id, State::Failed, Some(&why));
+                ended.push((id, State::Failed, Some(why)));
+            }
+        }
+        s.observe(e);
         match e {
-            SendEvent::Acked {
-                acked_bytes, rtt, ..
-            } => {
-                p.bytes_done = *acked_bytes;
-                p.rtt_ms = rtt.as_secs_f64() * 1e3;
-                let (at, bytes) = l.rate_mark;
-                let dt = at.elapsed().as_secs_f64();
-                if !l.path_rates && dt >= 0.25 {
-                    let rate = acked_bytes.saturating_sub(bytes) as f64 * 8.0 / dt;
-                    p.paths = vec![
-                        json!({"name": l.destination.to_string(), "rate_bps": rate, "state": "up"}),
-                    ];
-                    l.rate_mark = (Instant::now(), *acked_bytes);
+            SendEvent::Acked { file, bytes, .. } => {
+                if let Some(job) = s.owner(*file).and_then(|j| running.jobs.get_mut(&j)) {
+                    job.progress.bytes_done += bytes;
                 }
             }
-            SendEvent::PathRates(rates) => {
-                l.path_rates = true;
-                p.paths = rates
-                    .iter()
-                    .map(|r| json!({"name": r.name, "rate_bps": r.rate_bps, "state": format!("{:?}", r.state).to_lowercase()}))
-                    .collect();
+            SendEvent::FileDone { file, .. } => {
+                let owner = s.owner(*file);
+                if let Some(id) = owner
+                    && let Some(job) = running.jobs.get_mut(&id)
+                {
+                    job.files_done += 1;
+                    if job.files_done >= job.files {
+                        let job = running.jobs.remove(&id).expect("just found");
+                        let goodput = self.job_finished(&job, id);
+                        s.job_done(id, goodput);
+                        let _ = self.store.set_progress(id, job.progress.bytes);
+                        let _ = self.store.set_state(id, State::Done, None);
+                        ended.push((id, State::Done, None));
+                    }
+                }
             }
-            SendEvent::Busy { attempt, .. } => p.busy_retries = *attempt,
             SendEvent::Path(change) => {
-                self.events.publish(json!({
-                    "type": "path", "transfer": id, "path": change.name,
-                    "state": format!("{:?}", change.state).to_lowercase(), "reason": change.reason,
-                }));
+                for &id in &s.jobs {
+                    publish.push(json!({
+                        "type": "path", "transfer": id, "path": change.name,
+                        "state": format!("{:?}", change.state).to_lowercase(), "reason": change.reason,
+                    }));
+                }
             }
             _ => {}
         }
-        if last.elapsed() >= Duration::from_millis(250) {
-            *last = Instant::now();
-            let body = json!({"type": "progress", "transfer": id, "progress": p});
-            drop(live);
+        for &id in &s.jobs {
+            let Some(job) = running.jobs.get_mut(&id) else {
+                continue;
+            };
+            let p = &mut job.progress;
+            p.rtt_ms = s.rtt_ms;
+            p.paths.clone_from(&s.paths);
+            p.busy_retries = s.busy_retries;
+            if job
+                .published
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
+            {
+                job.published = Some(Instant::now());
+                publish.push(json!({"type": "progress", "transfer": id, "progress": p}));
+            }
+        }
+        drop(guard);
+        for body in publish {
             self.events.publish(body);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(json: serde_json::Value) -> Result<JobRequest, String> {
-        serde_json::from_value(json).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn a_job_is_checked_before_it_is_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a.bin");
-        std::fs::write(&file, b"abc").unwrap();
-        let peer = "ab".repeat(32);
-        let ok = request(json!({"inputs": [file], "to": "127.0.0.1:9", "peer": peer, "token": "t", "priority": "high"}))
-            .unwrap()
-            .prepare()
-            .unwrap();
-        assert_eq!(ok.cfg.classes, [Class::High]);
-        assert_eq!(ok.sources.len(), 1);
-        assert!(ok.cfg.fec.is_some(), "auto is the FEC plane");
-
-        let err = |j: serde_json::Value| request(j).and_then(|r| r.prepare()).unwrap_err();
-        assert!(
-            err(json!({"inputs": [], "to": "127.0.0.1:9", "peer": peer, "token": "t"}))
-                .contains("at least one")
-        );
-        assert!(err(json!({"inputs": [dir.path().join("missing")], "to": "127.0.0.1:9", "peer": peer, "token": "t"})).contains("missing"));
-        assert!(
-            err(json!({"inputs": [file], "to": "127.0.0.1:9"}))
-                .contains("ticket, or peer and token")
-        );
-        assert!(err(json!({"inputs": [file], "ticket": "cst1zz"})).contains("ticket"));
-        assert!(err(json!({"inputs": [file], "to": "127.0.0.1:9", "peer": peer, "token": "t", "priority": "urgent"})).contains("priority"));
-        assert!(err(json!({"inputs": [file], "to": "127.0.0.1:9", "peer": peer, "token": "t", "plane": "warp"})).contains("plane"));
-        assert!(err(json!({"inputs": [file], "colour": "red"})).contains("unknown field"));
+        let any_ended = !ended.is_empty();
+        for (id, state, error) in ended {
+            self.state_event(id, state, error.as_deref());
+        }
+        if any_ended {
+            // A session with nothing left may end (or take a queued job).
+            self.wake.notify_one();
+        }
     }
 }

@@ -10,10 +10,12 @@
 //! what the receiver does.
 
 pub mod api;
+pub mod carrier;
 pub mod events;
 pub mod history;
 pub mod jobs;
 pub mod metrics;
+pub mod request;
 pub mod store;
 
 use std::collections::HashMap;
