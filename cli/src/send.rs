@@ -290,7 +290,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
                     .enumerate()
                     .map(|(i, p)| format!("p{i} {:.0} Mbit/s {:?}", p.rate_bps / 1e6, p.state).to_lowercase())
                     .collect();
-                b.set_message(if paths.is_empty() {
+                b.set_message(if paths.len() <= 1 {
                     format!("rtt {:.1} ms", rtt.as_secs_f64() * 1e3)
                 } else {
                     paths.join(" | ")

@@ -163,6 +163,56 @@ fn events(a: &Agent, since: u64) -> std::sync::mpsc::Receiver<Value> {
     rx
 }
 
+/// The agent's `/metrics`, read by the Prometheus client library's own
+/// text-format parser (`prometheus_client` from PyPI): each sample as
+/// `name{labels, sorted}` → value. `None`, with the reason printed, where
+/// the parser is not installed (never under CI=true).
+fn metrics(a: &Agent) -> Option<std::collections::HashMap<String, f64>> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let have = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if skip_unless(
+        have,
+        "python3 -m pip install prometheus_client (the metrics parser) is missing",
+    ) {
+        return None;
+    }
+    let text = a
+        .client
+        .get(a.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
 #[test]
 fn a_submitted_job_streams_its_events_and_arrives_verified() {
     let tmp = tempfile::tempdir().unwrap();
@@ -212,22 +262,27 @@ fn a_submitted_job_streams_its_events_and_arrives_verified() {
     let received = &list["transfers"][0];
     assert_eq!(received["direction"], "recv");
     assert_eq!(received["bytes"], 6 << 20);
-    let metrics = a
-        .client
-        .get(a.url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(
-        metrics.contains("chunkstream_transfers_total{direction=\"send\",outcome=\"done\"} 1\n"),
-        "{metrics}"
-    );
-    assert!(metrics.contains(&format!(
-        "chunkstream_file_bytes_total{{direction=\"send\"}} {}\n",
-        6 << 20
-    )));
+    if let Some(m) = metrics(&a) {
+        assert_eq!(
+            m[r#"chunkstream_transfers_total{direction="send",outcome="done"}"#],
+            1.0
+        );
+        assert_eq!(
+            m[r#"chunkstream_file_bytes_total{direction="send"}"#],
+            f64::from(6 << 20)
+        );
+        assert_eq!(m[r#"chunkstream_transfers_active{direction="send"}"#], 0.0);
+    }
+    if let Some(m) = metrics(&b) {
+        assert_eq!(
+            m[r#"chunkstream_transfers_total{direction="recv",outcome="done"}"#],
+            1.0
+        );
+        assert_eq!(
+            m[r#"chunkstream_file_bytes_total{direction="recv"}"#],
+            f64::from(6 << 20)
+        );
+    }
     let history = Command::new(BIN)
         .args(["history", "--json", "--state-dir"])
         .arg(tmp.path().join("a/state"))
@@ -435,6 +490,25 @@ fn overlapping_jobs_to_one_receiver_share_it_50_30_20() {
     // Both join the running session rather than wait for it.
     a.wait_for(high, "running", secs(5));
     a.wait_for(critical, "running", secs(5));
+    // While they run, each job has its path's rate, RTT and loss (FEC
+    // plane) in the metrics.
+    if let Some(m) = metrics(&a) {
+        for id in [normal, high, critical] {
+            let key = |name: &str| {
+                m.iter()
+                    .find(|(k, _)| k.starts_with(name) && k.contains(&format!("transfer=\"{id}\"")))
+                    .map(|(_, v)| *v)
+            };
+            assert!(
+                key("chunkstream_path_rate_bits_per_second{").is_some(),
+                "{m:?}"
+            );
+            assert!(key("chunkstream_path_rtt_seconds{").is_some(), "{m:?}");
+            let loss = key("chunkstream_path_loss_ratio{").expect("a loss gauge");
+            assert!((0.0..0.05).contains(&loss), "loopback lost {loss}");
+        }
+        assert_eq!(m[r#"chunkstream_transfers_active{direction="send"}"#], 3.0);
+    }
     // Bytes acknowledged per job, sampled until Critical has most of its.
     let ids = [critical, high, normal];
     let mut samples: Vec<[u64; 3]> = Vec::new();

@@ -60,12 +60,12 @@ pub struct Carrier {
     pub finished: Vec<(i64, f64)>,
     /// Smoothed RTT, milliseconds.
     pub rtt_ms: f64,
-    /// Per path: name, delivery rate (bits/s), state.
+    /// Per path: name, delivery rate (bits/s), state, RTT (ms), loss.
     pub paths: Vec<Value>,
     /// Busy refusals so far.
     pub busy_retries: u32,
     /// When and at how many acknowledged bytes the rate was last taken
-    /// (one path: the engine reports per-path rates only with several).
+    /// (until the engine's first per-path rates arrive).
     rate_mark: (Instant, u64),
     path_rates: bool,
 }
@@ -214,7 +214,7 @@ impl Carrier {
                 self.path_rates = true;
                 self.paths = rates
                     .iter()
-                    .map(|r| json!({"name": r.name, "rate_bps": r.rate_bps, "state": format!("{:?}", r.state).to_lowercase()}))
+                    .map(|r| json!({"name": r.name, "rate_bps": r.rate_bps, "state": format!("{:?}", r.state).to_lowercase(), "rtt_ms": r.rtt_ms, "loss": r.loss}))
                     .collect();
             }
             SendEvent::Busy { attempt, .. } => self.busy_retries = *attempt,

@@ -164,7 +164,8 @@ impl Jobs {
                     transfer: *id,
                     path: p["name"].as_str().unwrap_or_default().to_owned(),
                     rate_bps: p["rate_bps"].as_f64().unwrap_or(0.0),
-                    rtt_s: l.progress.rtt_ms / 1e3,
+                    rtt_s: p["rtt_ms"].as_f64().unwrap_or(l.progress.rtt_ms) / 1e3,
+                    loss: p["loss"].as_f64(),
                 });
             }
         }

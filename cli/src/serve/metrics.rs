@@ -55,6 +55,8 @@ pub struct LivePath {
     pub rate_bps: f64,
     /// Smoothed RTT, seconds.
     pub rtt_s: f64,
+    /// Share of shards sent that did not arrive (FEC plane only).
+    pub loss: Option<f64>,
 }
 
 /// Escapes a label value.
@@ -155,7 +157,7 @@ impl Metrics {
                 ("{reason=\"other\"}".into(), get(&self.refused_other) as f64),
             ],
         );
-        let per_path = |f: fn(&LivePath) -> f64| -> Vec<(String, f64)> {
+        let per_path_of = |paths: &[LivePath], f: fn(&LivePath) -> f64| -> Vec<(String, f64)> {
             paths
                 .iter()
                 .map(|p| {
@@ -170,6 +172,7 @@ impl Metrics {
                 })
                 .collect()
         };
+        let per_path = |f: fn(&LivePath) -> f64| per_path_of(paths, f);
         family(
             "chunkstream_path_rate_bits_per_second",
             "gauge",
@@ -179,8 +182,15 @@ impl Metrics {
         family(
             "chunkstream_path_rtt_seconds",
             "gauge",
-            "Smoothed round-trip time of each running send job.",
+            "Smoothed round-trip time of each path of each running send job.",
             &per_path(|p| p.rtt_s),
+        );
+        let lossy: Vec<LivePath> = paths.iter().filter(|p| p.loss.is_some()).cloned().collect();
+        family(
+            "chunkstream_path_loss_ratio",
+            "gauge",
+            "Share of the shards sent on each path of each running send job (FEC plane) that did not arrive, so far.",
+            &per_path_of(&lossy, |p| p.loss.unwrap_or(0.0)),
         );
         out
     }
@@ -217,6 +227,7 @@ mod tests {
                 path: "eth0=10.0.0.2:4433".into(),
                 rate_bps: 1e8,
                 rtt_s: 0.02,
+                loss: Some(0.05),
             }],
         );
         assert!(text.contains("# TYPE chunkstream_refused_connections_total counter"));
@@ -225,6 +236,9 @@ mod tests {
         assert!(text.contains("chunkstream_jobs_queued 2\n"));
         assert!(text.contains(
             "chunkstream_path_rate_bits_per_second{transfer=\"7\",path=\"eth0=10.0.0.2:4433\"} 100000000\n"
+        ));
+        assert!(text.contains(
+            "chunkstream_path_loss_ratio{transfer=\"7\",path=\"eth0=10.0.0.2:4433\"} 0.05\n"
         ));
         // Every sample line is NAME{LABELS} VALUE or NAME VALUE.
         for l in text.lines().filter(|l| !l.starts_with('#')) {

@@ -172,7 +172,8 @@ pub struct PathReport {
     pub loss: Option<f64>,
 }
 
-/// One path's measured delivery rate and state, for progress displays.
+/// One path's measured delivery rate, state, RTT and loss, for progress
+/// displays.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PathRate {
     /// `LOCAL=REMOTE`.
@@ -181,6 +182,11 @@ pub struct PathRate {
     pub rate_bps: f64,
     /// Current state.
     pub state: PathState,
+    /// Smoothed round-trip time, milliseconds.
+    pub rtt_ms: f64,
+    /// FEC plane: the share of shards sent on this path that did not
+    /// arrive, so far (`None` on the reliable plane, where QUIC resends).
+    pub loss: Option<f64>,
 }
 
 /// Parses a rate: a number with an optional unit, `kbit`, `mbit`, `gbit`

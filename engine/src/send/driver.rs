@@ -86,7 +86,7 @@ pub(crate) enum Progress {
     },
     /// A path changed state.
     Path(PathChange),
-    /// Every path's rate, every 100 ms (several paths only).
+    /// Every path's rate, RTT and loss, every 100 ms.
     Rates(Vec<PathRate>),
 }
 
@@ -661,7 +661,7 @@ pub(crate) async fn run(
                     }
                 }
                 transmit = true;
-                if n > 1 && now.duration_since(last_rates) >= Duration::from_millis(100) {
+                if now.duration_since(last_rates) >= Duration::from_millis(100) {
                     let secs = now.duration_since(last_rates).as_secs_f64();
                     last_rates = now;
                     let rates = (0..n)
@@ -672,7 +672,15 @@ pub(crate) async fn run(
                             // manager's smoothed delivery rates.
                             let r = if streams { f.rate * 8.0 } else { rate_of(&f, rate_marks[i], secs) };
                             rate_marks[i] = f.delivered;
-                            PathRate { name: specs[i].name(), rate_bps: r, state: f.state }
+                            let offered = f.shards_sent * shard_bytes as u64;
+                            PathRate {
+                                name: specs[i].name(),
+                                rate_bps: r,
+                                state: f.state,
+                                rtt_ms: f.srtt.as_secs_f64() * 1e3,
+                                loss: (!streams && offered > 0)
+                                    .then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
+                            }
                         })
                         .collect();
                     on_progress(Progress::Rates(rates));

@@ -59,7 +59,7 @@ pub enum SendEvent {
     },
     /// A path came up, went down, or is being re-dialled (multi-path).
     Path(crate::multipath::spec::PathChange),
-    /// Every path's delivery rate and state, every 100 ms (multi-path).
+    /// Every path's delivery rate, state, RTT and loss, every 100 ms.
     PathRates(Vec<crate::multipath::spec::PathRate>),
     /// The FEC plane was asked for but cannot be used; the reliable plane
     /// carries the transfer instead.
