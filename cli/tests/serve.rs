@@ -226,6 +226,8 @@ fn a_submitted_job_streams_its_events_and_arrives_verified() {
     assert_eq!(done["bytes"], 6 << 20);
     assert_eq!(done["bytes_done"], 6 << 20);
     assert!(done["goodput_bps"].as_f64().unwrap() > 0.0, "{done}");
+    // FEC plane: the recovery shards beyond the up-front ones are counted.
+    assert!(done["repair_shards"].as_u64().is_some(), "{done}");
     assert_eq!(
         done["request"]["ticket"], "redacted",
         "secrets stay out of the API"

@@ -55,6 +55,9 @@ pub struct Progress {
     pub paths: Vec<serde_json::Value>,
     /// Busy refusals so far (the receiver was full).
     pub busy_retries: u32,
+    /// FEC plane: recovery shards its blocks took beyond the up-front ones
+    /// (repairs of what was lost, margin on spare capacity).
+    pub repair_shards: u64,
 }
 
 /// A running job.
@@ -429,6 +432,7 @@ impl Jobs {
         let goodput = job.progress.bytes as f64 * 8.0 / secs;
         let paths = serde_json::Value::Array(job.progress.paths.clone());
         let _ = self.store.set_outcome(id, goodput, &paths);
+        let _ = self.store.set_repair_shards(id, job.progress.repair_shards);
         goodput
     }
 
@@ -453,9 +457,15 @@ impl Jobs {
         }
         s.observe(e);
         match e {
-            SendEvent::Acked { file, bytes, .. } => {
+            SendEvent::Acked {
+                file,
+                bytes,
+                repair_shards,
+                ..
+            } => {
                 if let Some(job) = s.owner(*file).and_then(|j| running.jobs.get_mut(&j)) {
                     job.progress.bytes_done += bytes;
+                    job.progress.repair_shards += repair_shards;
                 }
             }
             SendEvent::FileDone { file, .. } => {

@@ -99,6 +99,9 @@ pub struct Record {
     pub finished: Option<f64>,
     /// File bits per second of the finished transfer.
     pub goodput_bps: Option<f64>,
+    /// FEC plane: recovery shards its blocks took beyond the up-front
+    /// ones (a sent transfer that finished).
+    pub repair_shards: Option<u64>,
     /// Per path (JSON): name, bytes, RTT, loss, at the end.
     pub paths: serde_json::Value,
     /// Why it failed.
@@ -151,12 +154,17 @@ CREATE TABLE IF NOT EXISTS transfers (
     goodput_bps REAL,
     paths       TEXT NOT NULL DEFAULT '[]',
     error       TEXT,
-    request     TEXT NOT NULL DEFAULT 'null'
+    request     TEXT NOT NULL DEFAULT 'null',
+    repair_shards INTEGER
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state);
 ";
 
-const COLUMNS: &str = "id, direction, state, peer, files, bytes, bytes_done, created, started, finished, goodput_bps, paths, error, request";
+const COLUMNS: &str = "id, direction, state, peer, files, bytes, bytes_done, created, started, finished, goodput_bps, paths, error, request, repair_shards";
+
+/// Columns added since the first schema, added to an older database when
+/// it is opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("repair_shards", "INTEGER")];
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
@@ -179,6 +187,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         paths: json(11)?,
         error: row.get(12)?,
         request: json(13)?,
+        repair_shards: row.get::<_, Option<i64>>(14)?.map(|n| n.max(0) as u64),
     })
 }
 
@@ -200,6 +209,18 @@ impl Store {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(SCHEMA)
             .with_context(|| format!("cannot set up the agent's database {}", path.display()))?;
+        let have: Vec<String> = db
+            .prepare("SELECT name FROM pragma_table_info('transfers')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, kind) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                db.execute_batch(&format!("ALTER TABLE transfers ADD COLUMN {name} {kind}"))
+                    .with_context(|| {
+                        format!("cannot upgrade the agent's database {}", path.display())
+                    })?;
+            }
+        }
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -346,6 +367,16 @@ impl Store {
         Ok(())
     }
 
+    /// The recovery shards a finished send's blocks took beyond the
+    /// up-front ones.
+    pub fn set_repair_shards(&self, id: i64, n: u64) -> Result<()> {
+        self.db().execute(
+            "UPDATE transfers SET repair_shards = ?2 WHERE id = ?1",
+            params![id, int(n)],
+        )?;
+        Ok(())
+    }
+
     /// Deletes ended transfers that finished more than `days` ago; how many.
     pub fn prune(&self, days: f64) -> Result<usize> {
         let cutoff = unix_now() - days * 86_400.0;
@@ -402,5 +433,37 @@ mod tests {
         assert_eq!(s.prune(-1.0).unwrap(), 1);
         let left: Vec<i64> = s.list(None, 10).unwrap().iter().map(|r| r.id).collect();
         assert_eq!(left, [b]);
+    }
+
+    #[test]
+    fn a_database_of_an_older_agent_gains_the_new_columns_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema before `repair_shards`, with one finished job.
+            let db = Connection::open(dir.path().join("agent.sqlite")).unwrap();
+            db.execute_batch(&SCHEMA.replace(",\n    repair_shards INTEGER", ""))
+                .unwrap();
+            db.execute(
+                "INSERT INTO transfers (direction, state, peer, created) VALUES ('send', 'done', 'p', 1.0)",
+                [],
+            )
+            .unwrap();
+            let columns: i64 = db
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('transfers')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(columns, 14, "the old schema");
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let old = s.list(None, 10).unwrap();
+        assert_eq!((old.len(), old[0].repair_shards), (1, None));
+        s.set_repair_shards(old[0].id, 12).unwrap();
+        assert_eq!(s.get(old[0].id).unwrap().unwrap().repair_shards, Some(12));
+        // Opening it again changes nothing.
+        drop(s);
+        assert!(Store::open(dir.path()).is_ok());
     }
 }

@@ -119,6 +119,8 @@ struct Account {
     listed: bool,
     /// Recovery shards sent on spare capacity ([`SendAccounts::spare`]).
     spare: usize,
+    /// Recovery shards planned beyond the up-front ones, all attempts.
+    extra: u64,
 }
 
 /// Per-block accounting of the shards a sender has sent.
@@ -222,6 +224,7 @@ impl SendAccounts {
                 last_sent: None,
                 listed: false,
                 spare: 0,
+                extra: 0,
             },
         );
         let up = self.upfront(geometry.k).min(geometry.r);
@@ -250,6 +253,7 @@ impl SendAccounts {
             .map(|(id, _)| *id)?;
         let a = self.blocks.get_mut(&id)?;
         a.spare += 1;
+        a.extra += 1;
         self.spare_planned += 1;
         self.plan(id, 1, false).pop()
     }
@@ -315,15 +319,18 @@ impl SendAccounts {
             // Hold further answers until these have had time to arrive.
             if let Some(a) = self.blocks.get_mut(&id) {
                 a.last_sent = Some(now);
+                a.extra += count as u64;
             }
             out.extend(self.plan(id, count, false));
         }
         out
     }
 
-    /// The receiver verified and wrote the block.
-    pub fn on_acked(&mut self, file: u32, block: u64) -> bool {
-        self.blocks.remove(&(file, block)).is_some()
+    /// The receiver verified and wrote the block: the recovery shards it
+    /// took beyond the up-front ones (repairs and spare capacity), or
+    /// `None` if it was acknowledged already.
+    pub fn on_acked(&mut self, file: u32, block: u64) -> Option<u64> {
+        self.blocks.remove(&(file, block)).map(|a| a.extra)
     }
 
     /// The receiver asks for the block again as `attempt` (its digest
@@ -407,7 +414,7 @@ mod tests {
             a.on_status(t0 + srtt * 3, t0 + srtt * 3, srtt, &[(0, 0, 2)])
                 .is_empty()
         );
-        assert!(a.on_acked(0, 0));
+        assert!(a.on_acked(0, 0).is_some());
         assert_eq!(a.in_flight(), 0);
     }
 
@@ -571,7 +578,7 @@ mod tests {
                 }
                 while acks.front().is_some_and(|a| a.0 <= t) {
                     let (_, b) = acks.pop_front().unwrap();
-                    if acc.on_acked(0, b) { done += 1 }
+                    if acc.on_acked(0, b).is_some() { done += 1 }
                 }
                 t += 1;
             }

@@ -404,10 +404,12 @@ impl SenderCore {
                 }
                 // Acknowledgements come on every path: take the first.
                 let fresh = match &self.streams {
-                    Some(_) => self.blocks.contains_key(&(file, block)),
+                    Some(_) => self.blocks.contains_key(&(file, block)).then_some(0),
                     None => self.accounts.on_acked(file, block),
                 };
-                if fresh && let Some(a) = self.blocks.remove(&(file, block)) {
+                if let Some(repair_shards) = fresh
+                    && let Some(a) = self.blocks.remove(&(file, block))
+                {
                     // The FEC plane measures from admission (shards of a
                     // block leave over a while), the reliable plane from
                     // the stream's opening.
@@ -421,6 +423,7 @@ impl SenderCore {
                         bytes: u64::from(self.manifest.block_span(file as usize, block).1),
                         class: a.class,
                         latency,
+                        repair_shards,
                     });
                 }
             }

@@ -67,11 +67,12 @@ type Merged = crate::session::control::TaggedFrame;
 pub(crate) enum Progress {
     /// The receiver sent READY (shards were already on their way).
     Admitted,
-    /// A block was acknowledged.
+    /// A block was acknowledged (with the repair shards it took).
     Acked {
         bytes: u64,
         file: usize,
         rtt: Duration,
+        repair_shards: u64,
     },
     /// The receiver already held a block (not sent).
     Resumed { bytes: u64, file: usize },
@@ -761,6 +762,7 @@ pub(crate) async fn run(
                     block,
                     bytes,
                     latency: l,
+                    repair_shards,
                     ..
                 } => {
                     blocks.remove(&(file, block));
@@ -772,6 +774,7 @@ pub(crate) async fn run(
                         bytes,
                         file: file as usize,
                         rtt,
+                        repair_shards,
                     });
                 }
                 CoreEvent::BlockResumed { file, block, bytes } => {

@@ -59,6 +59,8 @@ pub enum CoreEvent {
         class: Class,
         /// From admission to acknowledgement.
         latency: Duration,
+        /// FEC plane: recovery shards it took beyond the up-front ones.
+        repair_shards: u64,
     },
     /// The receiver already holds this block (HAVE, same digest): it is
     /// not sent (the driver frees its data).

@@ -41,6 +41,9 @@ pub enum SendEvent {
         file: usize,
         /// See `file`.
         bytes: u64,
+        /// FEC plane: recovery shards this block took beyond the up-front
+        /// ones (repairs of what was lost, and margin on spare capacity).
+        repair_shards: u64,
     },
     /// The receiver verified and stored a file.
     FileDone {
@@ -152,6 +155,7 @@ impl Acks {
         bytes: u64,
         rtt: Duration,
         resumed: bool,
+        repair_shards: u64,
     ) -> SendEvent {
         self.bytes += bytes;
         if resumed {
@@ -173,6 +177,7 @@ impl Acks {
             rtt,
             file,
             bytes,
+            repair_shards,
         }
     }
 

@@ -464,10 +464,13 @@ async fn run(
         |p| match p {
             Progress::Admitted => on_event(&started_event),
             Progress::Acked {
-                bytes, file, rtt, ..
-            } => on_event(&acks.record(file, bytes, rtt, false)),
+                bytes,
+                file,
+                rtt,
+                repair_shards,
+            } => on_event(&acks.record(file, bytes, rtt, false, repair_shards)),
             Progress::Resumed { bytes, file } => {
-                on_event(&acks.record(file, bytes, Duration::ZERO, true))
+                on_event(&acks.record(file, bytes, Duration::ZERO, true, 0))
             }
             Progress::FileDone { file, name } => on_event(&SendEvent::FileDone { file, name }),
             Progress::FilesAdded {
