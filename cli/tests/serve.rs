@@ -25,20 +25,30 @@ struct Agent {
 
 impl Agent {
     fn start(root: &Path, name: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--json",
-            ])
-            .arg("--out")
-            .arg(root.join(name).join("out"))
-            .arg("--state-dir")
-            .arg(root.join(name).join("state"))
-            .args(extra)
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--json",
+        ])
+        .arg("--out")
+        .arg(root.join(name).join("out"))
+        .arg("--state-dir")
+        .arg(root.join(name).join("state"))
+        // The test's files are all under `root`.
+        .arg("--allow")
+        .arg(root)
+        .args(extra);
+        let token_at = extra.iter().position(|a| *a == "--api-token");
+        Self::spawn(&mut cmd, token_at.map(|i| extra[i + 1].to_owned()))
+    }
+
+    /// Starts `cmd` (a `serve --json`), reads its first line.
+    fn spawn(cmd: &mut Command, api_token: Option<String>) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -50,7 +60,6 @@ impl Agent {
         let v: Value = serde_json::from_str(&first)
             .unwrap_or_else(|e| panic!("serve's first line is not JSON ({e}): {first:?}"));
         assert_eq!(v["event"], "listening");
-        let token_at = extra.iter().position(|a| *a == "--api-token");
         Self {
             child,
             http: v["http"].as_str().unwrap().to_owned(),
@@ -61,7 +70,7 @@ impl Agent {
                     .timeout_global(Some(Duration::from_secs(10)))
                     .build(),
             ),
-            api_token: token_at.map(|i| extra[i + 1].to_owned()),
+            api_token,
         }
     }
 
@@ -418,6 +427,19 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
                 r#"{"inputs": []}"#,
             ),
         ),
+        // A file outside --allow (the test's folder) is refused.
+        (
+            403,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type],
+                &format!(
+                    r#"{{"inputs": ["/etc/hostname"], "to": "127.0.0.1:9", "peer": "{}", "token": "t"}}"#,
+                    "ab".repeat(32)
+                ),
+            ),
+        ),
         (404, raw("GET", "/api/v1/transfers/12345", &[auth], "")),
         (404, raw("GET", "/api/v1/transfers/abc", &[auth], "")),
         (404, raw("POST", "/api/v1/transfers/1/explode", &[auth], "")),
@@ -459,6 +481,128 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-token"));
+
+    // A damaged database: a clear error naming it, and no agent half-up.
+    let state = tmp.path().join("d/state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("agent.sqlite"), vec![0x5a; 8192]).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--out",
+        ])
+        .arg(tmp.path().join("d/out"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("agent.sqlite") && err.contains("not a database"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "it printed a ticket: {:?}",
+        out.stdout
+    );
+
+    // --allow must name folders that exist.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--allow",
+        ])
+        .arg(tmp.path().join("nowhere"))
+        .arg("--out")
+        .arg(tmp.path().join("e/out"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow"),
+        "{out:?}"
+    );
+}
+
+/// A job to a receiver that does not answer fails with a reason that names
+/// it, and the queue goes on: a job to a live receiver behind it finishes.
+#[test]
+fn a_job_to_an_unreachable_receiver_fails_and_the_queue_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Agent::start(tmp.path(), "b", &[]);
+    let a = Agent::start(tmp.path(), "a", &["--max-jobs", "1"]);
+    let src = tmp.path().join("f.bin");
+    write_file(&src, 1 << 20, 9);
+    // Port 9 on loopback: nothing listens.
+    let (_, agent_b) = b.get("/api/v1/agent");
+    let dead = a.submit(&json!({"inputs": [src], "to": "127.0.0.1:9", "peer": agent_b["fingerprint"], "token": "t"}));
+    let live = a.submit(&job(&[&src], &b.ticket));
+    let failed = a.wait_for(dead, "failed", secs(30));
+    let why = failed["error"].as_str().unwrap();
+    assert!(why.contains("127.0.0.1:9"), "{why}");
+    a.wait_for(live, "done", secs(60));
+    assert_same_file(&src, &tmp.path().join("b/out/f.bin"));
+}
+
+/// The receiving agent's disk fills: the job fails with the receiver's
+/// reason (its partial file kept), and the agent goes on.
+#[test]
+fn a_full_disk_on_the_receiving_agent_fails_the_job_with_the_reason() {
+    if skip_unless(
+        is_root(),
+        "a small tmpfs for the receiving agent needs root (unshare -m)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b/out");
+    std::fs::create_dir_all(&out).unwrap();
+    // B runs in a private mount namespace on a 4 MiB tmpfs.
+    let script = format!(
+        "mount -t tmpfs -o size=4m none '{o}' && exec '{BIN}' serve --listen 127.0.0.1:0 --http 127.0.0.1:0 --json --out '{o}' --state-dir '{s}'",
+        o = out.display(),
+        s = tmp.path().join("b/state").display()
+    );
+    let b = Agent::spawn(
+        Command::new("unshare").args(["-m", "sh", "-c", &script]),
+        None,
+    );
+    let a = Agent::start(tmp.path(), "a", &[]);
+    let big = tmp.path().join("big.bin");
+    write_file(&big, 16 << 20, 4);
+    let id = a.submit(&job(&[&big], &b.ticket));
+    let failed = a.wait_for(id, "failed", secs(60));
+    let why = failed["error"].as_str().unwrap();
+    assert!(
+        why.contains("receiver disk full") && why.contains("big.bin"),
+        "{why}"
+    );
+    assert!(
+        !why.contains(&*out.to_string_lossy()),
+        "names the receiver's folders: {why}"
+    );
+    // B records the failed receive, and still answers.
+    let start = Instant::now();
+    let list = loop {
+        let (status, list) = b.get("/api/v1/transfers");
+        assert_eq!(status, 200);
+        if list["transfers"][0]["state"] == "failed" || start.elapsed() > secs(15) {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let why = list["transfers"][0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("disk full"), "{list}");
 }
 
 /// Jobs to one receiver that overlap share its bandwidth by class: a

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::events::Events;
-use super::jobs::{ActionError, JobRequest, Jobs};
+use super::jobs::{ActionError, JobRequest, Jobs, SubmitError};
 use super::metrics::Metrics;
 use super::store::{State as JobState, Store};
 
@@ -223,7 +223,8 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
             axum::Json(json!({"id": id, "state": "queued"})),
         )
             .into_response(),
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(SubmitError::Invalid(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(SubmitError::Forbidden(e)) => error(StatusCode::FORBIDDEN, e),
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use super::carrier::{Carrier, Start, Stop};
 use super::events::Events;
 use super::metrics::{LivePath, Metrics, add};
-pub use super::request::{JobRequest, Prepared, class, rank};
+pub use super::request::{JobRequest, Prepared, class, confine, rank};
 use super::store::{Record, State, Store};
 
 /// What the API shows of a running job.
@@ -95,6 +95,17 @@ pub struct Jobs {
     running: Mutex<Running>,
     wake: Notify,
     max_running: usize,
+    /// The folders jobs may send from (canonical).
+    allow: Vec<std::path::PathBuf>,
+}
+
+/// Why a job was not queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The request does not hold (missing files, bad destination...).
+    Invalid(String),
+    /// It names files outside the folders the agent may send from.
+    Forbidden(String),
 }
 
 /// Why a user action on a job could not be done.
@@ -115,6 +126,7 @@ impl Jobs {
         events: Arc<Events>,
         metrics: Arc<Metrics>,
         max_running: usize,
+        allow: Vec<std::path::PathBuf>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -123,7 +135,16 @@ impl Jobs {
             running: Mutex::new(Running::default()),
             wake: Notify::new(),
             max_running: max_running.max(1),
+            allow,
         })
+    }
+
+    /// A stored request, checked again when it is to start (its files may
+    /// have changed since), confined to the allowed folders.
+    fn prepare(&self, request: &JobRequest) -> Result<Prepared, SubmitError> {
+        let mut prepared = request.prepare().map_err(SubmitError::Invalid)?;
+        confine(&mut prepared.sources, &self.allow).map_err(SubmitError::Forbidden)?;
+        Ok(prepared)
     }
 
     fn running_now(&self) -> std::sync::MutexGuard<'_, Running> {
@@ -131,13 +152,14 @@ impl Jobs {
     }
 
     /// Checks and stores a job; its id. It runs when its turn comes.
-    pub fn submit(&self, request: &JobRequest) -> Result<i64, String> {
-        let prepared = request.prepare()?;
-        let value = serde_json::to_value(request).map_err(|e| e.to_string())?;
+    pub fn submit(&self, request: &JobRequest) -> Result<i64, SubmitError> {
+        let prepared = self.prepare(request)?;
+        let value =
+            serde_json::to_value(request).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let id = self
             .store
             .add_job(&prepared.destination.to_string(), &value)
-            .map_err(|e| format!("cannot store the job: {e}"))?;
+            .map_err(|e| SubmitError::Invalid(format!("cannot store the job: {e}")))?;
         let bytes: u64 = prepared.sources.iter().map(|s| s.size).sum();
         let _ = self
             .store
@@ -300,7 +322,12 @@ impl Jobs {
             }
             let prepared = request
                 .ok_or_else(|| "the stored job is unreadable".to_owned())
-                .and_then(|q| Ok((class(&q.priority)?, q.prepare()?)));
+                .and_then(|q| {
+                    let p = self.prepare(&q).map_err(|e| match e {
+                        SubmitError::Invalid(m) | SubmitError::Forbidden(m) => m,
+                    })?;
+                    Ok((class(&q.priority)?, p))
+                });
             let (job_class, prepared) = match prepared {
                 Ok(p) => p,
                 Err(e) => {

@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Token every API request must carry (`Authorization: Bearer TOKEN`).
     #[arg(long, env = "CHUNKSTREAM_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A folder the API may send files from (repeatable). Jobs naming any
+    /// file outside these folders (after resolving symbolic links) are
+    /// refused; with none, the agent receives but sends nothing.
+    #[arg(long, value_name = "DIR")]
+    pub allow: Vec<std::path::PathBuf>,
     /// Send jobs running at once (over all receivers; one per receiver).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_jobs: usize,
@@ -64,6 +69,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.http
         );
     }
+    let allow = args
+        .allow
+        .iter()
+        .map(|d| {
+            std::fs::canonicalize(d)
+                .ok()
+                .filter(|c| c.is_dir())
+                .with_context(|| format!("--allow {}: not a folder that exists", d.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let Bound {
         receiver,
         token,
@@ -80,6 +95,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         events.clone(),
         metrics.clone(),
         args.max_jobs,
+        allow,
     );
     let listener = tokio::net::TcpListener::bind(args.http)
         .await

@@ -66,6 +66,30 @@ pub struct Prepared {
     pub destination: SocketAddr,
 }
 
+/// Checks that every source lies in one of the folders `allow` (canonical
+/// paths), symbolic links resolved, and has the reader open the resolved
+/// path. The error names the first file outside.
+pub fn confine(sources: &mut [SourceFile], allow: &[PathBuf]) -> Result<(), String> {
+    if allow.is_empty() {
+        return Err(
+            "this agent sends nothing: it was started without --allow DIR (the folders it may send from)"
+                .into(),
+        );
+    }
+    for s in sources {
+        let real = std::fs::canonicalize(&s.path)
+            .map_err(|e| format!("cannot resolve {}: {e}", s.path.display()))?;
+        if !allow.iter().any(|d| real.starts_with(d)) {
+            return Err(format!(
+                "{} is outside the folders this agent may send from (--allow)",
+                s.path.display()
+            ));
+        }
+        s.path = real;
+    }
+    Ok(())
+}
+
 fn resolve(to: &str) -> Result<SocketAddr, String> {
     to.to_socket_addrs()
         .map_err(|e| format!("cannot resolve receiver address {to:?}: {e}"))?
@@ -166,6 +190,34 @@ mod tests {
 
     fn request(json: serde_json::Value) -> Result<JobRequest, String> {
         serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn only_files_inside_the_allowed_folders_may_be_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("in");
+        let outside = dir.path().join("out");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(inside.join("a"), b"a").unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        // A link inside pointing outside is outside.
+        std::os::unix::fs::symlink(outside.join("secret"), inside.join("link")).unwrap();
+        let allow = [std::fs::canonicalize(&inside).unwrap()];
+        let mut ok = collect_sources(&[inside.join("a")]).unwrap();
+        confine(&mut ok, &allow).unwrap();
+        assert_eq!(ok[0].path, allow[0].join("a"));
+        for p in [
+            outside.join("secret"),
+            inside.join("link"),
+            inside.join("../out/secret"),
+        ] {
+            let mut s = collect_sources(std::slice::from_ref(&p)).unwrap();
+            let e = confine(&mut s, &allow).unwrap_err();
+            assert!(e.contains("outside the folders"), "{p:?}: {e}");
+        }
+        let e = confine(&mut collect_sources(&[inside.join("a")]).unwrap(), &[]).unwrap_err();
+        assert!(e.contains("--allow"), "{e}");
     }
 
     #[test]

@@ -202,25 +202,31 @@ impl Store {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
         let path = state_dir.join("agent.sqlite");
-        let db = Connection::open(&path)
-            .with_context(|| format!("cannot open the agent's database {}", path.display()))?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot set up the agent's database {}", path.display()))?;
-        let have: Vec<String> = db
-            .prepare("SELECT name FROM pragma_table_info('transfers')")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (name, kind) in ADDED_COLUMNS {
-            if !have.iter().any(|h| h == name) {
-                db.execute_batch(&format!("ALTER TABLE transfers ADD COLUMN {name} {kind}"))
-                    .with_context(|| {
-                        format!("cannot upgrade the agent's database {}", path.display())
-                    })?;
+        let setup = || -> rusqlite::Result<Connection> {
+            let db = Connection::open(&path)?;
+            db.busy_timeout(std::time::Duration::from_secs(5))?;
+            db.pragma_update(None, "journal_mode", "WAL")?;
+            db.pragma_update(None, "synchronous", "NORMAL")?;
+            db.execute_batch(SCHEMA)?;
+            let have: Vec<String> = db
+                .prepare("SELECT name FROM pragma_table_info('transfers')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (name, kind) in ADDED_COLUMNS {
+                if !have.iter().any(|h| h == name) {
+                    db.execute_batch(&format!("ALTER TABLE transfers ADD COLUMN {name} {kind}"))?;
+                }
             }
-        }
+            Ok(db)
+        };
+        // A damaged file fails here, before the agent listens or prints
+        // anything: it never runs half-way.
+        let db = setup().with_context(|| {
+            format!(
+                "cannot use the agent's database {} (move it away to start afresh)",
+                path.display()
+            )
+        })?;
         Ok(Self { db: Mutex::new(db) })
     }
 
