@@ -61,12 +61,12 @@ fn send_through(relay: &Relay, rx: &Receiver) -> Command {
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_classes_share_the_link_50_30_20_on_the_fec_plane() {
     share_50_30_20("fec").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_classes_share_the_link_50_30_20_on_the_reliable_plane() {
     share_50_30_20("reliable").await;
 }
@@ -131,7 +131,7 @@ async fn share_50_30_20(plane: &str) {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lone_normal_transfer_gets_the_whole_link() {
     let _one_at_a_time = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
