@@ -118,6 +118,20 @@ impl Agent {
         v
     }
 
+    /// The transfers this agent received, once the newest is done: a
+    /// session ends at the receiver only when the sending agent closes it,
+    /// just after its last job is done.
+    fn received_done(&self) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, list) = self.get("/api/v1/transfers");
+            if list["transfers"][0]["state"] == "done" || start.elapsed() > secs(10) {
+                return list;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (bounded) for transfer `id` to reach `state`.
     fn wait_for(&self, id: i64, state: &str, limit: Duration) -> Value {
         let start = Instant::now();
@@ -269,7 +283,7 @@ fn a_submitted_job_streams_its_events_and_arrives_verified() {
     assert_eq!(states, ["queued", "running", "done"], "{seen:?}");
 
     // Both sides' history, and the metrics.
-    let (_, list) = b.get("/api/v1/transfers?state=done");
+    let list = b.received_done();
     let received = &list["transfers"][0];
     assert_eq!(received["direction"], "recv");
     assert_eq!(received["bytes"], 6 << 20);
@@ -438,6 +452,16 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
                     r#"{{"inputs": ["/etc/hostname"], "to": "127.0.0.1:9", "peer": "{}", "token": "t"}}"#,
                     "ab".repeat(32)
                 ),
+            ),
+        ),
+        // Larger than any job (the limit is 1 MiB).
+        (
+            413,
+            raw(
+                "POST",
+                "/api/v1/transfers",
+                &[auth, json_type],
+                &format!(r#"{{"inputs": ["{}"]}}"#, "a".repeat(2 << 20)),
             ),
         ),
         (404, raw("GET", "/api/v1/transfers/12345", &[auth], "")),
@@ -697,16 +721,8 @@ fn overlapping_jobs_to_one_receiver_share_it_50_30_20() {
         a.wait_for(*id, "done", secs(60));
         assert_same_file(f, &tmp.path().join("b/out").join(f.file_name().unwrap()));
     }
-    // One session at the receiver, grown to three files (it ends once A's
-    // agent closes it, just after the last job is done).
-    let start = Instant::now();
-    let list = loop {
-        let (_, list) = b.get("/api/v1/transfers");
-        if list["transfers"][0]["state"] == "done" || start.elapsed() > secs(10) {
-            break list;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // One session at the receiver, grown to three files.
+    let list = b.received_done();
     let received = list["transfers"].as_array().unwrap();
     assert_eq!(received.len(), 1, "{list}");
     assert_eq!(received[0]["state"], "done", "{list}");

@@ -64,7 +64,12 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/agent", get(agent))
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/transfers", get(list).post(submit))
+        .route(
+            "/api/v1/transfers",
+            get(list)
+                .post(submit)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
+        )
         .route("/api/v1/transfers/{id}", get(show))
         .route("/api/v1/transfers/{id}/{action}", post(act))
         .route("/api/v1/events", get(events))
@@ -201,7 +206,20 @@ fn with_progress(s: &AppState, r: &super::store::Record) -> Value {
     v
 }
 
-async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Largest job request body: a job is a few paths and settings; a
+/// megabyte holds thousands of inputs.
+pub const MAX_BODY: usize = 1 << 20;
+
+async fn submit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        // Over MAX_BODY (413), or a body that could not be read.
+        Err(r) => return error(r.status(), format!("bad job body: {}", r.body_text())),
+    };
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -13,6 +13,7 @@ mod config;
 pub mod core;
 pub(crate) mod driver;
 mod events;
+pub(crate) mod more_files;
 mod streams;
 
 use crate::fec::accounts::Redundancy;

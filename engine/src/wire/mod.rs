@@ -363,12 +363,11 @@ pub enum WireError {
 
 mod frame;
 mod headers;
+mod report;
 
-pub use frame::{
-    FecStatus, Frame, FrameType, ManifestEntry, REPORT_ECHOES, decode_frame, decode_report,
-    encode_report, parse_frame_header,
-};
+pub use frame::{FecStatus, Frame, FrameType, ManifestEntry, decode_frame, parse_frame_header};
 pub use headers::{BlockHeader, ShardHeader};
+pub use report::{REPORT_ECHOES, decode_report, encode_report};
 
 #[cfg(test)]
 mod tests;
