@@ -184,12 +184,13 @@ async fn failover(plane: &str) {
     let mut args = send_args(&rx, &src, &addrs);
     args.extend(["--plane".into(), plane.into()]);
     let started = Instant::now();
-    let mut sender = Command::new(BIN)
+    let sender = Command::new(BIN)
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let output = collect(sender, secs(120));
     // 48 MiB at 48 Mbit/s: about 8.4 s. Path 1 (16 Mbit/s) goes away at
     // about 40 % and comes back at about 70 %.
     tokio::time::sleep_until((started + Duration::from_millis(3400)).into()).await;
@@ -197,12 +198,12 @@ async fn failover(plane: &str) {
     tokio::time::sleep_until((started + Duration::from_millis(5900)).into()).await;
     relays[1] = Some(relay(addrs[1], to, 16, 9).await);
     let out = tokio::task::spawn_blocking(move || {
-        let status = wait_bounded(&mut sender, secs(120));
-        let mut stdout = String::new();
-        std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stdout, stderr)
+        let o = output();
+        (
+            o.status,
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     })
     .await
     .unwrap();

@@ -111,17 +111,21 @@ fn transfer(
         send.args(["--path", &format!("{}s{i}=10.77.{i}.2:4433", topo.prefix)]);
     }
     let started = Instant::now();
-    let mut child = send
+    let child = send
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read as it goes: a full pipe would stop the sender (it did, in a CI
+    // run: "did not exit within 180 s").
+    let output = collect(child, secs(180));
     during(started);
-    let status = wait_bounded(&mut child, secs(180));
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let out = output();
+    let (status, stdout, stderr) = (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     let (rx_status, rx_out, rx_err) = rx.wait(secs(30));
     assert!(rx_status.success(), "receiver: {rx_err}");
     let events = stdout

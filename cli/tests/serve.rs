@@ -873,7 +873,7 @@ fn the_dashboard_starts_a_transfer_and_shows_it_done() {
     let src = tmp.path().join("from-the-browser.bin");
     write_file(&src, 12 << 20, 9);
     let shot = tmp.path().join("dashboard.png");
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
         .arg(a.url("/"))
         .arg(&b.ticket)
@@ -883,12 +883,12 @@ fn the_dashboard_starts_a_transfer_and_shows_it_done() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = wait_bounded(&mut child, secs(120));
-    let mut out = String::new();
-    let mut err = String::new();
-    use std::io::Read;
-    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let o = collect(child, secs(120))();
+    let (status, out, err) = (
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
     assert!(status.success(), "browser test failed:\n{out}\n{err}");
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,

@@ -178,12 +178,21 @@ pub fn send(args: &[String], limit: Duration) -> Output {
 
 /// Collects a child's output, killing it if it outlives `limit`.
 pub fn finish(child: Child, limit: Duration) -> Output {
+    collect(child, limit)()
+}
+
+/// Starts reading a child's output at once, so that a chatty child (`send
+/// --json` prints a progress line five times a second) never blocks on a
+/// full pipe while the test does something else; the closure waits for it
+/// to exit, killing it if it outlives `limit` from now.
+pub fn collect(child: Child, limit: Duration) -> impl FnOnce() -> Output {
     let pid = child.id();
+    let deadline = Instant::now() + limit;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(limit) {
+    move || match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
