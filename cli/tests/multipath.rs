@@ -66,9 +66,11 @@ fn bed(
     size: u64,
     seed: u64,
 ) -> (tempfile::TempDir, std::path::PathBuf, Receiver, SocketAddr) {
-    let tmp = tempfile::tempdir().unwrap();
+    // In RAM, the source flushed: these tests bound rates and shares.
+    let tmp = ram_tempdir();
     let src = tmp.path().join(name);
     write_file(&src, size, seed);
+    settle_writeback();
     let rx = Receiver::start(
         &tmp.path().join("out"),
         &tmp.path().join("state"),

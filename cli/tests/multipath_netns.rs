@@ -142,27 +142,6 @@ fn transfer(
     )
 }
 
-/// A temporary folder in RAM (`/dev/shm`) where there is one: these tests
-/// measure how the paths add up, and a receiver writing 512 MiB to disk
-/// competes with writeback (the build before them in CI leaves gigabytes
-/// dirty): a clean-clone CI run measured the lossy test at 0.58 of its
-/// capacity where runs here give 0.73-0.86.
-fn ram_tempdir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-/// Flushes the freshly written source to disk, so that writeback does not
-/// compete with the transfer it feeds (one run of the lossy test lost 20 %
-/// of its goodput to it: 410 instead of ~518 Mbit/s).
-fn settle_writeback() {
-    let _ = Command::new("sync").status();
-}
-
 fn done(run: &Run) -> &serde_json::Value {
     assert!(run.status.success(), "{}", run.stderr);
     run.events
