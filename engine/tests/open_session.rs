@@ -6,7 +6,8 @@
 //! naming a file already in the session is refused and the session goes
 //! on; an added file resumes from what an earlier attempt left.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,66 +15,16 @@ use chunkstream_engine::manifest::SourceFile;
 use chunkstream_engine::multipath::priority::Class;
 use chunkstream_engine::send::FecConfig;
 use chunkstream_engine::session::{
-    FileBatch, Receiver, RecvEvent, SendConfig, SendEvent, send_files, send_files_open,
+    FileBatch, RecvEvent, SendConfig, SendEvent, send_files, send_files_open,
 };
-use chunkstream_engine::transport::identity::{Fingerprint, Identity};
-use chunkstream_engine::transport::{Congestion, Tuning};
+use chunkstream_engine::transport::Congestion;
+use common::Setup;
 use tokio::sync::{mpsc, oneshot};
 
 const TOKEN: &str = "open";
 
-struct Setup {
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    events: Arc<Mutex<Vec<RecvEvent>>>,
-    out: std::path::PathBuf,
-    src: std::path::PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
 fn start() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let identity = Identity::generate().unwrap();
-    let receiver = Receiver::bind(
-        &["127.0.0.1:0".parse().unwrap()],
-        &out,
-        TOKEN.into(),
-        &identity,
-        &Tuning::default(),
-    )
-    .unwrap();
-    let addr = receiver.local_addrs()[0];
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    tokio::spawn(async move {
-        let _ = receiver
-            .serve(false, move |e| seen.lock().unwrap().push(e))
-            .await;
-    });
-    Setup {
-        addr,
-        fingerprint: identity.fingerprint(),
-        events,
-        out,
-        src,
-        _tmp: tmp,
-    }
-}
-
-fn source(s: &Setup, name: &str, size: usize, seed: u8) -> SourceFile {
-    let path = s.src.join(name);
-    let bytes: Vec<u8> = (0..size)
-        .map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    std::fs::write(&path, bytes).unwrap();
-    SourceFile {
-        path,
-        name: name.into(),
-        size: size as u64,
-    }
+    Setup::serve(TOKEN, |_| {})
 }
 
 fn config(s: &Setup, fec: bool, mbit: Option<u64>) -> SendConfig {
@@ -87,18 +38,6 @@ fn config(s: &Setup, fec: bool, mbit: Option<u64>) -> SendConfig {
     // Normal) are then short beside the test's 6 MiB of Critical.
     cfg.block_size = 256 << 10;
     cfg
-}
-
-fn blake3_of(path: &std::path::Path) -> blake3::Hash {
-    blake3::hash(&std::fs::read(path).unwrap())
-}
-
-fn assert_arrived(s: &Setup, name: &str) {
-    assert_eq!(
-        blake3_of(&s.out.join(name)),
-        blake3_of(&s.src.join(name)),
-        "{name} differs"
-    );
 }
 
 fn batch(
@@ -134,9 +73,9 @@ struct Seen {
 /// bytes; every file arrives whole, numbered after the first.
 async fn a_batch_joins_and_takes_its_share(fec: bool) {
     let s = start();
-    let normal = source(&s, "normal.bin", 20 << 20, 1);
-    let critical = source(&s, "critical.bin", 6 << 20, 2);
-    let empty = source(&s, "empty", 0, 3);
+    let normal = s.source("normal.bin", 20 << 20, 1);
+    let critical = s.source("critical.bin", 6 << 20, 2);
+    let empty = s.source("empty", 0, 3);
     let (tx, rx) = mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
@@ -171,7 +110,7 @@ async fn a_batch_joins_and_takes_its_share(fec: bool) {
     let reply = replied_rx.recv().unwrap().await.unwrap();
     assert_eq!(reply, Ok(1..3));
     for name in ["normal.bin", "critical.bin", "empty"] {
-        assert_arrived(&s, name);
+        s.assert_arrived(name);
     }
     let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["normal.bin", "critical.bin", "empty"]);
@@ -241,9 +180,9 @@ async fn on_the_reliable_plane_a_batch_joins_a_running_session_and_takes_its_sha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_with_nothing_left_waits_for_more_until_it_is_closed() {
     let s = start();
-    let first = source(&s, "first.bin", 300_000, 4);
-    let later = source(&s, "later.bin", 2_000_000, 5);
-    let again = source(&s, "first.bin", 300_000, 4);
+    let first = s.source("first.bin", 300_000, 4);
+    let later = s.source("later.bin", 2_000_000, 5);
+    let again = s.source("first.bin", 300_000, 4);
     let (tx, rx) = mpsc::unbounded_channel();
     let cfg = config(&s, true, None);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -273,8 +212,8 @@ async fn a_session_with_nothing_left_waits_for_more_until_it_is_closed() {
         .unwrap()
         .unwrap();
     assert_eq!(report.files.len(), 2);
-    assert_arrived(&s, "first.bin");
-    assert_arrived(&s, "later.bin");
+    s.assert_arrived("first.bin");
+    s.assert_arrived("later.bin");
     let ended = s
         .events
         .lock()
@@ -290,7 +229,7 @@ async fn a_session_with_nothing_left_waits_for_more_until_it_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_added_file_resumes_from_what_an_earlier_attempt_left() {
     let s = start();
-    let big = source(&s, "big.bin", 24 << 20, 6);
+    let big = s.source("big.bin", 24 << 20, 6);
     // The first attempt is cut off after 4 MiB.
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
     let cfg = config(&s, true, Some(80));
@@ -319,7 +258,7 @@ async fn an_added_file_resumes_from_what_an_earlier_attempt_left() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(part.exists());
-    let small = source(&s, "small.bin", 500_000, 7);
+    let small = s.source("small.bin", 500_000, 7);
     let (tx, rx) = mpsc::unbounded_channel();
     let (b, reply) = batch(vec![big], Class::Normal);
     tx.send(b).unwrap();
@@ -328,8 +267,8 @@ async fn an_added_file_resumes_from_what_an_earlier_attempt_left() {
         .await
         .expect("the second session succeeds");
     assert_eq!(reply.await.unwrap(), Ok(1..2));
-    assert_arrived(&s, "big.bin");
-    assert_arrived(&s, "small.bin");
+    s.assert_arrived("big.bin");
+    s.assert_arrived("small.bin");
     let resumed = report.files[1].resumed_bytes;
     assert!(
         resumed >= 2 << 20,

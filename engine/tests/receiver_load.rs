@@ -4,78 +4,24 @@
 //! holds nobody up; a sender that stays refused past its busy timeout says
 //! so.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use chunkstream_engine::manifest::SourceFile;
 use chunkstream_engine::send::FecConfig;
-use chunkstream_engine::session::{
-    Receiver, RecvEvent, SendConfig, SendEvent, SessionError, send_files,
-};
-use chunkstream_engine::transport::identity::{Fingerprint, Identity};
+use chunkstream_engine::session::{RecvEvent, SendConfig, SendEvent, SessionError, send_files};
 use chunkstream_engine::transport::{Tuning, client_endpoint};
+use common::{Setup, blake3_of};
 
 const TOKEN: &str = "load";
 
-struct Setup {
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    events: Arc<Mutex<Vec<RecvEvent>>>,
-    out: std::path::PathBuf,
-    src: std::path::PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-/// A receiver serving forever with at most `max_connections`, HELLO
+/// A receiver serving for ever with at most `max_connections`, HELLO
 /// deadline `hello`.
 fn start(max_connections: usize, hello: Duration) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let identity = Identity::generate().unwrap();
-    let mut receiver = Receiver::bind(
-        &["127.0.0.1:0".parse().unwrap()],
-        &out,
-        TOKEN.into(),
-        &identity,
-        &Tuning::default(),
-    )
-    .unwrap();
-    receiver
-        .set_max_connections(max_connections)
-        .set_hello_timeout(hello);
-    let addr = receiver.local_addrs()[0];
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    tokio::spawn(async move {
-        let _ = receiver
-            .serve(false, move |e| seen.lock().unwrap().push(e))
-            .await;
-    });
-    Setup {
-        addr,
-        fingerprint: identity.fingerprint(),
-        events,
-        out,
-        src,
-        _tmp: tmp,
-    }
-}
-
-/// A file of `size` pseudo-random bytes named `name`, as a source.
-fn source(s: &Setup, name: &str, size: usize, seed: u8) -> SourceFile {
-    let path = s.src.join(name);
-    let bytes: Vec<u8> = (0..size)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    std::fs::write(&path, bytes).unwrap();
-    SourceFile {
-        path,
-        name: name.into(),
-        size: size as u64,
-    }
+    Setup::serve(TOKEN, |r| {
+        r.set_max_connections(max_connections)
+            .set_hello_timeout(hello);
+    })
 }
 
 fn config(s: &Setup) -> SendConfig {
@@ -101,10 +47,6 @@ async fn silent_connection(s: &Setup) -> (quinn::Endpoint, quinn::Connection) {
     (endpoint, conn)
 }
 
-fn blake3_of(path: &std::path::Path) -> blake3::Hash {
-    blake3::hash(&std::fs::read(path).unwrap())
-}
-
 /// Forty senders at once against a receiver that runs eight connections:
 /// the rest are refused as busy, retry by themselves, and every file
 /// arrives whole. No sender sees a reset, a timeout or any other error.
@@ -114,7 +56,7 @@ async fn senders_beyond_the_limit_are_told_busy_and_all_get_through() {
     let s = start(8, Duration::from_secs(10));
     let mut tasks = Vec::new();
     for i in 0..SENDERS {
-        let file = source(&s, &format!("f{i}.bin"), 256 << 10, i as u8);
+        let file = s.source(&format!("f{i}.bin"), 256 << 10, i as u8);
         let cfg = config(&s);
         tasks.push(tokio::spawn(async move {
             let mut busy = 0u32;
@@ -157,7 +99,7 @@ async fn senders_beyond_the_limit_are_told_busy_and_all_get_through() {
 async fn a_connection_that_never_says_hello_is_dropped_at_the_deadline() {
     let s = start(1, Duration::from_millis(800));
     let (_endpoint, silent) = silent_connection(&s).await;
-    let file = source(&s, "late.bin", 100_000, 3);
+    let file = s.source("late.bin", 100_000, 3);
     let mut busy = 0u32;
     let started = Instant::now();
     send_files(vec![file], &config(&s), |e| {
@@ -193,7 +135,7 @@ async fn a_connection_that_never_says_hello_is_dropped_at_the_deadline() {
 async fn a_sender_refused_past_its_busy_timeout_says_the_receiver_is_busy() {
     let s = start(1, Duration::from_secs(30));
     let (_endpoint, _silent) = silent_connection(&s).await;
-    let file = source(&s, "never.bin", 1000, 1);
+    let file = s.source("never.bin", 1000, 1);
     let mut cfg = config(&s);
     cfg.busy_timeout = Duration::from_secs(1);
     let started = Instant::now();

@@ -267,6 +267,13 @@ pub(super) async fn session_body(
         Ok(())
     }
     .await;
+    // A sender that held the session open ends it by closing once every
+    // file is done: whichever arm met the close first (a report sent, a
+    // frame read), that is the session's success, not a lost connection.
+    let result = match result {
+        Err(_) if core.files_done() && sender_closed_done(conn) => Ok(()),
+        r => r,
+    };
     if let Err(e) = result {
         return Err(with_kept_parts(e, &parts));
     }
