@@ -297,6 +297,11 @@ async fn the_fec_plane_keeps_going_over_three_lossy_paths() {
     assert_eq!(done["plane"], "fec");
     let capacity: f64 = paths.iter().map(|(r, l)| *r as f64 * 1e6 * (1.0 - l)).sum();
     let goodput = done["goodput_bps"].as_f64().unwrap();
+    eprintln!(
+        "three lossy paths: {:.1} Mbit/s, {:.2} of capacity",
+        goodput / 1e6,
+        goodput / capacity
+    );
     // The reliable plane moves a few Mbit/s here (loss-based congestion
     // control); the bound only catches a collapse. The bench measures.
     assert!(goodput > 0.5 * capacity, "{goodput} of {capacity}: {done}");

@@ -456,6 +456,7 @@ pub(crate) async fn run(
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rates = Instant::now();
     let mut rate_marks = vec![0u64; n];
+    let mut sent_marks = vec![0u64; n];
     let mut all_down_since: Option<Instant> = None;
     let mut shards_sent = 0u64;
     let shard_len = SHARD_HEADER_LEN + shard_bytes;
@@ -603,6 +604,18 @@ pub(crate) async fn run(
                             let r = if streams { f.rate * 8.0 } else { rate_of(&f, rate_marks[i], secs) };
                             rate_marks[i] = f.delivered;
                             let offered = f.shards_sent * shard_bytes as u64;
+                            // What left against what the pacer allowed: a
+                            // sender that falls behind its pace (late
+                            // wake-ups) shows here first (`fec::shard_pacer`).
+                            let sent = f.shards_sent.saturating_sub(sent_marks[i]);
+                            sent_marks[i] = f.shards_sent;
+                            tracing::debug!(
+                                path = i,
+                                sent_mbit = (sent * shard_bytes as u64 * 8) as f64 / secs / 1e6,
+                                paced_mbit = f.rate * 8.0 / 1e6,
+                                blocks_held = blocks.len(),
+                                "sent against pace"
+                            );
                             PathRate {
                                 name: specs[i].name(),
                                 rate_bps: r,

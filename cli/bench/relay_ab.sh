@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A/B of two builds of chunkstream-engine over one relayed path on loopback:
+# the builds alternate, each transfer timed from process start to exit, its
+# copy checked with b3sum, and the sender's mean "sent against pace" (its
+# debug log: what left over what its pacer allowed) printed beside it.
+#
+#   cli/bench/relay_ab.sh BIN_A BIN_B ROUNDS SIZE_MIB [relay options...]
+#
+# e.g. cli/bench/relay_ab.sh /tmp/a/chunkstream-engine target/release/chunkstream-engine \
+#        3 64 --rate 200mbit --delay 20ms --loss 5%
+# (the relay's loss applies to both directions). No root needed.
+set -euo pipefail
+if [ $# -lt 4 ]; then
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+a=$1 b=$2 rounds=$3 size=$4
+shift 4
+for bin in "$a" "$b"; do
+  [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
+done
+command -v b3sum >/dev/null || { echo "b3sum is needed (apt-get install b3sum)" >&2; exit 2; }
+
+work=$(mktemp -d)
+out=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work" "$out"
+}
+trap cleanup EXIT
+
+head -c "$((size << 20))" /dev/urandom >"$work/src.bin"
+want=$(b3sum --no-names "$work/src.bin")
+sync
+
+port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+"$b" recv --listen "127.0.0.1:$(port)" --out "$out" --state-dir "$work/state" \
+  --token bench --json >"$work/recv.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -qs listening "$work/recv.log" && break; sleep 0.1; done
+rx=$(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["addresses"][0], e["fingerprint"])' "$work/recv.log")
+rx_addr=${rx% *} fingerprint=${rx#* }
+
+seed=10
+for round in $(seq "$rounds"); do
+  for label in A B; do
+    bin=$a; [ "$label" = B ] && bin=$b
+    seed=$((seed + 1))
+    relay_port=$(port)
+    "$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed "$seed" "$@" >/dev/null 2>&1 &
+    relay=$!
+    sleep 0.3
+    start=$(date +%s.%N)
+    RUST_LOG=chunkstream_engine::send=debug "$bin" send "$work/src.bin" --peer "$fingerprint" \
+      --token bench --mtu 1452 --path "127.0.0.1=127.0.0.1:$relay_port" --json \
+      >"$work/send.json" 2>"$work/send.err"
+    end=$(date +%s.%N)
+    kill "$relay" 2>/dev/null || true
+    wait "$relay" 2>/dev/null || true
+    got=$(b3sum --no-names "$out/src.bin")
+    [ "$got" = "$want" ] || { echo "round $round $label: received copy differs" >&2; exit 1; }
+    rm -f "$out/src.bin"
+    python3 - "$round" "$label" "$start" "$end" "$size" "$work/send.err" <<'EOF'
+import re, sys
+rnd, label, start, end, size, log = sys.argv[1:]
+secs = float(end) - float(start)
+sent = paced = n = 0
+for line in open(log):
+    m = re.search(r"sent_mbit=([0-9.]+) paced_mbit=([0-9.]+)", line)
+    if m:
+        sent += float(m.group(1)); paced += float(m.group(2)); n += 1
+pace = f", sent {sent / n:.1f} of a pace of {paced / n:.1f} Mbit/s (mean)" if n else ""
+print(f"round {rnd} {label}: {int(size) * 8 * 1.048576 / secs:.1f} Mbit/s, {secs:.2f} s start to exit{pace}; b3sum verified")
+EOF
+    sleep 0.5
+  done
+done
