@@ -8,10 +8,11 @@
 #
 # e.g. cli/bench/relay_ab.sh /tmp/a/chunkstream-engine target/release/chunkstream-engine \
 #        3 64 --rate 200mbit --delay 20ms --loss 5%
-# (the relay's loss applies to both directions). No root needed.
+# (the relay's loss applies to both directions). No root needed. With
+# LOGS=DIR set, each sender's debug log is kept there as ROUND-A.log / ROUND-B.log.
 set -euo pipefail
 if [ $# -lt 4 ]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 a=$1 b=$2 rounds=$3 size=$4
@@ -43,11 +44,11 @@ for _ in $(seq 50); do grep -qs listening "$work/recv.log" && break; sleep 0.1; 
 rx=$(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["addresses"][0], e["fingerprint"])' "$work/recv.log")
 rx_addr=${rx% *} fingerprint=${rx#* }
 
-seed=10
 for round in $(seq "$rounds"); do
+  # Both builds of a round meet the same losses (the relay's seed).
+  seed=$((10 + round))
   for label in A B; do
     bin=$a; [ "$label" = B ] && bin=$b
-    seed=$((seed + 1))
     relay_port=$(port)
     "$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed "$seed" "$@" >/dev/null 2>&1 &
     relay=$!
@@ -62,6 +63,7 @@ for round in $(seq "$rounds"); do
     got=$(b3sum --no-names "$out/src.bin")
     [ "$got" = "$want" ] || { echo "round $round $label: received copy differs" >&2; exit 1; }
     rm -f "$out/src.bin"
+    [ -z "${LOGS:-}" ] || { mkdir -p "$LOGS"; cp "$work/send.err" "$LOGS/$round-$label.log"; }
     python3 - "$round" "$label" "$start" "$end" "$size" "$work/send.err" <<'EOF'
 import re, sys
 rnd, label, start, end, size, log = sys.argv[1:]

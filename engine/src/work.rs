@@ -1,22 +1,32 @@
 //! The Rayon stage: what happens to each block between the reader and the
 //! network.
 //!
-//! [`prepare_block`] is one job on the Rayon pool. On the reliable plane it
-//! hashes the block ([`crate::hash::block_digest`]) and wraps it with its
-//! [`BlockHeader`]; the data stays the reader's pooled buffer. On the FEC
-//! plane the same job also computes the block's Reed-Solomon recovery shards
-//! ([`crate::fec::codec::encode_recovery`]) into
-//! [`PreparedBlock::recovery`]. Parity is never computed for the reliable
-//! plane, where QUIC already retransmits.
+//! [`prepare_block`] is one job on the Rayon pool. It hashes the block
+//! ([`crate::hash::block_digest`]) and wraps it with its [`BlockHeader`]; the
+//! data stays the reader's pooled buffer. On the FEC plane it also lays the
+//! block out in shards ([`Geometry`]).
+//!
+//! A block's Reed-Solomon recovery shards are encoded here too, ahead of
+//! need, only while the sender plans recovery shards with every block (the
+//! path loses: [`EncodeAhead`], set by the driver). Otherwise they are
+//! encoded when the first of them is about to be sent
+//! ([`PreparedBlock::recovery`], by the driver): on a path that loses
+//! nothing most blocks never need one, and encoding every block cost more
+//! than anything else we could remove (1 GiB over loopback: 1.72 Gbit/s
+//! with it, 2.51 without; results/README.md, "Recovery shards when
+//! needed"). Parity is never computed for the reliable plane, where QUIC
+//! already retransmits.
 //!
 //! [`start_pipeline`] wires reader → Rayon → an async channel that the
 //! session driver drains.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::fec::codec::{CodecError, Geometry, encode_recovery};
 use crate::hash::block_digest;
 use crate::manifest::{Manifest, SourceFile};
 use crate::source::{BufferPool, ReaderKind, SourceBlock, SourceError, spawn_reader};
@@ -60,28 +70,76 @@ pub struct PreparedBlock {
     pub offset: u64,
     /// The block's bytes: the reader's buffer, not a copy.
     pub data: Bytes,
-    /// FEC plane: the block's geometry and its recovery shards, concatenated.
-    pub recovery: Option<(crate::fec::codec::Geometry, Bytes)>,
+    /// FEC plane: the block's shard layout.
+    pub geometry: Option<Geometry>,
+    /// Its recovery shards, concatenated, once encoded.
+    recovery: Option<Bytes>,
 }
 
-/// Hashes one block, and on the FEC plane encodes it (runs on a Rayon
-/// worker).
-pub fn prepare_block(block: SourceBlock, plane: Plane) -> Result<PreparedBlock, SourceError> {
-    let digest = block_digest(&block.data, block.offset, block.file_len);
-    let recovery = match plane {
-        Plane::Reliable => None,
-        Plane::Fec { shard_bytes } => {
-            let coding = |e: crate::fec::codec::CodecError| SourceError {
-                path: format!("file #{} block {}", block.file, block.block).into(),
-                message: format!("FEC encoding: {e}"),
-            };
-            let g =
-                crate::fec::codec::Geometry::new(block.data.len(), shard_bytes).map_err(coding)?;
-            let r = crate::fec::codec::encode_recovery(&g, &block.data).map_err(coding)?;
-            Some((g, Bytes::from(r)))
+impl PreparedBlock {
+    /// FEC plane: the block's recovery shards, concatenated, encoded the
+    /// first time they are asked for. `None` on the reliable plane.
+    pub fn recovery(&mut self) -> Result<Option<Bytes>, SourceError> {
+        let Some(g) = self.geometry else {
+            return Ok(None);
+        };
+        if self.recovery.is_none() {
+            let r = encode_recovery(&g, &self.data)
+                .map_err(|e| coding_error(self.header.file, self.header.block, e))?;
+            self.recovery = Some(Bytes::from(r));
         }
+        Ok(self.recovery.clone())
+    }
+}
+
+fn coding_error(file: u32, block: u64, e: CodecError) -> SourceError {
+    SourceError {
+        path: format!("file #{file} block {block}").into(),
+        message: format!("FEC encoding: {e}"),
+    }
+}
+
+/// Whether the hashing stage also encodes each FEC block's recovery
+/// shards: shared by a sender's pipelines and set by its driver while it
+/// sends recovery shards with every block. It starts set: before the loss
+/// is measured, blocks go out with some (`fec::accounts::Redundancy`).
+#[derive(Debug, Clone)]
+pub struct EncodeAhead(Arc<AtomicBool>);
+
+impl Default for EncodeAhead {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl EncodeAhead {
+    /// Encode blocks prepared from now on ahead (or not).
+    pub fn set(&self, ahead: bool) {
+        self.0.store(ahead, Ordering::Relaxed);
+    }
+
+    /// Whether blocks are encoded ahead.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Hashes one block, and on the FEC plane lays it out in shards and, if
+/// `encode`, encodes its recovery shards (runs on a Rayon worker).
+pub fn prepare_block(
+    block: SourceBlock,
+    plane: Plane,
+    encode: bool,
+) -> Result<PreparedBlock, SourceError> {
+    let digest = block_digest(&block.data, block.offset, block.file_len);
+    let geometry = match plane {
+        Plane::Reliable => None,
+        Plane::Fec { shard_bytes } => Some(
+            Geometry::new(block.data.len(), shard_bytes)
+                .map_err(|e| coding_error(block.file, block.block, e))?,
+        ),
     };
-    Ok(PreparedBlock {
+    let mut prepared = PreparedBlock {
         header: BlockHeader {
             file: block.file,
             block: block.block,
@@ -90,8 +148,13 @@ pub fn prepare_block(block: SourceBlock, plane: Plane) -> Result<PreparedBlock, 
         },
         offset: block.offset,
         data: block.data,
-        recovery,
-    })
+        geometry,
+        recovery: None,
+    };
+    if encode {
+        prepared.recovery()?;
+    }
+    Ok(prepared)
 }
 
 /// The running reader and hashing stage of a sender.
@@ -117,11 +180,20 @@ pub fn start_pipeline(
     plane: Plane,
     memory_budget: usize,
 ) -> std::io::Result<Pipeline> {
-    start_pipeline_for(kind, files, manifest, plane, memory_budget, None)
+    start_pipeline_for(
+        kind,
+        files,
+        manifest,
+        plane,
+        memory_budget,
+        None,
+        EncodeAhead::default(),
+    )
 }
 
 /// [`start_pipeline`] for the files marked `true` in `only` (one pipeline
-/// per priority class); block and file indices stay the manifest's.
+/// per priority class; block and file indices stay the manifest's), FEC
+/// blocks encoded while `ahead` says so.
 pub fn start_pipeline_for(
     kind: ReaderKind,
     files: Vec<SourceFile>,
@@ -129,6 +201,7 @@ pub fn start_pipeline_for(
     plane: Plane,
     memory_budget: usize,
     only: Option<Vec<bool>>,
+    ahead: EncodeAhead,
 ) -> std::io::Result<Pipeline> {
     let block_size = manifest.block_size() as usize;
     let buffers = (memory_budget / block_size).max(4);
@@ -140,9 +213,12 @@ pub fn start_pipeline_for(
         }
         let tx = tx.clone();
         match item {
-            Ok(block) => rayon::spawn(move || {
-                let _ = tx.send(prepare_block(block, plane));
-            }),
+            Ok(block) => {
+                let encode = ahead.get();
+                rayon::spawn(move || {
+                    let _ = tx.send(prepare_block(block, plane, encode));
+                })
+            }
             Err(e) => {
                 let _ = tx.send(Err(e));
             }

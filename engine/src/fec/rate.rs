@@ -229,6 +229,11 @@ impl RateController {
         self.loss_base.unwrap_or(0.0)
     }
 
+    /// Whether a random-loss level has been measured yet.
+    pub fn loss_measured(&self) -> bool {
+        self.loss_base.is_some()
+    }
+
     /// Whether startup is over.
     pub fn in_startup(&self) -> bool {
         self.phase == Phase::Startup

@@ -499,7 +499,7 @@ impl SenderCore {
         if now.saturating_duration_since(self.last_tick) >= TICK && self.streams.is_none() {
             self.last_tick = now;
             let idle = self.urgent.is_empty() && self.fresh.is_empty();
-            let (mut weighted, mut rates) = (0.0, 0.0);
+            let (mut weighted, mut rates, mut measured) = (0.0, 0.0, false);
             for i in 0..self.paths.len() {
                 if self.manager.state(i) != PathState::Up {
                     continue;
@@ -516,9 +516,10 @@ impl SenderCore {
                 }
                 weighted += p.rate.rate() * p.rate.random_loss();
                 rates += p.rate.rate();
+                measured |= p.rate.loss_measured();
             }
             // Shards spread over the paths by rate: plan for their mix.
-            if rates > 0.0 {
+            if rates > 0.0 && measured {
                 self.accounts.set_loss(weighted / rates);
             }
         }
@@ -553,6 +554,12 @@ impl SenderCore {
                 });
             }
         }
+    }
+
+    /// Whether new blocks go out with recovery shards (the FEC plane on a
+    /// path that loses): then the driver has them encoded ahead.
+    pub fn plans_upfront_recovery(&self) -> bool {
+        self.streams.is_none() && self.accounts.plans_upfront()
     }
 
     /// The window quinn should allow path `path` ([`crate::fec::cc`]).

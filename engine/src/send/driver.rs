@@ -291,17 +291,25 @@ fn receiver_ended(conn: &Connection) -> Option<SessionError> {
     }
 }
 
-fn datagram(block: &PreparedBlock, shard: &ShardRef, corrupt: bool) -> Bytes {
-    let (g, recovery) = block
-        .recovery
-        .as_ref()
-        .expect("FEC blocks carry recovery shards");
-    let mut d = shard.datagram(g, &block.data, recovery);
+/// The datagram carrying `shard` of `block`; a recovery shard encodes the
+/// block's recovery shards if none was sent before (`work`'s module doc).
+fn datagram(
+    block: &mut PreparedBlock,
+    shard: &ShardRef,
+    corrupt: bool,
+) -> Result<Bytes, SessionError> {
+    let g = block.geometry.expect("FEC blocks carry their geometry");
+    let recovery = if usize::from(shard.index) >= g.k {
+        block.recovery()?.unwrap_or_default()
+    } else {
+        Bytes::new()
+    };
+    let mut d = shard.datagram(&g, &block.data, &recovery);
     if corrupt {
         let last = d.len() - 1;
         d[last] ^= 0x5a;
     }
-    d.freeze()
+    Ok(d.freeze())
 }
 
 fn rate_of(figures: &PathFigures, before: u64, secs: f64) -> f64 {
@@ -477,7 +485,7 @@ pub(crate) async fn run(
             }
             block = pipeline.next(), if core.wants_block() && (admission.admitted() || blocks.len() < BLOCKS_BEFORE_READY) => {
                 let block = block?;
-                let g = block.recovery.as_ref().map(|r| r.0);
+                let g = block.geometry;
                 tracing::trace!(file = block.header.file, block = block.header.block, "admitted");
                 core.admit_block(Instant::now(), &block.header, g);
                 blocks.insert((block.header.file, block.header.block), block);
@@ -590,6 +598,7 @@ pub(crate) async fn run(
                             l.window.set(core.window(i));
                         }
                     }
+                    pipeline.ahead.set(core.plans_upfront_recovery());
                 }
                 transmit = true;
                 if now.duration_since(last_rates) >= Duration::from_millis(100) {
@@ -662,7 +671,7 @@ pub(crate) async fn run(
                     }
                     Some(Transmit::Shard { path: i, shard }) => {
                         let (Some(block), Some(link)) =
-                            (blocks.get(&(shard.file, shard.block)), &links.live[i])
+                            (blocks.get_mut(&(shard.file, shard.block)), &links.live[i])
                         else {
                             continue;
                         };
@@ -670,7 +679,7 @@ pub(crate) async fn run(
                         let corrupt = fec
                             .and_then(|f| f.corrupt_every)
                             .is_some_and(|k| shards_sent % k.max(1) == 0);
-                        let d = datagram(block, &shard, corrupt);
+                        let d = datagram(block, &shard, corrupt)?;
                         match link.conn.send_datagram(d) {
                             Ok(()) => core.on_sent(i, &shard, now),
                             Err(e) => {

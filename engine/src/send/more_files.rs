@@ -78,6 +78,7 @@ impl MoreFiles {
             self.plane,
             self.budget,
             Some(only),
+            pipeline.ahead.clone(),
         )
         .map_err(SessionError::Reader)?;
         pipeline.add(class, p);

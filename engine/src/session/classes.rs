@@ -14,7 +14,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::multipath::priority::{Class, Drr};
 use crate::source::{ReaderKind, SourceError};
-use crate::work::{Pipeline, PreparedBlock};
+use crate::work::{EncodeAhead, Pipeline, PreparedBlock};
 
 type Item = Result<PreparedBlock, SourceError>;
 
@@ -29,6 +29,8 @@ pub struct BlockSource {
     pub buffers: usize,
     /// Which class each file belongs to.
     pub class_of_file: Vec<Class>,
+    /// Shared by the pipelines: whether they encode FEC blocks ahead.
+    pub ahead: EncodeAhead,
 }
 
 /// Blocks each class may hold ready beyond the one being sent.
@@ -54,7 +56,14 @@ impl BlockSource {
             reader,
             buffers,
             class_of_file,
+            ahead: EncodeAhead::default(),
         }
+    }
+
+    /// The same, its pipelines started with `ahead` (`work::EncodeAhead`).
+    pub fn encoding_ahead_by(mut self, ahead: EncodeAhead) -> Self {
+        self.ahead = ahead;
+        self
     }
 
     /// Another pipeline (files added to a session held open), after those

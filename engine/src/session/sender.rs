@@ -33,7 +33,7 @@ use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
 use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
-use crate::work::{Plane, start_pipeline_for};
+use crate::work::{EncodeAhead, Plane, start_pipeline_for};
 
 /// How long a finished sender lets its CONNECTION_CLOSE go out before it
 /// exits (see `send_files`).
@@ -250,8 +250,9 @@ pub fn memory_for_rtt(rtt: Duration) -> usize {
 }
 
 /// Block memory of each of `classes` pipelines: on the FEC plane a block
-/// in flight also holds its recovery shards (as many as its source
-/// shards), so half the budget goes to block buffers. Measured: with the
+/// in flight may also hold its recovery shards (as many as its source
+/// shards, encoded once one is to be sent: on a lossy path, nearly every
+/// block), so half the budget goes to block buffers. Measured: with the
 /// whole budget for buffers the sender peaked at 195 MB over three paths
 /// (64 blocks of data and recovery).
 fn class_budget(plane: Plane, memory: usize, classes: usize) -> usize {
@@ -280,11 +281,20 @@ fn block_source(
         .into_iter()
         .filter(|c| class_of_file.contains(c))
         .collect();
+    let ahead = EncodeAhead::default();
     if present.len() <= 1 && !open {
         let budget = class_budget(plane, memory, 1);
-        let p = start_pipeline_for(cfg.reader, sources, manifest.clone(), plane, budget, None)
-            .map_err(SessionError::Reader)?;
-        return Ok(BlockSource::single(p, class_of_file));
+        let p = start_pipeline_for(
+            cfg.reader,
+            sources,
+            manifest.clone(),
+            plane,
+            budget,
+            None,
+            ahead.clone(),
+        )
+        .map_err(SessionError::Reader)?;
+        return Ok(BlockSource::single(p, class_of_file).encoding_ahead_by(ahead));
     }
     let budget = class_budget(plane, memory, if open { 3 } else { present.len() });
     let mut pipelines = Vec::new();
@@ -297,15 +307,15 @@ fn block_source(
             plane,
             budget,
             Some(only),
+            ahead.clone(),
         )
         .map_err(SessionError::Reader)?;
         pipelines.push((class, p));
     }
-    Ok(BlockSource::classed(
-        pipelines,
-        class_of_file,
-        manifest.block_size(),
-    ))
+    Ok(
+        BlockSource::classed(pipelines, class_of_file, manifest.block_size())
+            .encoding_ahead_by(ahead),
+    )
 }
 
 /// Waits for the next control frame, mapping end-of-stream to an error.
