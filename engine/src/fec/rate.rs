@@ -83,6 +83,14 @@ const DRAIN_GAIN: f64 = 0.5;
 const DRAIN_ROUNDS: u32 = 4;
 
 const GAINS: [f64; 8] = [1.25, 0.75, 0.97, 0.97, 0.97, 0.97, 0.97, 0.97];
+/// A probe that raised the estimate by this much found room the estimate
+/// had not seen: the next probe follows at once, not a cycle later.
+const PROBE_AGAIN: f64 = 1.15;
+/// How long startup's queue signal must stand before startup ends: one
+/// RTT sample held back by the receiver or the relay (both share the
+/// sender's cores) read as a queue and ended startup at a tenth of the
+/// path's rate.
+const QUEUE_HOLD: Duration = Duration::from_millis(4);
 const FILTER_ROUNDS: usize = 10;
 /// Startup paces at this multiple of the recently delivered rate.
 const STARTUP_GAIN: f64 = 2.5;
@@ -185,6 +193,10 @@ pub struct RateController {
     peak: f64,
     /// Consecutive rounds that lost far more than the random level.
     overrun_rounds: u32,
+    /// The bottleneck estimate when the latest steady-state probe began.
+    probe_base: f64,
+    /// Since when startup has seen a queue.
+    queue_since: Option<Instant>,
 }
 
 impl RateController {
@@ -216,6 +228,8 @@ impl RateController {
             base: 0.0,
             peak: 0.0,
             overrun_rounds: 0,
+            probe_base: 0.0,
+            queue_since: None,
         }
     }
 
@@ -415,7 +429,7 @@ impl RateController {
     /// round to the round trip these signals lag anyway: the ramp grew ~1.7×
     /// per round instead of ~2.5×, and overshot for longer (200 Mbit/s at
     /// 5 %: 438 -> 72 queue drops per 64 MiB, 159.4 -> 161.2 Mbit/s).
-    fn between_rounds(&mut self, round: Duration) {
+    fn between_rounds(&mut self, now: Instant, round: Duration) {
         let q = self.queue_delay();
         let window = round / 2;
         let cap = self
@@ -425,7 +439,14 @@ impl RateController {
             // Trains set the rate (see `train_tick`).
             Phase::Startup if self.trains() => {}
             Phase::Startup => {
-                if self.rounds >= 1 && q > self.queue_threshold() / 2 {
+                let held = if q > self.queue_threshold() / 2 {
+                    let since = *self.queue_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= QUEUE_HOLD.min(round / 4)
+                } else {
+                    self.queue_since = None;
+                    false
+                };
+                if self.rounds >= 1 && held {
                     self.enter_drain(self.bottleneck().max(cap.unwrap_or(0.0)));
                 } else if let Some(cap) = cap {
                     self.rate = self.rate.max((STARTUP_GAIN * cap).min(self.cfg.max_rate));
@@ -470,7 +491,7 @@ impl RateController {
         // The receiver's clock must span at least half the round too, or a
         // burst of reports arriving together reads as a burst of rate.
         let span = Duration::from_micros(here.micros.saturating_sub(start.micros));
-        self.between_rounds(round);
+        self.between_rounds(now, round);
         if now.duration_since(start.at) < round || span < round / 2 {
             return None;
         }
@@ -626,7 +647,22 @@ impl RateController {
                     self.cycle = 2;
                     self.rate = fresh;
                 } else {
-                    self.cycle = (self.cycle + 1) % GAINS.len();
+                    // The rounds after a probe show what it delivered (a
+                    // round later, or two): far more than the estimate it
+                    // started from is room the estimate has not seen (a
+                    // startup that left early, a path that grew), so probe
+                    // again now rather than eight rounds on. A startup
+                    // ended at 20 Mbit/s on a 200 Mbit/s path took ~2 s to
+                    // get there at one probe a cycle.
+                    let after_probe = matches!(self.cycle, 1 | 2);
+                    self.cycle = if after_probe && btl > PROBE_AGAIN * self.probe_base {
+                        0
+                    } else {
+                        (self.cycle + 1) % GAINS.len()
+                    };
+                    if self.cycle == 0 {
+                        self.probe_base = btl;
+                    }
                     self.rate = btl * GAINS[self.cycle];
                 }
             }
