@@ -12,10 +12,10 @@
 //! encoded when the first of them is about to be sent
 //! ([`PreparedBlock::recovery`], by the driver): on a path that loses
 //! nothing most blocks never need one, and encoding every block cost more
-//! than anything else we could remove (1 GiB over loopback: 1.72 Gbit/s
-//! with it, 2.51 without; results/README.md, "Recovery shards when
-//! needed"). Parity is never computed for the reliable plane, where QUIC
-//! already retransmits.
+//! than anything else we could remove (1 GiB over loopback: 1.45 Gbit/s
+//! with it, 2.36 without, medians of four; results/README.md, "Recovery
+//! shards when needed"). Parity is never computed for the reliable plane,
+//! where QUIC already retransmits.
 //!
 //! [`start_pipeline`] wires reader → Rayon → an async channel that the
 //! session driver drains.
