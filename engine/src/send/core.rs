@@ -314,9 +314,14 @@ impl SenderCore {
         let cap = self.paths[path].cap;
         let old = &self.paths[path];
         let (sent, delivered) = (old.shards_sent, old.delivered_before + old.delivered);
+        let counted = (
+            old.counted_before.0 + old.counted.0,
+            old.counted_before.1 + old.counted.1,
+        );
         self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
         self.paths[path].shards_sent = sent;
         self.paths[path].delivered_before = delivered;
+        self.paths[path].counted_before = counted;
         self.manager.on_up(path, now);
     }
 
@@ -668,6 +673,7 @@ impl SenderCore {
                 delivered: self.manager.acked_bytes(path),
                 rate: self.manager.rate(path).unwrap_or(0.0),
                 loss: 0.0,
+                counted: (0, 0),
                 srtt: p.srtt,
             };
         }
@@ -677,6 +683,10 @@ impl SenderCore {
             delivered: p.delivered_before + p.delivered,
             rate: p.rate.rate(),
             loss: p.rate.random_loss(),
+            counted: (
+                p.counted_before.0 + p.counted.0,
+                p.counted_before.1 + p.counted.1,
+            ),
             srtt: p.srtt,
         }
     }

@@ -312,6 +312,17 @@ fn datagram(
     Ok(d.freeze())
 }
 
+/// The share of a path's shards lost on the way, as the receiver counted
+/// them: of those sent a round trip before its latest report, the counts
+/// its controller reads too. (Every shard sent against what was delivered
+/// took the shards in flight for lost: a round trip's worth, which on a
+/// long path early in a transfer is most of what was sent.) `None` on the
+/// reliable plane or before a report.
+fn shard_loss(f: &PathFigures) -> Option<f64> {
+    let (out, counted) = f.counted;
+    (out > 0).then(|| (1.0 - counted as f64 / out as f64).clamp(0.0, 1.0))
+}
+
 fn rate_of(figures: &PathFigures, before: u64, secs: f64) -> f64 {
     figures.delivered.saturating_sub(before) as f64 * 8.0 / secs.max(1e-3)
 }
@@ -612,7 +623,6 @@ pub(crate) async fn run(
                             // manager's smoothed delivery rates.
                             let r = if streams { f.rate * 8.0 } else { rate_of(&f, rate_marks[i], secs) };
                             rate_marks[i] = f.delivered;
-                            let offered = f.shards_sent * shard_bytes as u64;
                             // What left against what the pacer allowed: a
                             // sender that falls behind its pace (late
                             // wake-ups) shows here first (`fec::shard_pacer`).
@@ -630,8 +640,7 @@ pub(crate) async fn run(
                                 rate_bps: r,
                                 state: f.state,
                                 rtt_ms: f.srtt.as_secs_f64() * 1e3,
-                                loss: (!streams && offered > 0)
-                                    .then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
+                                loss: shard_loss(&f),
                             }
                         })
                         .collect();
@@ -845,15 +854,13 @@ pub(crate) async fn run(
     let paths = (0..n)
         .map(|i| {
             let f = &figures[i];
-            let offered = f.shards_sent * shard_bytes as u64;
             PathReport {
                 name: specs[i].name(),
                 bytes: f.delivered,
                 wire_bytes: links.wire_bytes(i),
                 rtt_ms: f.srtt.as_secs_f64() * 1e3,
                 state: f.state,
-                loss: (!streams && offered > 0)
-                    .then(|| 1.0 - (f.delivered as f64 / offered as f64).min(1.0)),
+                loss: shard_loss(f),
             }
         })
         .collect();

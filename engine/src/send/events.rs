@@ -119,6 +119,9 @@ pub struct PathFigures {
     pub rate: f64,
     /// The random loss its controller measured.
     pub loss: f64,
+    /// Shards the receiver's latest report could have counted (those sent
+    /// a round trip before it was written) and those it counted.
+    pub counted: (u64, u64),
     /// Smoothed RTT.
     pub srtt: Duration,
 }

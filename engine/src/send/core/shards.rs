@@ -36,6 +36,10 @@ pub(super) struct PathTx {
     pub(super) delivered: u64,
     /// Delivered on this path's earlier connections.
     pub(super) delivered_before: u64,
+    /// Shards the latest report could have counted on this connection,
+    /// and those it counted; then the same summed over earlier ones.
+    pub(super) counted: (u64, u64),
+    pub(super) counted_before: (u64, u64),
     pub(super) cap: Option<f64>,
 }
 
@@ -58,6 +62,8 @@ impl PathTx {
             shards_sent: 0,
             delivered: 0,
             delivered_before: 0,
+            counted: (0, 0),
+            counted_before: (0, 0),
             cap,
         }
     }
@@ -83,6 +89,7 @@ impl SenderCore {
         // (lost on the way back too) suggest: see `fec::path_loss`.
         let out = p.loss.out_before(written, p.srtt);
         p.rate.on_counts(out, st.shards);
+        p.counted = (out, st.shards);
         // A block's shards went over every live path: its repairs wait for
         // the slowest.
         let srtt = self.repair_rtt();
