@@ -48,7 +48,7 @@ for run in $(seq 1 "$runs"); do
     flags=(); [ $plane = reliable ] && flags=(--plane reliable)
     rm -rf "${recv_dir:?}"/*
     "$bin" recv --listen 127.0.0.1:0 --out "$recv_dir" --state-dir "$work/state" --once --json > "$work/cs.out" & pids+=($!)
-    for _ in $(seq 50); do [ "$(wc -l < "$work/cs.out" 2>/dev/null || echo 0)" -ge 1 ] && break; sleep 0.1; done
+    for _ in $(seq 50); do [ "$(wc -l 2>/dev/null <"$work/cs.out" || echo 0)" -ge 1 ] && break; sleep 0.1; done
     line=$(head -1 "$work/cs.out")
     addr=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["addresses"][0])')
     fp=$(echo "$line" | field fingerprint 0); tok=$(echo "$line" | field token 0)

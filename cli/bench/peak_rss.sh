@@ -28,7 +28,7 @@ for size in $sizes; do
       out=$([ $where = tmpfs ] && echo "$shm/out" || echo "$work/out")
       rm -rf "$out"
       /usr/bin/time -f "%M" -o "$work/recv.rss" "$bin" recv --listen 127.0.0.1:0 --out "$out" --state-dir "$work/state" --once --json > "$work/recv.out" 2>/dev/null & pids+=($!)
-      for _ in $(seq 50); do [ "$(wc -l < "$work/recv.out" 2>/dev/null || echo 0)" -ge 1 ] && break; sleep 0.1; done
+      for _ in $(seq 50); do [ "$(wc -l 2>/dev/null <"$work/recv.out" || echo 0)" -ge 1 ] && break; sleep 0.1; done
       line=$(head -1 "$work/recv.out")
       addr=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["addresses"][0])')
       fp=$(echo "$line" | field fingerprint 0); tok=$(echo "$line" | field token 0)

@@ -40,7 +40,7 @@ port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_
 "$b" recv --listen "127.0.0.1:$(port)" --out "$out" --state-dir "$work/state" \
   --token bench --json >"$work/recv.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do [ "$(wc -l < "$work/recv.log" 2>/dev/null || echo 0)" -ge 1 ] && break; sleep 0.1; done
+for _ in $(seq 50); do [ "$(wc -l 2>/dev/null <"$work/recv.log" || echo 0)" -ge 1 ] && break; sleep 0.1; done
 rx=$(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["addresses"][0], e["fingerprint"])' "$work/recv.log")
 rx_addr=${rx% *} fingerprint=${rx#* }
 

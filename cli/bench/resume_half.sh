@@ -25,7 +25,7 @@ blocks=$(( (size_mib << 20) / (1 << 20) ))
 
 start_recv() {
   "$B" recv --listen 127.0.0.1:0 --out "$recv_dir" --state-dir "$work/state" --once --json > "$work/recv.out" 2> "$work/recv.err" & pids+=($!)
-  for _ in $(seq 50); do [ "$(wc -l < "$work/recv.out" 2>/dev/null || echo 0)" -ge 1 ] && break; sleep 0.1; done
+  for _ in $(seq 50); do [ "$(wc -l 2>/dev/null <"$work/recv.out" || echo 0)" -ge 1 ] && break; sleep 0.1; done
   read -r fp addr tok < <(head -1 "$work/recv.out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["fingerprint"], d["addresses"][0], d["token"])')
 }
 send() { "$B" send "$work/src.bin" --to "$addr" --peer "$fp" --token "$tok" --json "${extra[@]}"; }

@@ -53,6 +53,8 @@ struct Sim {
     /// One acknowledgement this late, at this time (ms, extra ms): a
     /// receiver or relay that was not scheduled for a moment.
     late_ack: Option<(u64, u64)>,
+    /// The sender has nothing to send before this time (ms).
+    idle_until: u64,
     srtt: Option<f64>,
     competitor: Option<Aimd>,
     delivered_log: Vec<(u64, u64, u64)>, // per ms: (t, ours cumulative, competitor cumulative)
@@ -85,6 +87,7 @@ impl Sim {
             max_queue: 0.0,
             back_loss: 0.0,
             late_ack: None,
+            idle_until: 0,
             srtt: None,
             competitor: None,
             delivered_log: Vec::new(),
@@ -105,7 +108,11 @@ impl Sim {
     fn step(&mut self, c: &mut RateController, base: Instant) {
         let now = base + Duration::from_millis(self.t);
         // Our sends, paced.
-        self.send_credit += c.rate() / 1000.0;
+        if self.t < self.idle_until {
+            c.set_app_limited(true);
+        } else {
+            self.send_credit += c.rate() / 1000.0;
+        }
         while self.send_credit >= PKT {
             self.send_credit -= PKT;
             self.sent += 1;
@@ -714,5 +721,90 @@ fn a_path_that_grows_tenfold_is_followed_within_a_second() {
         sim.tail_drops - drops < 300,
         "{} tail drops in steady state",
         sim.tail_drops - drops
+    );
+}
+
+#[test]
+fn a_start_with_nothing_to_send_does_not_end_startup() {
+    // The first blocks are still being read and hashed for the first
+    // 100 ms: reports arrive and deliver nothing. Three such rounds ended
+    // startup at an estimate of zero, and the path sat at the minimum
+    // rate for the rest of a demo transfer, carrying nothing.
+    let mut sim = Sim::new(100.0, 2, 0.0, 23);
+    sim.idle_until = 100;
+    let mut c = RateController::new(RateConfig::default());
+    let base = Instant::now();
+    c.on_rtt(base, Duration::from_millis(4));
+    sim.run(&mut c, base, 1_000);
+    let got = sim.rate_between(500, 1_000);
+    assert!(
+        got >= 0.8 * sim.cap,
+        "{:.1} Mbit/s at 0.5-1.0 s",
+        got * 8e-6
+    );
+}
+
+#[test]
+fn startup_into_a_small_queue_does_not_learn_its_drops_as_random_loss() {
+    // The demo's lossy path: 120 Mbit/s, 4 ms RTT, 2 % loss, 64 packets of
+    // queue (6 ms at the path's rate, about the queue threshold). On this
+    // simulated link the queue signal comes in time, so this guards the
+    // outcome; the rule that fixed the relayed demo (startup's loss level
+    // is its least round) is pinned by the next test.
+    let mut sim = Sim::new(120.0, 2, 0.02, 24);
+    sim.queue_limit = 64.0 * PKT;
+    let mut c = RateController::new(RateConfig::default());
+    let base = Instant::now();
+    c.on_rtt(base, Duration::from_millis(4));
+    sim.run(&mut c, base, 300);
+    let p0 = c.random_loss();
+    let (sent, drops) = (sim.sent, sim.tail_drops);
+    sim.run(&mut c, base, 700);
+    let dropped = (sim.tail_drops - drops) as f64 / (sim.sent - sent) as f64;
+    let got = sim.rate_between(300, 1_000);
+    assert!(
+        p0 < 0.06,
+        "random loss level {p0:.3} after startup on a 2 % path"
+    );
+    assert!(
+        dropped < 0.03,
+        "{:.1} % of packets tail-dropped after startup",
+        dropped * 100.0
+    );
+    assert!(
+        got >= 0.85 * sim.cap * 0.98,
+        "{:.1} Mbit/s at 0.3-1.0 s",
+        got * 8e-6
+    );
+}
+
+#[test]
+fn startup_learns_the_least_loss_of_its_rounds() {
+    // Startup rounds of 10 ms with a short queue: the first loses 20 %
+    // (the queue overflowed before the RTT showed it), the next 2 %. The
+    // random-loss level must not keep the overflow: averaged, it stayed at
+    // 16 % and inflated every capacity sample by a fifth.
+    let mut c = RateController::new(RateConfig::default());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    c.on_rtt(t0, ms(4));
+    c.on_delivered(1, 0);
+    c.tick(t0);
+    let (mut out, mut got, mut delivered) = (0u64, 0u64, 0u64);
+    for (n, loss) in [0.2, 0.02].into_iter().enumerate() {
+        out += 500;
+        got += (500.0 * (1.0 - loss)) as u64;
+        delivered += 500 * 1400;
+        let now = t0 + ms(10 * (n as u64 + 1));
+        c.on_delivered(10_000 * (n as u64 + 1), delivered);
+        c.on_counts(out, got);
+        c.on_packets(out, out - got);
+        assert!(c.tick(now).is_some(), "round {n}");
+        assert!(c.in_startup(), "round {n}");
+    }
+    assert!(
+        (c.random_loss() - 0.02).abs() < 1e-9,
+        "level {} after rounds losing 20 % and 2 %",
+        c.random_loss()
     );
 }
