@@ -11,12 +11,13 @@
 //! * **Delivered rate** `d`: shard bytes the receiver reports delivered
 //!   (FEC_STATUS), over the receiver's own clock, so report jitter on the
 //!   way back does not distort it.
-//! * **Random-loss level** `p₀`: a moving average of the round loss rate
+//! * **Random-loss level** `p₀`: a moving average of the loss rate over
+//!   windows of at least 1 000 packets (or 16 rounds)
 //!   (the lesser of quinn's count and the receiver's,
 //!   [`crate::fec::path_loss`]: see `tick`), updated only in rounds
 //!   without a standing queue, so congestive drops do not raise it; in
 //!   startup, which overshoots by design, it is the least loss of its
-//!   rounds. A round with idle time or under four shards out measures the
+//!   windows. A round with idle time or under four shards out measures the
 //!   sender, not the path: it may raise the capacity estimate, never
 //!   lower it.
 //! * **Capacity** `c = d / (1 − p₀)`: the sending rate the path carries.
@@ -125,6 +126,49 @@ const TRAIN_FULL: f64 = 0.75;
 /// every 10 ms) are back.
 const TRAIN_MARGIN: Duration = Duration::from_millis(15);
 
+/// The lesser of two loss counts, either of which may be missing.
+fn lesser(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Packets a loss sample holds at least (see `tick`): at 3 % loss, a
+/// count off by about one point in six.
+const LOSS_SAMPLE: u64 = 1_000;
+/// Or this many rounds, on a path too slow to fill one sooner.
+const LOSS_SAMPLE_ROUNDS: u32 = 16;
+
+/// The counts of queue-free rounds since the last loss sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct LossWindow {
+    /// quinn's packets (sent, declared lost).
+    quinn: (u64, u64),
+    /// The receiver's counts: could have had, had.
+    out: u64,
+    got: i128,
+    rounds: u32,
+}
+
+impl LossWindow {
+    /// The window's loss, once it holds enough: the lesser of quinn's
+    /// count and the receiver's (see `tick` for why each can be high).
+    /// The receiver's may be below zero (it counted more than was out
+    /// in the window): kept so for the average.
+    fn sample(&self) -> Option<f64> {
+        let packets = self.quinn.0.max(self.out);
+        if packets < LOSS_SAMPLE && (self.rounds < LOSS_SAMPLE_ROUNDS || packets < 20) {
+            return None;
+        }
+        let quinn =
+            (self.quinn.0 >= 20).then(|| (self.quinn.1 as f64 / self.quinn.0 as f64).min(1.0));
+        let receiver =
+            (self.out >= 20).then(|| (1.0 - self.got as f64 / self.out as f64).clamp(-1.0, 1.0));
+        lesser(quinn, receiver)
+    }
+}
+
 /// A probe train of startup on a long path.
 #[derive(Debug, Clone, Copy)]
 struct Train {
@@ -204,6 +248,8 @@ pub struct RateController {
     probe_base: f64,
     /// Since when startup has seen a queue.
     queue_since: Option<Instant>,
+    /// Counts toward the next loss sample.
+    loss_window: LossWindow,
 }
 
 impl RateController {
@@ -237,6 +283,7 @@ impl RateController {
             overrun_rounds: 0,
             probe_base: 0.0,
             queue_since: None,
+            loss_window: LossWindow::default(),
         }
     }
 
@@ -527,10 +574,7 @@ impl RateController {
             // otherwise take every round's noise as loss.
             (sent >= 20).then(|| (1.0 - got as f64 / sent as f64).clamp(-1.0, 1.0))
         };
-        let signed = match (quinn, receiver) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let signed = lesser(quinn, receiver);
         let loss = signed.map(|p| p.max(0.0));
         let q = self.queue_delay();
         let queued = q > self.queue_threshold();
@@ -539,9 +583,26 @@ impl RateController {
         // late, when the queue is already gone), and one round can at most
         // double it: a burst of tail drops moves it a little, a real rise
         // in random loss still gets through in a few rounds.
+        //
+        // A level is learned from a window of such rounds holding at least
+        // LOSS_SAMPLE packets, not from each round: a 10 ms round of a
+        // 300 Mbit/s path holds ~250 packets, 7 of them lost at 3 %, and
+        // the lesser of two counts that noisy is biased low (a veth path
+        // losing 3 % learned 0.9 %, so its rounds at 3 % read as
+        // congestion a third of the time, and it backed off for them).
         let p0_before = self.random_loss();
         let had_level = self.loss_base.is_some();
-        if let (Some(p), false, false) = (signed, queued, self.phase == Phase::Drain) {
+        if !queued && self.phase != Phase::Drain {
+            let w = &mut self.loss_window;
+            w.quinn.0 += here.packets.0 - start.packets.0;
+            w.quinn.1 += here.packets.1 - start.packets.1;
+            w.out += here.sent - start.sent;
+            w.got += here.received as i128 - start.received as i128;
+            w.rounds += 1;
+        }
+        let sample = self.loss_window.sample();
+        if let Some(p) = sample {
+            self.loss_window = LossWindow::default();
             let p = p.min(0.5);
             self.loss_base = Some(match self.loss_base {
                 // Startup overshoots by design, and a small bottleneck

@@ -780,7 +780,8 @@ fn startup_into_a_small_queue_does_not_learn_its_drops_as_random_loss() {
 
 #[test]
 fn startup_learns_the_least_loss_of_its_rounds() {
-    // Startup rounds of 10 ms with a short queue: the first loses 20 %
+    // Startup rounds of 10 ms and 1 000 packets (one loss sample each)
+    // with a short queue: the first loses 20 %
     // (the queue overflowed before the RTT showed it), the next 2 %. The
     // random-loss level must not keep the overflow: averaged, it stayed at
     // 16 % and inflated every capacity sample by a fifth.
@@ -792,9 +793,9 @@ fn startup_learns_the_least_loss_of_its_rounds() {
     c.tick(t0);
     let (mut out, mut got, mut delivered) = (0u64, 0u64, 0u64);
     for (n, loss) in [0.2, 0.02].into_iter().enumerate() {
-        out += 500;
-        got += (500.0 * (1.0 - loss)) as u64;
-        delivered += 500 * 1400;
+        out += 1_000;
+        got += (1_000.0 * (1.0 - loss)) as u64;
+        delivered += 1_000 * 1400;
         let now = t0 + ms(10 * (n as u64 + 1));
         c.on_delivered(10_000 * (n as u64 + 1), delivered);
         c.on_counts(out, got);
@@ -805,6 +806,39 @@ fn startup_learns_the_least_loss_of_its_rounds() {
     assert!(
         (c.random_loss() - 0.02).abs() < 1e-9,
         "level {} after rounds losing 20 % and 2 %",
+        c.random_loss()
+    );
+}
+
+#[test]
+fn the_loss_level_is_not_the_lesser_of_two_noisy_rounds() {
+    // Rounds of 10 ms and 250 packets on a path losing 3 %: quinn and the
+    // receiver date the same losses differently, so one round's counts
+    // read 4 and 11 lost, the next 11 and 4. Each count averages 3 %; the
+    // lesser of each round is 1.6 %, which a level learned round by round
+    // followed.
+    let mut c = RateController::new(RateConfig::default());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    c.on_rtt(t0, ms(1));
+    c.on_delivered(1, 0);
+    c.tick(t0);
+    let (mut sent, mut quinn_lost, mut receiver_lost) = (0u64, 0u64, 0u64);
+    for n in 1..=200u64 {
+        let (q, r) = if n % 2 == 0 { (4, 11) } else { (11, 4) };
+        sent += 250;
+        quinn_lost += q;
+        receiver_lost += r;
+        let now = t0 + ms(10 * n);
+        c.on_rtt(now, ms(1));
+        c.on_delivered(n * 10_000, sent * 1400);
+        c.on_packets(sent, quinn_lost);
+        c.on_counts(sent, sent - receiver_lost);
+        c.tick(now).expect("a round");
+    }
+    assert!(
+        (c.random_loss() - 0.03).abs() < 0.003,
+        "level {:.4} on a path losing 3 %",
         c.random_loss()
     );
 }
