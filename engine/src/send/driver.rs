@@ -872,9 +872,13 @@ pub(crate) async fn run(
             l.conn.close(close_code::DONE.into(), b"done");
         }
     }
-    for (e, _) in links.endpoints.iter().flatten().skip(1) {
-        let _ = tokio::time::timeout(crate::session::sender::CLOSE_GRACE, e.wait_idle()).await;
-    }
+    // One grace for all the joined paths' endpoints, not one each.
+    let _ = tokio::time::timeout(crate::session::sender::CLOSE_GRACE, async {
+        for (e, _) in links.endpoints.iter().flatten().skip(1) {
+            e.wait_idle().await;
+        }
+    })
+    .await;
     Ok(Outcome {
         manifest: core.manifest().clone(),
         fec: report,
