@@ -214,13 +214,23 @@ async fn a_session_with_nothing_left_waits_for_more_until_it_is_closed() {
     assert_eq!(report.files.len(), 2);
     s.assert_arrived("first.bin");
     s.assert_arrived("later.bin");
-    let ended = s
+    // The receiver ends its side when the sender's CONNECTION_CLOSE
+    // arrives, which the sender no longer waits out (it lets the close
+    // leave and returns): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s
         .events
         .lock()
         .unwrap()
         .iter()
-        .any(|e| matches!(e, RecvEvent::SessionEnded { result: Ok(r), .. } if r.files == 2));
-    assert!(ended, "the receiver did not end the session with 2 files");
+        .any(|e| matches!(e, RecvEvent::SessionEnded { result: Ok(r), .. } if r.files == 2))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver did not end the session with 2 files"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A file interrupted in an earlier session, added to a session held open:
