@@ -12,6 +12,8 @@
 //! [`reconstruct`] takes any `k` distinct shards and returns the block: a
 //! plain copy when every source shard is there, a decode otherwise.
 
+use std::cell::RefCell;
+
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 /// Most source shards per block (reed-solomon-simd supports up to 32768
@@ -105,10 +107,61 @@ impl Geometry {
     }
 }
 
+fn rs(e: reed_solomon_simd::Error) -> CodecError {
+    CodecError::Rs(e.to_string())
+}
+
+/// The most working space (bytes of `k + r` shards) a thread keeps between
+/// blocks: a 1 MiB block at the default shard size needs ~2 MB.
+const KEEP_WORKSPACE: usize = 8 << 20;
+
+thread_local! {
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+    static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's coder of kind `C`, reset to `g`. A coder's
+/// working space (`k + r` shards, rounded up to a power of two) was
+/// allocated and zeroed afresh for every block; a thread now keeps it for
+/// the next block when it is not larger than [`KEEP_WORKSPACE`].
+fn with_coder<C, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
+    g: &Geometry,
+    make: impl Fn(&Geometry) -> Result<C, reed_solomon_simd::Error>,
+    reset: impl Fn(&mut C, &Geometry) -> Result<(), reed_solomon_simd::Error>,
+    f: impl FnOnce(&mut C) -> Result<T, CodecError>,
+) -> Result<T, CodecError> {
+    let kept = slot.with(|s| s.borrow_mut().take());
+    let mut coder = match kept {
+        Some(mut c) => {
+            reset(&mut c, g).map_err(rs)?;
+            c
+        }
+        None => make(g).map_err(rs)?,
+    };
+    let out = f(&mut coder);
+    if g.total() * g.shard_bytes <= KEEP_WORKSPACE {
+        slot.with(|s| *s.borrow_mut() = Some(coder));
+    }
+    out
+}
+
 /// Computes the block's `r` recovery shards, concatenated.
 pub fn encode_recovery(g: &Geometry, data: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let rs = |e: reed_solomon_simd::Error| CodecError::Rs(e.to_string());
-    let mut enc = ReedSolomonEncoder::new(g.k, g.r, g.shard_bytes).map_err(rs)?;
+    with_coder(
+        &ENCODER,
+        g,
+        |g| ReedSolomonEncoder::new(g.k, g.r, g.shard_bytes),
+        |c, g| c.reset(g.k, g.r, g.shard_bytes),
+        |enc| encode_with(enc, g, data),
+    )
+}
+
+fn encode_with(
+    enc: &mut ReedSolomonEncoder,
+    g: &Geometry,
+    data: &[u8],
+) -> Result<Vec<u8>, CodecError> {
     for i in 0..g.k {
         enc.add_original_shard(g.source_shard(data, i))
             .map_err(rs)?;
@@ -142,8 +195,22 @@ pub fn reconstruct<S: AsRef<[u8]>>(
     if have < g.k {
         return Err(CodecError::NotEnough { have, k: g.k });
     }
-    let rs = |e: reed_solomon_simd::Error| CodecError::Rs(e.to_string());
-    let mut dec = ReedSolomonDecoder::new(g.k, g.r, g.shard_bytes).map_err(rs)?;
+    with_coder(
+        &DECODER,
+        g,
+        |g| ReedSolomonDecoder::new(g.k, g.r, g.shard_bytes),
+        |c, g| c.reset(g.k, g.r, g.shard_bytes),
+        |dec| decode_with(dec, g, shards, sources, out),
+    )
+}
+
+fn decode_with<S: AsRef<[u8]>>(
+    dec: &mut ReedSolomonDecoder,
+    g: &Geometry,
+    shards: &[Option<S>],
+    sources: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     for (i, s) in shards.iter().enumerate().take(g.k) {
         if let Some(s) = s {
             dec.add_original_shard(i, s.as_ref()).map_err(rs)?;
