@@ -11,15 +11,12 @@
 //! * **Delivered rate** `d`: shard bytes the receiver reports delivered
 //!   (FEC_STATUS), over the receiver's own clock, so report jitter on the
 //!   way back does not distort it.
-//! * **Random-loss level** `p₀`: a moving average of the loss rate over
-//!   windows of at least 1 000 packets (or 16 rounds)
+//! * **Random-loss level** `p₀`: a moving average of the round loss rate
 //!   (the lesser of quinn's count and the receiver's,
 //!   [`crate::fec::path_loss`]: see `tick`), updated only in rounds
-//!   without a standing queue, so congestive drops do not raise it; in
-//!   startup, which overshoots by design, it is the least loss of its
-//!   windows. A round with idle time or under four shards out measures the
-//!   sender, not the path: it may raise the capacity estimate, never
-//!   lower it.
+//!   without a standing queue, so congestive drops do not raise it.
+//!   Startup does not count a round with idle time, or one before anything
+//!   was delivered, as a round that stopped growing.
 //! * **Capacity** `c = d / (1 − p₀)`: the sending rate the path carries.
 //!   The bottleneck estimate is the maximum `c` of the last 10 rounds.
 //! * **Queueing delay** `q = srtt − min_rtt` (min over 10 s), against a
@@ -126,49 +123,6 @@ const TRAIN_FULL: f64 = 0.75;
 /// every 10 ms) are back.
 const TRAIN_MARGIN: Duration = Duration::from_millis(15);
 
-/// The lesser of two loss counts, either of which may be missing.
-fn lesser(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Packets a loss sample holds at least (see `tick`): at 3 % loss, a
-/// count off by about one point in six.
-const LOSS_SAMPLE: u64 = 1_000;
-/// Or this many rounds, on a path too slow to fill one sooner.
-const LOSS_SAMPLE_ROUNDS: u32 = 16;
-
-/// The counts of queue-free rounds since the last loss sample.
-#[derive(Debug, Clone, Copy, Default)]
-struct LossWindow {
-    /// quinn's packets (sent, declared lost).
-    quinn: (u64, u64),
-    /// The receiver's counts: could have had, had.
-    out: u64,
-    got: i128,
-    rounds: u32,
-}
-
-impl LossWindow {
-    /// The window's loss, once it holds enough: the lesser of quinn's
-    /// count and the receiver's (see `tick` for why each can be high).
-    /// The receiver's may be below zero (it counted more than was out
-    /// in the window): kept so for the average.
-    fn sample(&self) -> Option<f64> {
-        let packets = self.quinn.0.max(self.out);
-        if packets < LOSS_SAMPLE && (self.rounds < LOSS_SAMPLE_ROUNDS || packets < 20) {
-            return None;
-        }
-        let quinn =
-            (self.quinn.0 >= 20).then(|| (self.quinn.1 as f64 / self.quinn.0 as f64).min(1.0));
-        let receiver =
-            (self.out >= 20).then(|| (1.0 - self.got as f64 / self.out as f64).clamp(-1.0, 1.0));
-        lesser(quinn, receiver)
-    }
-}
-
 /// A probe train of startup on a long path.
 #[derive(Debug, Clone, Copy)]
 struct Train {
@@ -248,8 +202,6 @@ pub struct RateController {
     probe_base: f64,
     /// Since when startup has seen a queue.
     queue_since: Option<Instant>,
-    /// Counts toward the next loss sample.
-    loss_window: LossWindow,
 }
 
 impl RateController {
@@ -283,7 +235,6 @@ impl RateController {
             overrun_rounds: 0,
             probe_base: 0.0,
             queue_since: None,
-            loss_window: LossWindow::default(),
         }
     }
 
@@ -574,7 +525,10 @@ impl RateController {
             // otherwise take every round's noise as loss.
             (sent >= 20).then(|| (1.0 - got as f64 / sent as f64).clamp(-1.0, 1.0))
         };
-        let signed = lesser(quinn, receiver);
+        let signed = match (quinn, receiver) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let loss = signed.map(|p| p.max(0.0));
         let q = self.queue_delay();
         let queued = q > self.queue_threshold();
@@ -583,37 +537,11 @@ impl RateController {
         // late, when the queue is already gone), and one round can at most
         // double it: a burst of tail drops moves it a little, a real rise
         // in random loss still gets through in a few rounds.
-        //
-        // A level is learned from a window of such rounds holding at least
-        // LOSS_SAMPLE packets, not from each round: a 10 ms round of a
-        // 300 Mbit/s path holds ~250 packets, 7 of them lost at 3 %, and
-        // the lesser of two counts that noisy is biased low (a veth path
-        // losing 3 % learned 0.9 %, so its rounds at 3 % read as
-        // congestion a third of the time, and it backed off for them).
         let p0_before = self.random_loss();
         let had_level = self.loss_base.is_some();
-        if !queued && self.phase != Phase::Drain {
-            let w = &mut self.loss_window;
-            w.quinn.0 += here.packets.0 - start.packets.0;
-            w.quinn.1 += here.packets.1 - start.packets.1;
-            w.out += here.sent - start.sent;
-            w.got += here.received as i128 - start.received as i128;
-            w.rounds += 1;
-        }
-        let sample = self.loss_window.sample();
-        if let Some(p) = sample {
-            self.loss_window = LossWindow::default();
+        if let (Some(p), false, false) = (signed, queued, self.phase == Phase::Drain) {
             let p = p.min(0.5);
             self.loss_base = Some(match self.loss_base {
-                // Startup overshoots by design, and a small bottleneck
-                // queue overflows before the queue signal shows: most of
-                // its rounds' drops are the queue's. The level it learns
-                // is the least any of its rounds lost. Averaged instead,
-                // one 4 ms relayed path learned 20-29 % from its first
-                // rounds, read the delivered rate as a quarter higher than
-                // it was, and went on overflowing its 64-packet queue
-                // (20-40 % of shards lost where 2 % were random).
-                Some(b) if self.phase == Phase::Startup => b.min(p.max(0.0)),
                 // Bounded both ways alike, so that noise around the
                 // level (a round's count is off by what moved across its
                 // edges) averages out instead of drifting it.
@@ -628,30 +556,16 @@ impl RateController {
         let cap = d / (1.0 - p0);
         let app_limited = std::mem::take(&mut self.app_limited);
         let btl_before = self.bottleneck();
-        // A round with idle time, or one that carried a handful of shards,
-        // measures the sender, not the path: it may raise the estimate,
-        // never lower it, and startup does not count it as a round that
-        // stopped growing. Three such rounds at the start of a transfer,
-        // while the first blocks were still being read, ended startup at
-        // an estimate of zero; the path then sat at the minimum rate,
-        // where a 10 ms round carries under one shard, so every round
-        // measured zero again (a demo path carried nothing).
+        // A round that carried a handful of shards says as little: at the
+        // minimum rate a 10 ms round carries under one, so every round
+        // measured zero and a path that once fell there never left it.
         let thin = here
             .sent
             .saturating_sub(start.sent)
             .max(here.packets.0.saturating_sub(start.packets.0))
             < THIN_ROUND;
-        if (app_limited || thin) && (cap < btl_before || self.phase == Phase::Startup) {
-            if cap > btl_before {
-                self.caps.push_back(cap);
-                if self.caps.len() > FILTER_ROUNDS {
-                    self.caps.pop_front();
-                }
-                if self.phase == Phase::Startup {
-                    let btl = self.bottleneck();
-                    self.rate = self.rate.max((STARTUP_GAIN * btl).min(self.cfg.max_rate));
-                }
-            }
+        if (app_limited || thin) && cap < btl_before {
+            // Idle time measures the sender, not the path.
             return Some(RoundSummary {
                 delivered_rate: d,
                 loss,
@@ -694,7 +608,12 @@ impl RateController {
                 if btl > self.full_bw * 1.25 {
                     self.full_bw = btl;
                     self.full_rounds = 0;
-                } else {
+                } else if btl > 0.0 && !app_limited {
+                    // Rounds before anything was delivered, or with idle
+                    // time, say nothing about growth: three of them while
+                    // the first blocks were still being read ended startup
+                    // at an estimate of zero, and the path sat at the
+                    // minimum rate for the rest of a demo transfer.
                     self.full_rounds += 1;
                 }
                 // What this round delivered left two rounds ago (one to get
@@ -703,7 +622,8 @@ impl RateController {
                 // the round in flight is already queueing. Without the
                 // queue it is a burst of loss, not capacity (bursty links
                 // left startup at 13 Mbit/s on this rule alone).
-                let full = self.set_rates[1] > 0.0
+                let full = !app_limited
+                    && self.set_rates[1] > 0.0
                     && cap < 0.85 * self.set_rates[1]
                     && q > self.queue_threshold() / 4;
                 if self.full_rounds >= 3
