@@ -94,9 +94,6 @@ const PROBE_AGAIN: f64 = 1.15;
 /// path's rate.
 const QUEUE_HOLD: Duration = Duration::from_millis(4);
 const FILTER_ROUNDS: usize = 10;
-/// A round in which fewer shards than this could have reached the
-/// receiver is too thin to lower the estimate.
-const THIN_ROUND: u64 = 4;
 /// Startup paces at this multiple of the recently delivered rate.
 const STARTUP_GAIN: f64 = 2.5;
 /// Receiver reports kept for startup's running estimate (the receiver
@@ -556,15 +553,7 @@ impl RateController {
         let cap = d / (1.0 - p0);
         let app_limited = std::mem::take(&mut self.app_limited);
         let btl_before = self.bottleneck();
-        // A round that carried a handful of shards says as little: at the
-        // minimum rate a 10 ms round carries under one, so every round
-        // measured zero and a path that once fell there never left it.
-        let thin = here
-            .sent
-            .saturating_sub(start.sent)
-            .max(here.packets.0.saturating_sub(start.packets.0))
-            < THIN_ROUND;
-        if (app_limited || thin) && cap < btl_before {
+        if app_limited && cap < btl_before {
             // Idle time measures the sender, not the path.
             return Some(RoundSummary {
                 delivered_rate: d,
@@ -622,8 +611,7 @@ impl RateController {
                 // the round in flight is already queueing. Without the
                 // queue it is a burst of loss, not capacity (bursty links
                 // left startup at 13 Mbit/s on this rule alone).
-                let full = !app_limited
-                    && self.set_rates[1] > 0.0
+                let full = self.set_rates[1] > 0.0
                     && cap < 0.85 * self.set_rates[1]
                     && q > self.queue_threshold() / 4;
                 if self.full_rounds >= 3

@@ -683,9 +683,7 @@ fn one_late_acknowledgement_does_not_end_startup() {
     // climb back).
     let mut sim = Sim::new(200.0, 20, 0.0, 21);
     sim.late_ack = Some((70, 60));
-    let mut c = RateController::new(RateConfig::default());
-    let base = Instant::now();
-    c.on_rtt(base, Duration::from_millis(40));
+    let (mut c, base) = controller_after_rtt(40);
     sim.run(&mut c, base, 600);
     let got = sim.rate_between(400, 600);
     assert!(
@@ -732,9 +730,7 @@ fn a_start_with_nothing_to_send_does_not_end_startup() {
     // rate for the rest of a demo transfer, carrying nothing.
     let mut sim = Sim::new(100.0, 2, 0.0, 23);
     sim.idle_until = 100;
-    let mut c = RateController::new(RateConfig::default());
-    let base = Instant::now();
-    c.on_rtt(base, Duration::from_millis(4));
+    let (mut c, base) = controller_after_rtt(4);
     sim.run(&mut c, base, 1_000);
     let got = sim.rate_between(500, 1_000);
     assert!(
@@ -751,9 +747,7 @@ fn startup_into_a_small_queue_leaves_no_standing_overflow() {
     // must leave without a standing overflow.
     let mut sim = Sim::new(120.0, 2, 0.02, 24);
     sim.queue_limit = 64.0 * PKT;
-    let mut c = RateController::new(RateConfig::default());
-    let base = Instant::now();
-    c.on_rtt(base, Duration::from_millis(4));
+    let (mut c, base) = controller_after_rtt(4);
     sim.run(&mut c, base, 300);
     let p0 = c.random_loss();
     let (sent, drops) = (sim.sent, sim.tail_drops);
@@ -774,4 +768,33 @@ fn startup_into_a_small_queue_leaves_no_standing_overflow() {
         "{:.1} Mbit/s at 0.3-1.0 s",
         got * 8e-6
     );
+}
+
+#[test]
+fn a_path_back_from_near_silence_is_found_again() {
+    // 100 Mbit/s, then 20 kbit/s for two seconds (a radio link fading
+    // out), then 100 Mbit/s again: the estimate, down to a packet every
+    // few rounds, must climb back.
+    let mut sim = Sim::new(100.0, 10, 0.0, 25);
+    let (mut c, base) = controller_after_rtt(20);
+    sim.run(&mut c, base, 1_000);
+    sim.cap = 20e3 / 8.0;
+    sim.run(&mut c, base, 2_000);
+    sim.cap = 100e6 / 8.0;
+    sim.run(&mut c, base, 3_000);
+    let got = sim.rate_between(5_000, 6_000);
+    assert!(
+        got >= 0.5 * sim.cap,
+        "{:.2} Mbit/s two seconds after the path came back",
+        got * 8e-6
+    );
+}
+
+/// A controller in startup that has seen one RTT sample, and the instant
+/// its simulation starts from.
+fn controller_after_rtt(rtt_ms: u64) -> (RateController, Instant) {
+    let mut c = RateController::new(RateConfig::default());
+    let base = Instant::now();
+    c.on_rtt(base, Duration::from_millis(rtt_ms));
+    (c, base)
 }
