@@ -99,6 +99,8 @@ pub struct Outcome {
     samples: Vec<Sample>,
     pub shards_per_path: Vec<u64>,
     pub delivered_per_path: Vec<u64>,
+    /// The random-loss level each path's controller learned, at the end.
+    pub loss_per_path: Vec<f64>,
     pub repairs: u64,
     pub total_bytes: u64,
 }
@@ -658,6 +660,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         samples,
         shards_per_path: figures.iter().map(|f| f.shards_sent).collect(),
         delivered_per_path: figures.iter().map(|f| f.delivered).collect(),
+        loss_per_path: figures.iter().map(|f| f.loss).collect(),
         repairs: core.planned().2,
         total_bytes,
     }

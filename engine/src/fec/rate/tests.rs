@@ -641,9 +641,11 @@ fn startup_on(owd: u64, loss: f64, seed: u64) -> (u64, f64, u64) {
 fn startup_finds_the_rate_in_a_few_round_trips_at_10_ms_100_ms_and_1_s() {
     for (owd, loss, seed) in [
         (5, 0.0, 1),
+        (20, 0.0, 7),
         (50, 0.0, 2),
         (500, 0.0, 3),
         (5, 0.05, 4),
+        (20, 0.05, 8),
         (50, 0.05, 5),
         (500, 0.05, 6),
     ] {
