@@ -63,6 +63,11 @@ impl ShardPacer {
         (self.budget / self.shard_bytes).max(0.0) as usize
     }
 
+    /// The budget in payload bytes, as of the last [`Self::allowance`].
+    pub fn budget(&self) -> f64 {
+        self.budget
+    }
+
     /// One shard went out.
     pub fn sent(&mut self) {
         self.budget -= self.shard_bytes;
