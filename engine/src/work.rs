@@ -21,7 +21,7 @@
 //! session driver drains.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -99,43 +99,72 @@ fn coding_error(file: u32, block: u64, e: CodecError) -> SourceError {
     }
 }
 
-/// Whether the hashing stage also encodes each FEC block's recovery
-/// shards: shared by a sender's pipelines and set by its driver while it
-/// sends recovery shards with every block. It starts set: before the loss
-/// is measured, blocks go out with some (`fec::accounts::Redundancy`).
+/// What the hashing stage needs to know of the sender's plan, shared by a
+/// sender's pipelines and set by its driver: whether it also encodes each
+/// FEC block's recovery shards (while the sender sends recovery shards with
+/// every block; set at first: before the loss is measured, blocks go out
+/// with some, `fec::accounts::Redundancy`), and how many recovery shards
+/// per source shard a block may need (`fec::codec::recovery_for`; the
+/// most at first).
 #[derive(Debug, Clone)]
-pub struct EncodeAhead(Arc<AtomicBool>);
+pub struct EncodeAhead(Arc<(AtomicBool, AtomicU32)>);
+
+/// [`EncodeAhead`]'s share is kept in millionths.
+const SHARE_UNIT: f64 = 1e6;
 
 impl Default for EncodeAhead {
     fn default() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
+        Self(Arc::new((
+            AtomicBool::new(true),
+            AtomicU32::new(SHARE_UNIT as u32),
+        )))
     }
 }
 
 impl EncodeAhead {
     /// Encode blocks prepared from now on ahead (or not).
     pub fn set(&self, ahead: bool) {
-        self.0.store(ahead, Ordering::Relaxed);
+        self.0.0.store(ahead, Ordering::Relaxed);
     }
 
     /// Whether blocks are encoded ahead.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.0.load(Ordering::Relaxed)
+    }
+
+    /// Blocks prepared from now on may need `share` × their source shards
+    /// of recovery shards (0 to 1).
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.0
+            .1
+            .store((share * SHARE_UNIT) as u32, Ordering::Relaxed);
+    }
+
+    /// See [`Self::set_share`].
+    pub fn share(&self) -> f64 {
+        f64::from(self.0.1.load(Ordering::Relaxed)) / SHARE_UNIT
     }
 }
 
-/// Hashes one block, and on the FEC plane lays it out in shards and, if
-/// `encode`, encodes its recovery shards (runs on a Rayon worker).
+/// Hashes one block, and on the FEC plane lays it out in shards, with
+/// recovery shards for `share` of its sources (`fec::codec::recovery_for`),
+/// and, if `encode`, encodes them (runs on a Rayon worker).
 pub fn prepare_block(
     block: SourceBlock,
     plane: Plane,
     encode: bool,
+    share: f64,
 ) -> Result<PreparedBlock, SourceError> {
     let digest = block_digest(&block.data, block.offset, block.file_len);
     let geometry = match plane {
         Plane::Reliable => None,
         Plane::Fec { shard_bytes } => Some(
-            Geometry::new(block.data.len(), shard_bytes)
+            Geometry::sized_for(block.data.len(), shard_bytes, share)
                 .map_err(|e| coding_error(block.file, block.block, e))?,
         ),
     };
@@ -214,9 +243,9 @@ pub fn start_pipeline_for(
         let tx = tx.clone();
         match item {
             Ok(block) => {
-                let encode = ahead.get();
+                let (encode, share) = (ahead.get(), ahead.share());
                 rayon::spawn(move || {
-                    let _ = tx.send(prepare_block(block, plane, encode));
+                    let _ = tx.send(prepare_block(block, plane, encode, share));
                 })
             }
             Err(e) => {

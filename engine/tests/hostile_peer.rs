@@ -209,7 +209,7 @@ async fn a_sender_of_the_previous_version_gets_a_clear_version_error() {
         }
         other => panic!("expected ERROR, got {other:?}"),
     }
-    assert_eq!(PROTOCOL_VERSION, 4);
+    assert_eq!(PROTOCOL_VERSION, 5);
     nothing_written(&s.outside);
     let names: Vec<_> = std::fs::read_dir(&s.out)
         .unwrap()
@@ -290,6 +290,7 @@ async fn shards_sent_before_ready_do_not_get_past_a_refused_manifest() {
             block: 0,
             index,
             attempt: 0,
+            recovery: 4,
         }
         .encode()
         .to_vec();

@@ -9,7 +9,7 @@
 //!
 //! * **jobs to one receiver share one session.** A job to a receiver that
 //!   a session already serves joins it while it runs (the session is held
-//!   open, protocol version 4), so the engine's scheduler shares the
+//!   open, protocol version 4 and later), so the engine's scheduler shares the
 //!   bandwidth between overlapping jobs 50/30/20 by class, as between the
 //!   files of one `send` ([`super::carrier`]). A job that cannot join
 //!   (other paths, plane, rate cap or credentials, or a file name the

@@ -102,6 +102,7 @@ impl ShardRef {
                 block: self.block,
                 index: self.index,
                 attempt: self.attempt,
+                recovery: g.r as u16,
             }
             .encode(),
         );
@@ -189,6 +190,24 @@ impl SendAccounts {
                 (extra.ceil() as usize).max(k.div_ceil(100))
             }
         }
+    }
+
+    /// How many recovery shards per source shard a new block may need
+    /// (`fec::codec::recovery_for` sizes its `r` from this), given the
+    /// worst random loss a path has measured (`None` before any): three
+    /// times the expected repairs `p/(1−p)` plus 5 %, twice a fixed
+    /// ratio's parity, all of `k` before the loss is known. At 5 % loss a
+    /// 1 MiB block gets 256 of its 751 (0.21 needed), at 10 % all 751.
+    pub fn recovery_share(&self, worst_loss: Option<f64>) -> f64 {
+        let fixed = match self.redundancy {
+            Redundancy::Fixed { data, parity } => 2.0 * f64::from(parity) / f64::from(data),
+            Redundancy::Adaptive => 0.0,
+        };
+        let lossy = worst_loss.map_or(1.0, |p| {
+            let p = p.clamp(0.0, 0.5);
+            3.0 * p / (1.0 - p) + 0.05
+        });
+        fixed.max(lossy).min(1.0)
     }
 
     /// Whether blocks go out with recovery shards before any report (so
@@ -589,7 +608,7 @@ mod tests {
                 }
                 while wire.front().is_some_and(|w| w.0 <= t) {
                     let (_, s) = wire.pop_front().unwrap();
-                    let h = ShardHeader { file: s.file, block: s.block, index: s.index, attempt: s.attempt };
+                    let h = ShardHeader { file: s.file, block: s.block, index: s.index, attempt: s.attempt, recovery: Geometry::new(len, shard).unwrap().r as u16 };
                     if let Accepted::Complete(c) = col.on_shard(h, bytes::Bytes::from(vec![0u8; shard]), len).unwrap() {
                         col.finished(c.file, c.block);
                         acks.push_back((t + owd, c.block));

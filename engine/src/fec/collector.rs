@@ -133,7 +133,14 @@ impl ShardCollector {
         self.delivered += payload.len() as u64;
         self.shards += 1;
         let id = (header.file, header.block);
-        let geometry = Geometry::new(block_len, self.shard_bytes).map_err(|e| e.to_string())?;
+        let geometry = Geometry::new(block_len, self.shard_bytes)
+            .and_then(|g| g.with_recovery(header.recovery.into()))
+            .map_err(|e| {
+                format!(
+                    "shard of block {} of file {}: {e}",
+                    header.block, header.file
+                )
+            })?;
         if header.index as usize >= geometry.total() {
             return Err(format!(
                 "shard {} of block {} of file {} is beyond its {} shards",
@@ -164,6 +171,12 @@ impl ShardCollector {
             shards: vec![None; geometry.total()],
             have: 0,
         });
+        if p.geometry.r != geometry.r {
+            return Err(format!(
+                "shard of block {} of file {} says {} recovery shards, an earlier one {}",
+                header.block, header.file, geometry.r, p.geometry.r
+            ));
+        }
         let slot = &mut p.shards[header.index as usize];
         if slot.is_some() {
             return Ok(Accepted::Unneeded);
@@ -233,6 +246,7 @@ mod tests {
             block,
             index,
             attempt,
+            recovery: 4,
         }
     }
 
@@ -303,8 +317,30 @@ mod tests {
             Ok(Accepted::Overflow)
         ));
         assert_eq!(c.overflowed, 1);
-        let e = c.on_shard(h(0, 20, 0), shard(1), 1000).unwrap_err();
-        assert!(e.contains("beyond its 20 shards"), "{e}");
+        // k = 10 and the header's r = 4.
+        let e = c.on_shard(h(0, 14, 0), shard(1), 1000).unwrap_err();
+        assert!(e.contains("beyond its 14 shards"), "{e}");
+        // A recovery count the block cannot have, or one that changes.
+        for r in [0, 11] {
+            let bad = ShardHeader {
+                recovery: r,
+                ..h(0, 1, 0)
+            };
+            let e = c.on_shard(bad, shard(1), 1000).unwrap_err();
+            assert!(
+                e.contains(&format!("{r} recovery shards for a block of 10")),
+                "{e}"
+            );
+        }
+        let other = ShardHeader {
+            recovery: 8,
+            ..h(0, 1, 0)
+        };
+        let e = c.on_shard(other, shard(1), 1000).unwrap_err();
+        assert!(
+            e.contains("says 8 recovery shards, an earlier one 4"),
+            "{e}"
+        );
         let e = c
             .on_shard(h(0, 1, 0), Bytes::from(vec![0; 99]), 1000)
             .unwrap_err();

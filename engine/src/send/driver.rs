@@ -610,6 +610,7 @@ pub(crate) async fn run(
                         }
                     }
                     pipeline.ahead.set(core.plans_upfront_recovery());
+                    pipeline.ahead.set_share(core.recovery_share());
                 }
                 transmit = true;
                 if now.duration_since(last_rates) >= Duration::from_millis(100) {

@@ -243,6 +243,7 @@ mod tests {
                 block,
                 index,
                 attempt: 0,
+                recovery: 8,
             }
             .encode(),
         );

@@ -58,6 +58,8 @@ pub struct ShardHeader {
     pub index: u16,
     /// The block's attempt (0, then one more per BLOCK_RETRY).
     pub attempt: u8,
+    /// The block's recovery shards `r` (the same in all its shards).
+    pub recovery: u16,
 }
 
 impl ShardHeader {
@@ -68,6 +70,7 @@ impl ShardHeader {
         out[4..12].copy_from_slice(&self.block.to_be_bytes());
         out[12..14].copy_from_slice(&self.index.to_be_bytes());
         out[14] = self.attempt;
+        out[15..17].copy_from_slice(&self.recovery.to_be_bytes());
         out
     }
 
@@ -83,6 +86,7 @@ impl ShardHeader {
                 block: r.get_u64(),
                 index: r.get_u16(),
                 attempt: r.get_u8(),
+                recovery: r.get_u16(),
             },
             payload,
         ))

@@ -41,16 +41,20 @@
 //! * **Shards** (the *FEC plane*, [`crate::fec`]): QUIC DATAGRAM frames,
 //!   sender to receiver, never retransmitted. A block of `len` bytes is cut
 //!   into `k = ceil(len / shard_bytes)` source shards (the last one
-//!   zero-padded) and `r = max(k, 4)` Reed-Solomon recovery shards
-//!   (reed-solomon-simd, whose encoding depends on `k` and `r`). Each
-//!   datagram carries one shard:
+//!   zero-padded) and `r` Reed-Solomon recovery shards, `1 <= r <=
+//!   max(k, 4)`, chosen by the sender per block from the loss it measured
+//!   (reed-solomon-simd, whose encoding depends on `k` and `r`;
+//!   `fec::codec::recovery_for`). Each datagram carries one shard:
 //!
 //!   ```text
-//!   shard := file:u32  block:u64  index:u16  attempt:u8  payload[shard_bytes]
+//!   shard := file:u32  block:u64  index:u16  attempt:u8  recovery:u16
+//!            payload[shard_bytes]
 //!   ```
 //!
 //!   `index < k` is source shard `index`; `k <= index < k + r` is recovery
-//!   shard `index - k`. `attempt` starts at 0 and grows each time the
+//!   shard `index - k`. `recovery` is the block's `r`, the same in every
+//!   shard of the block (a receiver takes it from the first and refuses a
+//!   shard that says otherwise). `attempt` starts at 0 and grows each time the
 //!   receiver asks for a block again (BLOCK_RETRY), so shards of a
 //!   discarded attempt are recognised and ignored.
 //!
@@ -228,7 +232,9 @@
 //! # Versions
 //!
 //! Version 2 adds HAVE (resume); version 3 sends the FEC plane's reports
-//! as datagrams; version 4 adds sessions held open for more files. HELLO carries the version; a receiver
+//! as datagrams; version 4 adds sessions held open for more files; version
+//! 5 lets each FEC block have its own number of recovery shards, carried in
+//! every shard's header. HELLO carries the version; a receiver
 //! answers a sender of another version with ERROR (BAD_VERSION) naming
 //! both, which the sender shows, so a v1 peer gets a clear error on either
 //! side. No compression, no directory or permission metadata; one session
@@ -243,7 +249,7 @@
 //! ```
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// TLS application protocol name; a peer without it fails the handshake.
 pub const ALPN: &[u8] = b"chunkstream/1";
 /// Bytes of a frame header: type and body length.
@@ -259,7 +265,7 @@ pub const MAX_ERROR_LEN: usize = 1024;
 /// Largest MANIFEST body: about 1.5 million short names.
 pub const MAX_MANIFEST_LEN: usize = 64 << 20;
 /// Bytes of a shard datagram's header (FEC plane).
-pub const SHARD_HEADER_LEN: usize = 4 + 8 + 2 + 1;
+pub const SHARD_HEADER_LEN: usize = 4 + 8 + 2 + 1 + 2;
 /// Most incomplete blocks one FEC_STATUS lists.
 pub const MAX_STATUS_ENTRIES: usize = 1024;
 /// Most blocks one HAVE frame lists.

@@ -93,8 +93,8 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
 
 proptest! {
     #[test]
-    fn shard_headers_round_trip(file: u32, block: u64, index: u16, attempt: u8, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let h = ShardHeader { file, block, index, attempt };
+    fn shard_headers_round_trip(file: u32, block: u64, index: u16, attempt: u8, recovery: u16, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let h = ShardHeader { file, block, index, attempt, recovery };
         let mut d = h.encode().to_vec();
         d.extend_from_slice(&payload);
         let (back, rest) = ShardHeader::decode(&d).unwrap();

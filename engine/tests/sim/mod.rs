@@ -413,7 +413,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
             let Some((_, (f, b))) = drr.pop() else { break };
             let (offset, len) = manifest.block_span(f as usize, b);
             let bytes = block_data(scenario.seed, f, b, len as usize);
-            let geometry = Geometry::new(len as usize, SHARD_BYTES).expect("geometry");
+            let geometry = Geometry::sized_for(len as usize, SHARD_BYTES, core.recovery_share())
+                .expect("geometry");
             let recovery = encode_recovery(&geometry, &bytes).expect("encode");
             let header = chunkstream_engine::wire::BlockHeader {
                 file: f,
