@@ -31,7 +31,9 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::core::{CoreConfig, CoreEvent, PathFigures, PathStats, Plane, SenderCore, Transmit};
+use super::core::{CoreConfig, CoreEvent, PathStats, Plane, SenderCore, Transmit};
+use super::figures::{RateMeter, fec_report, path_reports};
+use super::links::{Frames, Link, Links, Merged, Report, join, receiver_ended, send_block};
 use super::more_files::MoreFiles;
 use super::{FecConfig, FecReport};
 use crate::fec::accounts::ShardRef;
@@ -42,10 +44,10 @@ use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
 use crate::session::SessionError;
 use crate::session::admission::{Admission, Step};
 use crate::session::classes::BlockSource;
-use crate::session::control::{self, ControlWriter, write_error};
+use crate::session::control::ControlWriter;
 use crate::transport::identity::Fingerprint;
 use crate::transport::{Congestion, DATAGRAM_SEND_BUFFER, Tuning};
-use crate::wire::{Frame, PROTOCOL_VERSION, SHARD_HEADER_LEN, close_code};
+use crate::wire::{Frame, SHARD_HEADER_LEN, close_code};
 use crate::work::PreparedBlock;
 
 /// How long the transfer survives with no path up at all.
@@ -59,9 +61,6 @@ const DIAL_LIMIT: Duration = Duration::from_secs(5);
 /// (measured: 32 MiB sent again of a 1 GiB file resumed at half way, with
 /// the 32 blocks a session may have in flight admitted at once).
 const BLOCKS_BEFORE_READY: usize = 2;
-
-type Frames = mpsc::Receiver<Result<Option<Frame>, SessionError>>;
-type Merged = crate::session::control::TaggedFrame;
 
 /// What the driver reports as it goes.
 #[derive(Debug)]
@@ -140,157 +139,6 @@ pub(crate) struct Outcome {
     pub block_latency: Option<crate::metrics::LatencySummary>,
 }
 
-/// Dials `remote` on `endpoint` and joins session `session_id` (HELLO with
-/// the session's id and token, answered by WELCOME).
-pub(crate) async fn join(
-    endpoint: Endpoint,
-    remote: std::net::SocketAddr,
-    session_id: [u8; 16],
-    token: Vec<u8>,
-    limit: Duration,
-) -> Result<(Connection, ControlWriter, Frames), SessionError> {
-    let attempt = async {
-        let conn = endpoint
-            .connect(remote, "chunkstream")
-            .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {remote}: {e}")))?
-            .await
-            .map_err(SessionError::from_connection)?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(SessionError::from_connection)?;
-        let mut control = ControlWriter(send);
-        let mut frames = control::spawn_reader(recv);
-        control
-            .send(&Frame::Hello {
-                version: PROTOCOL_VERSION,
-                session_id,
-                token,
-            })
-            .await?;
-        match frames.recv().await {
-            Some(Ok(Some(Frame::Welcome { .. }))) => Ok((conn, control, frames)),
-            Some(Ok(Some(Frame::Error { code, message }))) => {
-                Err(crate::session::sender::peer_error(code, message))
-            }
-            Some(Err(e)) => Err(e),
-            _ => Err(SessionError::Protocol(
-                "expected WELCOME on a joining path".into(),
-            )),
-        }
-    };
-    tokio::time::timeout(limit, attempt)
-        .await
-        .map_err(|_| SessionError::Unreachable {
-            addr: remote,
-            secs: limit.as_secs().max(1),
-        })?
-}
-
-/// One block on its own stream: header, then the pooled buffer itself.
-pub(crate) async fn send_block(
-    conn: &Connection,
-    block: PreparedBlock,
-    priority: i32,
-) -> Result<(), SessionError> {
-    let mut stream = conn
-        .open_uni()
-        .await
-        .map_err(SessionError::from_connection)?;
-    let _ = stream.set_priority(priority);
-    stream
-        .write_all(&block.header.encode())
-        .await
-        .map_err(write_error)?;
-    stream.write_chunk(block.data).await.map_err(write_error)?;
-    stream
-        .finish()
-        .map_err(|e| SessionError::ConnectionLost(format!("finishing a block stream: {e}")))?;
-    Ok(())
-}
-
-struct Link {
-    conn: Connection,
-    control: ControlWriter,
-    window: WindowHandle,
-}
-
-/// The connections: the live one per path, and what closed ones sent.
-struct Links {
-    live: Vec<Option<Link>>,
-    endpoints: Vec<Option<(Endpoint, WindowHandle)>>,
-    wire_done: Vec<u64>,
-    generation: Vec<u64>,
-    merged: mpsc::Sender<Merged>,
-    reports: mpsc::Sender<Report>,
-}
-
-/// A report datagram's frames (or why it did not decode), tagged like
-/// [`Merged`].
-type Report = (usize, u64, Result<Vec<Frame>, SessionError>);
-
-/// Forwards the report datagrams of path `path`'s connection (see "Reports
-/// as datagrams" in [`crate::wire`]) until it closes or one fails to decode.
-fn forward_reports(path: usize, generation: u64, conn: Connection, out: mpsc::Sender<Report>) {
-    tokio::spawn(async move {
-        while let Ok(d) = conn.read_datagram().await {
-            let frames = crate::wire::decode_report(&d)
-                .map_err(|e| SessionError::Protocol(format!("a report datagram: {e}")));
-            let bad = frames.is_err();
-            if out.send((path, generation, frames)).await.is_err() || bad {
-                return;
-            }
-        }
-    });
-}
-
-impl Links {
-    /// Starts forwarding path `i`'s control frames, tagged with a new
-    /// generation so a closed connection's frames are not taken for its
-    /// successor's.
-    fn attach(&mut self, i: usize, link: Link, frames: Frames) {
-        self.generation[i] += 1;
-        crate::session::control::forward_tagged(i, self.generation[i], frames, self.merged.clone());
-        forward_reports(
-            i,
-            self.generation[i],
-            link.conn.clone(),
-            self.reports.clone(),
-        );
-        self.live[i] = Some(link);
-    }
-
-    fn retire(&mut self, i: usize, why: &[u8]) {
-        if let Some(l) = self.live[i].take() {
-            self.wire_done[i] += l.conn.stats().udp_tx.bytes;
-            l.conn.close(close_code::DONE.into(), why);
-        }
-        self.generation[i] += 1;
-    }
-
-    fn wire_bytes(&self, i: usize) -> u64 {
-        self.wire_done[i]
-            + self.live[i]
-                .as_ref()
-                .map_or(0, |l| l.conn.stats().udp_tx.bytes)
-    }
-}
-
-/// Whether a path's failure ends the session: the receiver closed the
-/// connection on purpose, with an error.
-fn receiver_ended(conn: &Connection) -> Option<SessionError> {
-    match conn.close_reason()? {
-        quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code.into_inner() as u32 != close_code::DONE =>
-        {
-            Some(SessionError::from_connection(
-                quinn::ConnectionError::ApplicationClosed(c),
-            ))
-        }
-        _ => None,
-    }
-}
-
 /// The datagram carrying `shard` of `block`; a recovery shard encodes the
 /// block's recovery shards if none was sent before (`work`'s module doc).
 fn datagram(
@@ -310,21 +158,6 @@ fn datagram(
         d[last] ^= 0x5a;
     }
     Ok(d.freeze())
-}
-
-/// The share of a path's shards lost on the way, as the receiver counted
-/// them: of those sent a round trip before its latest report, the counts
-/// its controller reads too. (Every shard sent against what was delivered
-/// took the shards in flight for lost: a round trip's worth, which on a
-/// long path early in a transfer is most of what was sent.) `None` on the
-/// reliable plane or before a report.
-fn shard_loss(f: &PathFigures) -> Option<f64> {
-    let (out, counted) = f.counted;
-    (out > 0).then(|| (1.0 - counted as f64 / out as f64).clamp(0.0, 1.0))
-}
-
-fn rate_of(figures: &PathFigures, before: u64, secs: f64) -> f64 {
-    figures.delivered.saturating_sub(before) as f64 * 8.0 / secs.max(1e-3)
 }
 
 /// Runs the session's plane over every path until each file is done.
@@ -380,14 +213,7 @@ pub(crate) async fn run(
     let mut core = SenderCore::new(manifest.clone(), pipeline.class_of_file.clone(), cfg, now);
     let (merged_tx, mut merged_rx) = mpsc::channel::<Merged>(256);
     let (reports_tx, mut reports_rx) = mpsc::channel::<Report>(256);
-    let mut links = Links {
-        reports: reports_tx,
-        live: (0..n).map(|_| None).collect(),
-        endpoints: vec![None; n],
-        wire_done: vec![0; n],
-        generation: vec![0; n],
-        merged: merged_tx,
-    };
+    let mut links = Links::new(n, merged_tx, reports_tx);
     links.endpoints[0] = Some((primary.endpoint.clone(), tuning.rate_window.clone()));
     links.attach(
         0,
@@ -473,9 +299,7 @@ pub(crate) async fn run(
     let mut control_path = 0usize;
     let mut pace = tokio::time::interval(Duration::from_millis(1));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_rates = Instant::now();
-    let mut rate_marks = vec![0u64; n];
-    let mut sent_marks = vec![0u64; n];
+    let mut meter = RateMeter::new(n, Instant::now());
     let mut all_down_since: Option<Instant> = None;
     let mut shards_sent = 0u64;
     let shard_len = SHARD_HEADER_LEN + shard_bytes;
@@ -613,38 +437,7 @@ pub(crate) async fn run(
                     pipeline.ahead.set_share(core.recovery_share());
                 }
                 transmit = true;
-                if now.duration_since(last_rates) >= Duration::from_millis(100) {
-                    let secs = now.duration_since(last_rates).as_secs_f64();
-                    last_rates = now;
-                    let rates = (0..n)
-                        .map(|i| {
-                            let f = core.path_figures(i);
-                            // Shards are counted as they arrive; blocks
-                            // arrive whole, so their paths' rates are the
-                            // manager's smoothed delivery rates.
-                            let r = if streams { f.rate * 8.0 } else { rate_of(&f, rate_marks[i], secs) };
-                            rate_marks[i] = f.delivered;
-                            // What left against what the pacer allowed: a
-                            // sender that falls behind its pace (late
-                            // wake-ups) shows here first (`fec::shard_pacer`).
-                            let sent = f.shards_sent.saturating_sub(sent_marks[i]);
-                            sent_marks[i] = f.shards_sent;
-                            tracing::debug!(
-                                path = i,
-                                sent_mbit = (sent * shard_bytes as u64 * 8) as f64 / secs / 1e6,
-                                paced_mbit = f.rate * 8.0 / 1e6,
-                                blocks_held = blocks.len(),
-                                "sent against pace"
-                            );
-                            PathRate {
-                                name: specs[i].name(),
-                                rate_bps: r,
-                                state: f.state,
-                                rtt_ms: f.srtt.as_secs_f64() * 1e3,
-                                loss: shard_loss(&f),
-                            }
-                        })
-                        .collect();
+                if let Some(rates) = meter.poll(now, &core, specs, streams, shard_bytes, blocks.len()) {
                     on_progress(Progress::Rates(rates));
                 }
             }
@@ -820,51 +613,8 @@ pub(crate) async fn run(
         }
     }
 
-    let figures: Vec<PathFigures> = (0..n).map(|i| core.path_figures(i)).collect();
-    let report = fec.map(|fec| {
-        let (sources, upfront, repairs, exhausted) = core.planned();
-        FecReport {
-            redundancy: fec.redundancy.to_string(),
-            congestion: match tuning.congestion {
-                Congestion::Rate => "rate",
-                Congestion::Cubic => "cubic",
-                Congestion::Bbr => "bbr",
-            }
-            .into(),
-            shard_bytes,
-            shards_sent: core.shards_sent,
-            source_shards: sources,
-            upfront_recovery: upfront,
-            repair_shards: repairs,
-            spare_shards: core.spare_planned(),
-            exhausted,
-            retried_blocks: core.retried_blocks,
-            random_loss: core.planned_loss(),
-            final_rate_bps: if paced {
-                figures
-                    .iter()
-                    .filter(|f| f.state == PathState::Up)
-                    .map(|f| f.rate * 8.0)
-                    .sum()
-            } else {
-                0.0
-            },
-            block_latency: None,
-        }
-    });
-    let paths = (0..n)
-        .map(|i| {
-            let f = &figures[i];
-            PathReport {
-                name: specs[i].name(),
-                bytes: f.delivered,
-                wire_bytes: links.wire_bytes(i),
-                rtt_ms: f.srtt.as_secs_f64() * 1e3,
-                state: f.state,
-                loss: shard_loss(f),
-            }
-        })
-        .collect();
+    let report = fec.map(|fec| fec_report(&core, fec, tuning.congestion, shard_bytes, paced));
+    let paths = path_reports(&core, specs, |i| links.wire_bytes(i));
     let hashes = (0..core.manifest().files().len())
         .map(|f| core.file_hash(f))
         .collect();

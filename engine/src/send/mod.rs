@@ -7,12 +7,16 @@
 //! the FEC plane as shards, with block accounts and per-path rate control
 //! and pacing; on the reliable plane as streams (`streams.rs`), spread by
 //! the path manager. The driver owns quinn, the dialer and the reader and
-//! does what the core says.
+//! does what the core says; its connections, one per path, live in
+//! `links.rs`, and what it reports of the paths (progress rates, the final
+//! figures) is read from the core in `figures.rs`.
 
 mod config;
 pub mod core;
 pub(crate) mod driver;
 mod events;
+mod figures;
+mod links;
 pub(crate) mod more_files;
 mod streams;
 
