@@ -427,7 +427,7 @@ async fn malformed_frames_and_blocks_close_the_session_not_the_receiver() {
 #[tokio::test]
 async fn a_manifest_announcing_absurd_sizes_is_refused_without_allocating() {
     let s = start_receiver().await;
-    let (_conn, mut control, mut recv) = authenticated(&s).await;
+    let (conn, mut control, mut recv) = authenticated(&s).await;
     // 2^62 bytes in 1 KiB blocks: 2^52 blocks of tracking, were it allocated.
     control
         .send(&Frame::Manifest {
@@ -451,4 +451,65 @@ async fn a_manifest_announcing_absurd_sizes_is_refused_without_allocating() {
     }
     // Still serving afterwards.
     let (_c, _w, _r) = authenticated(&s).await;
+}
+
+/// A shard whose header claims a recovery count the block cannot have, or
+/// another than the block's earlier shards said (protocol v5), is the
+/// sender's protocol error: the receiver says so (ERROR), allocates nothing
+/// for the block, writes nothing and keeps serving.
+#[tokio::test]
+async fn a_shard_with_an_impossible_recovery_count_is_a_protocol_error() {
+    let s = start_receiver().await;
+    // A 100-byte file in 64-byte shards: k = 2, so r is 1 to 4.
+    for (first, second, says) in [
+        (0u16, None, "0 recovery shards for a block of 2"),
+        (9, None, "9 recovery shards for a block of 2"),
+        (4, Some(2u16), "says 2 recovery shards, an earlier one 4"),
+    ] {
+        let (conn, mut control, mut recv) = authenticated(&s).await;
+        control
+            .send(&Frame::Manifest {
+                block_size_log2: 16,
+                files: vec![ManifestEntry {
+                    name: "coded".into(),
+                    size: 100,
+                }],
+            })
+            .await
+            .unwrap();
+        assert_eq!(next_frame(&mut recv).await, Some(Frame::Ready));
+        control
+            .send(&Frame::FecSetup {
+                shard_bytes: 64,
+                max_blocks: 4,
+            })
+            .await
+            .unwrap();
+        // Recovery shards 0 and 1 (wire indices 2 and 3): neither completes
+        // the block alone.
+        let shards = [(2u16, Some(first)), (3, second)];
+        for (index, recovery) in shards {
+            let Some(recovery) = recovery else { continue };
+            let mut d = ShardHeader {
+                file: 0,
+                block: 0,
+                index,
+                attempt: 0,
+                recovery,
+            }
+            .encode()
+            .to_vec();
+            d.extend_from_slice(&[0x11; 64]);
+            conn.send_datagram(d.into()).unwrap();
+        }
+        match tokio::time::timeout(Duration::from_secs(5), next_frame(&mut recv)).await {
+            Ok(Some(Frame::Error { code, message })) => {
+                assert_eq!(code, error_code::PROTOCOL, "{message}");
+                assert!(message.contains(says), "{message}");
+            }
+            other => panic!("expected ERROR saying {says:?}, got {other:?}"),
+        }
+        assert!(!s.out.join("coded").exists());
+    }
+    nothing_written(&s.outside);
 }
