@@ -427,7 +427,7 @@ async fn malformed_frames_and_blocks_close_the_session_not_the_receiver() {
 #[tokio::test]
 async fn a_manifest_announcing_absurd_sizes_is_refused_without_allocating() {
     let s = start_receiver().await;
-    let (conn, mut control, mut recv) = authenticated(&s).await;
+    let (_conn, mut control, mut recv) = authenticated(&s).await;
     // 2^62 bytes in 1 KiB blocks: 2^52 blocks of tracking, were it allocated.
     control
         .send(&Frame::Manifest {
