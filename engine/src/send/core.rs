@@ -121,8 +121,6 @@ pub struct SenderCore {
     events: VecDeque<CoreEvent>,
     last_tick: Instant,
     last_liveness: Instant,
-    /// See [`SenderCore::recovery_share`].
-    recovery_share: f64,
     /// Since when reports are due (the receiver sent READY), FEC plane.
     reports_due: Option<Instant>,
     next_path: usize,
@@ -200,7 +198,6 @@ impl SenderCore {
             events: VecDeque::new(),
             last_tick: now,
             last_liveness: now,
-            recovery_share: 1.0,
             reports_due: None,
             next_path: 0,
             streams,
@@ -400,7 +397,6 @@ impl SenderCore {
             self.last_tick = now;
             let idle = self.urgent.is_empty() && self.fresh.is_empty();
             let (mut weighted, mut rates, mut measured) = (0.0, 0.0, false);
-            let mut worst: Option<f64> = None;
             for i in 0..self.paths.len() {
                 if self.manager.state(i) != PathState::Up {
                     continue;
@@ -418,11 +414,7 @@ impl SenderCore {
                 weighted += p.rate.rate() * p.rate.random_loss();
                 rates += p.rate.rate();
                 measured |= p.rate.loss_measured();
-                if p.rate.loss_measured() {
-                    worst = Some(worst.unwrap_or(0.0).max(p.rate.random_loss()));
-                }
             }
-            self.recovery_share = self.accounts.recovery_share(worst);
             // Shards spread over the paths by rate: plan for their mix.
             if rates > 0.0 && measured {
                 self.accounts.set_loss(weighted / rates);
@@ -465,7 +457,13 @@ impl SenderCore {
     /// (`fec::accounts::SendAccounts::recovery_share`): the driver has the
     /// pipeline size each block's `r` from it.
     pub fn recovery_share(&self) -> f64 {
-        self.recovery_share
+        let worst = (0..self.paths.len())
+            .filter(|&i| self.manager.state(i) == PathState::Up)
+            .map(|i| &self.paths[i].rate)
+            .filter(|r| r.loss_measured())
+            .map(|r| r.random_loss())
+            .reduce(f64::max);
+        self.accounts.recovery_share(worst)
     }
 
     /// Whether new blocks go out with recovery shards (the FEC plane on a

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::fec::cc::WindowHandle;
 use crate::session::SessionError;
 use crate::session::control::{self, ControlWriter, write_error};
-use crate::wire::{Frame, PROTOCOL_VERSION, close_code};
+use crate::wire::{Frame, close_code};
 use crate::work::PreparedBlock;
 
 /// A path's control frames, as the reader task hands them over.
@@ -37,19 +37,7 @@ pub(super) async fn join(
             .map_err(|e| SessionError::ConnectionLost(format!("cannot dial {remote}: {e}")))?
             .await
             .map_err(SessionError::from_connection)?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(SessionError::from_connection)?;
-        let mut control = ControlWriter(send);
-        let mut frames = control::spawn_reader(recv);
-        control
-            .send(&Frame::Hello {
-                version: PROTOCOL_VERSION,
-                session_id,
-                token,
-            })
-            .await?;
+        let (control, mut frames) = control::open_with_hello(&conn, session_id, token).await?;
         match frames.recv().await {
             Some(Ok(Some(Frame::Welcome { .. }))) => Ok((conn, control, frames)),
             Some(Ok(Some(Frame::Error { code, message }))) => {

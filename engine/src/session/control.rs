@@ -48,6 +48,36 @@ pub fn write_error(e: quinn::WriteError) -> SessionError {
     }
 }
 
+/// Opens a connection's control stream and says HELLO on it (session
+/// `session_id`, `token`): the first path of a session and every path that
+/// joins it start alike. Returns the writer and the reader task's frames.
+pub async fn open_with_hello(
+    conn: &quinn::Connection,
+    session_id: [u8; 16],
+    token: Vec<u8>,
+) -> Result<
+    (
+        ControlWriter,
+        mpsc::Receiver<Result<Option<Frame>, SessionError>>,
+    ),
+    SessionError,
+> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(SessionError::from_connection)?;
+    let mut control = ControlWriter(send);
+    let frames = spawn_reader(recv);
+    control
+        .send(&Frame::Hello {
+            version: crate::wire::PROTOCOL_VERSION,
+            session_id,
+            token,
+        })
+        .await?;
+    Ok((control, frames))
+}
+
 /// Spawns a task that forwards every frame of `recv`; it ends after the
 /// first error or the end of the stream (sent as `Ok(None)`).
 pub fn spawn_reader(mut recv: RecvStream) -> mpsc::Receiver<Result<Option<Frame>, SessionError>> {

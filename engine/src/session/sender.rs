@@ -18,7 +18,7 @@ use quinn::{Connection, Endpoint};
 
 use super::admission::{Admission, Step};
 use super::classes::BlockSource;
-use super::control::{self, ControlWriter};
+use super::control;
 use super::dial;
 use super::error::SessionError;
 use super::send_report::{Acks, finish_report};
@@ -32,7 +32,7 @@ use crate::send::more_files::MoreFiles;
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
-use crate::wire::{self, Frame, ManifestEntry, PROTOCOL_VERSION, close_code};
+use crate::wire::{self, Frame, ManifestEntry, close_code};
 use crate::work::{EncodeAhead, Plane, start_pipeline_for};
 
 /// How long a finished sender lets its CONNECTION_CLOSE go out before it
@@ -361,20 +361,9 @@ async fn run(
     batches: Option<tokio::sync::mpsc::UnboundedReceiver<FileBatch>>,
     on_event: &mut impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(SessionError::from_connection)?;
-    let mut control = ControlWriter(send);
-    let mut frames = control::spawn_reader(recv);
     let mut admission = Admission::new(cfg.to(), Instant::now(), cfg.connect_timeout);
-    control
-        .send(&Frame::Hello {
-            version: PROTOCOL_VERSION,
-            session_id,
-            token: cfg.token.as_bytes().to_vec(),
-        })
-        .await?;
+    let (mut control, mut frames) =
+        control::open_with_hello(conn, session_id, cfg.token.as_bytes().to_vec()).await?;
     // MANIFEST follows HELLO without waiting for WELCOME: one round trip
     // less before data (40 ms on the bench link). The receiver reads frames
     // in order and never looks at the manifest of a sender whose token it
