@@ -397,6 +397,32 @@ fn the_loss_level_follows_the_lesser_of_quinns_count_and_the_receivers() {
 }
 
 #[test]
+fn the_loss_level_is_not_the_lesser_of_two_noisy_rounds() {
+    // 5 % lost in every round of 1 000 packets; the two counts each put a
+    // round's losses on the wrong side of its edges by turns: 2 % and 8 %,
+    // then 8 % and 2 %. The lesser of each round is always 2 %.
+    let mut c = RateController::new(RateConfig::default());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    c.on_rtt(t0, ms(40));
+    c.on_delivered(1, 0);
+    c.tick(t0);
+    let (mut quinn_lost, mut receiver_got) = (0u64, 0u64);
+    for n in 1..=60u64 {
+        let (q, r) = if n % 2 == 0 { (20, 80) } else { (80, 20) };
+        quinn_lost += q;
+        receiver_got += 1_000 - r;
+        c.on_rtt(t0 + ms(50 * n), ms(40));
+        c.on_delivered(n * 50_000, n * 1_000_000);
+        c.on_packets(1_000 * n, quinn_lost);
+        c.on_counts(1_000 * n, receiver_got);
+        c.tick(t0 + ms(50 * n)).expect("a round");
+    }
+    let level = c.random_loss();
+    assert!((level - 0.05).abs() < 0.01, "{level}");
+}
+
+#[test]
 fn one_round_of_tail_drops_at_most_doubles_the_random_loss_level() {
     let mut c = RateController::new(RateConfig::default());
     let t0 = Instant::now();
