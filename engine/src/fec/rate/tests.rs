@@ -366,24 +366,34 @@ fn a_round_of_bursty_loss_does_not_end_startup_but_a_full_path_does() {
     );
 }
 
-/// Rounds of 1 000 packets of which 5 % are lost, counted by quinn as
-/// `quinn_loss` and by the receiver as `receiver_loss`; the level learned.
-fn level_with(quinn_loss: f64, receiver_loss: f64) -> f64 {
+/// The level learned from 60 rounds of 1 000 packets, of which quinn
+/// counts `lost(n).0` lost in round `n` and the receiver misses `lost(n).1`.
+fn level_from_rounds(lost: impl Fn(u64) -> (u64, u64)) -> f64 {
     let mut c = RateController::new(RateConfig::default());
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     c.on_rtt(t0, ms(40));
     c.on_delivered(1, 0);
     c.tick(t0);
-    for n in 1..=40u64 {
-        let sent = 1_000 * n;
+    let (mut quinn_lost, mut receiver_got) = (0u64, 0u64);
+    for n in 1..=60u64 {
+        let (q, r) = lost(n);
+        quinn_lost += q;
+        receiver_got += 1_000 - r;
         c.on_rtt(t0 + ms(50 * n), ms(40));
         c.on_delivered(n * 50_000, n * 1_000_000);
-        c.on_packets(sent, (sent as f64 * quinn_loss) as u64);
-        c.on_counts(sent, (sent as f64 * (1.0 - receiver_loss)) as u64);
+        c.on_packets(1_000 * n, quinn_lost);
+        c.on_counts(1_000 * n, receiver_got);
         c.tick(t0 + ms(50 * n)).expect("a round");
     }
     c.random_loss()
+}
+
+/// Rounds of which quinn counts `quinn_loss` lost and the receiver
+/// `receiver_loss`; the level learned.
+fn level_with(quinn_loss: f64, receiver_loss: f64) -> f64 {
+    let per_round = |p: f64| (1_000.0 * p) as u64;
+    level_from_rounds(|_| (per_round(quinn_loss), per_round(receiver_loss)))
 }
 
 #[test]
@@ -401,24 +411,7 @@ fn the_loss_level_is_not_the_lesser_of_two_noisy_rounds() {
     // 5 % lost in every round of 1 000 packets; the two counts each put a
     // round's losses on the wrong side of its edges by turns: 2 % and 8 %,
     // then 8 % and 2 %. The lesser of each round is always 2 %.
-    let mut c = RateController::new(RateConfig::default());
-    let t0 = Instant::now();
-    let ms = Duration::from_millis;
-    c.on_rtt(t0, ms(40));
-    c.on_delivered(1, 0);
-    c.tick(t0);
-    let (mut quinn_lost, mut receiver_got) = (0u64, 0u64);
-    for n in 1..=60u64 {
-        let (q, r) = if n % 2 == 0 { (20, 80) } else { (80, 20) };
-        quinn_lost += q;
-        receiver_got += 1_000 - r;
-        c.on_rtt(t0 + ms(50 * n), ms(40));
-        c.on_delivered(n * 50_000, n * 1_000_000);
-        c.on_packets(1_000 * n, quinn_lost);
-        c.on_counts(1_000 * n, receiver_got);
-        c.tick(t0 + ms(50 * n)).expect("a round");
-    }
-    let level = c.random_loss();
+    let level = level_from_rounds(|n| if n % 2 == 0 { (20, 80) } else { (80, 20) });
     assert!((level - 0.05).abs() < 0.01, "{level}");
 }
 
