@@ -98,13 +98,22 @@ async fn manifest_reply(
     s: &Setup,
     name: &str,
 ) -> (Connection, ControlWriter, quinn::RecvStream, Option<Frame>) {
+    manifest_reply_sized(s, name, 10).await
+}
+
+/// [`manifest_reply`] for a file of `size` bytes (64 KiB blocks).
+async fn manifest_reply_sized(
+    s: &Setup,
+    name: &str,
+    size: u64,
+) -> (Connection, ControlWriter, quinn::RecvStream, Option<Frame>) {
     let (conn, mut control, mut recv) = authenticated(s).await;
     control
         .send(&Frame::Manifest {
             block_size_log2: 16,
             files: vec![ManifestEntry {
                 name: name.into(),
-                size: 10,
+                size,
             }],
         })
         .await
@@ -466,18 +475,8 @@ async fn a_shard_with_an_impossible_recovery_count_is_a_protocol_error() {
         (9, None, "9 recovery shards for a block of 2"),
         (4, Some(2u16), "says 2 recovery shards, an earlier one 4"),
     ] {
-        let (conn, mut control, mut recv) = authenticated(&s).await;
-        control
-            .send(&Frame::Manifest {
-                block_size_log2: 16,
-                files: vec![ManifestEntry {
-                    name: "coded".into(),
-                    size: 100,
-                }],
-            })
-            .await
-            .unwrap();
-        assert_eq!(next_frame(&mut recv).await, Some(Frame::Ready));
+        let (conn, mut control, mut recv, reply) = manifest_reply_sized(&s, "coded", 100).await;
+        assert_eq!(reply, Some(Frame::Ready));
         control
             .send(&Frame::FecSetup {
                 shard_bytes: 64,

@@ -515,10 +515,11 @@ impl RateController {
         let d =
             (here.delivered - start.delivered) as f64 * 1e6 / (here.micros - start.micros) as f64;
         // Two counts of the round's loss, each wrong in its own way, and
-        // the lesser is taken (for the level, the lesser of their levels). quinn's reads lost acknowledgements as lost
-        // packets (on a path that also loses on the way back, 20-100 % of
-        // a round where 5 % were); the receiver's (`fec::path_loss`) is
-        // blind to that but dates its counts to within the queues it does
+        // the lesser is taken (for the level, the lesser of their levels).
+        // quinn's reads lost acknowledgements as lost packets (on a path
+        // that also loses on the way back, 20-100 % of a round where 5 %
+        // were); the receiver's (`fec::path_loss`) is blind to that but
+        // dates its counts to within the queues it does
         // not see (a relay's, the receiver's own buffers), which read as
         // loss while they grow (on two relayed paths the level it learned
         // climbed to 9 %, and `d / (1 − p₀)` then drove a path into its
