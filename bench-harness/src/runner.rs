@@ -403,12 +403,16 @@ fn relay_mtu_flags(contender: Contender, paths: &[LinkConfig]) -> Vec<String> {
     }
 }
 
+/// A contender's sender command. Ours start every run cold: a run that
+/// started from what the run before it learned of the path would not
+/// compare with the other contenders, nor with reports of earlier commits.
 fn sender_args(
     contender: Contender,
     source: &Path,
     to: &str,
     listening: &serde_json::Value,
     out_dir: &Path,
+    state_dir: &Path,
 ) -> Vec<String> {
     let s = |v: &str| v.to_owned();
     let source = source.display().to_string();
@@ -432,6 +436,9 @@ fn sender_args(
             s("--token"),
             listening["token"].as_str().unwrap_or_default().to_owned(),
             s("--json"),
+            s("--cold-start"),
+            s("--state-dir"),
+            state_dir.display().to_string(),
         ]
         .into_iter()
         .chain(c.send_flags().iter().map(|f| s(f)))
@@ -621,7 +628,14 @@ async fn attempt(
         tun_ref,
         true,
         &[
-            sender_args(contender, source, &to.to_string(), &listening, &out_dir),
+            sender_args(
+                contender,
+                source,
+                &to.to_string(),
+                &listening,
+                &out_dir,
+                &cfg.work_dir.join("sender-state"),
+            ),
             extra,
         ]
         .concat(),

@@ -5,6 +5,7 @@ mod bench;
 mod bench_peer;
 mod demo;
 mod output;
+mod path_memory;
 mod paths;
 mod recv;
 mod relay;

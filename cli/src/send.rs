@@ -104,6 +104,17 @@ pub struct SendArgs {
     /// checked block by block against the source and skipped).
     #[arg(long)]
     pub no_resume: bool,
+    /// Start every path from 10 Mbit/s, as on a first send, instead of
+    /// from half of what the last send to the same receiver over the same
+    /// path carried (within a day, and if its round trip is about the
+    /// same). What this send learns is still remembered.
+    #[arg(long)]
+    pub cold_start: bool,
+    /// Where the sender remembers what each path carried
+    /// (`path-memory.json`) [default: $XDG_STATE_HOME/chunkstream-engine,
+    /// or ~/.local/state/chunkstream-engine].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Give up if the receiver does not answer within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
@@ -234,8 +245,27 @@ pub async fn run(args: SendArgs) -> Result<()> {
         classes.extend(std::iter::repeat_n(*class, s.len()));
         sources.extend(s);
     }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::recv::default_state_dir);
+    let peer_key = peer.to_string();
+    let names: Vec<String> = paths.iter().map(PathSpec::name).collect();
     let mut cfg = SendConfig::new(paths[0].remote, peer, token);
     cfg.paths = paths;
+    if !args.cold_start {
+        match crate::path_memory::load(&state_dir) {
+            Ok(entries) => {
+                cfg.path_memory = crate::path_memory::lookup(
+                    &entries,
+                    &peer_key,
+                    &names,
+                    std::time::SystemTime::now(),
+                );
+            }
+            Err(e) => eprintln!("warning: {e:#}; every path starts cold and the file is replaced"),
+        }
+    }
     cfg.classes = classes;
     let plane = args.plane.resolve();
     cfg.block_size = args.block_size;
@@ -347,6 +377,10 @@ pub async fn run(args: SendArgs) -> Result<()> {
     match result {
         Ok(report) => {
             print_report(&report, json);
+            let now = std::time::SystemTime::now();
+            if let Err(e) = crate::path_memory::save(&state_dir, &peer_key, &report.paths, now) {
+                eprintln!("warning: the paths' rates are not remembered: {e:#}");
+            }
             Ok(())
         }
         Err(e) => {
@@ -398,8 +432,21 @@ fn print_report(r: &SendReport, json: bool) {
         r.reader,
         r.plane.name()
     ));
-    for p in &r.paths {
-        line(&format!("path {}, {:?}", path_share(p, &r.paths), p.state));
+    for p in r
+        .paths
+        .iter()
+        .filter(|p| r.paths.len() > 1 || p.warm_start == Some(true))
+    {
+        let warm = if p.warm_start == Some(true) {
+            ", started from the rate remembered of it"
+        } else {
+            ""
+        };
+        line(&format!(
+            "path {}, {:?}{warm}",
+            path_share(p, &r.paths),
+            p.state
+        ));
     }
     if let Some(f) = &r.fec {
         line(&format!(

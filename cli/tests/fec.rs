@@ -315,3 +315,66 @@ fn a_path_that_drops_large_datagrams_falls_back_to_1452_and_says_so() {
         assert_same_file(&src, &tmp.path().join("out/hole.bin"));
     }
 }
+
+/// A second send over the same relayed path to the same receiver starts
+/// from what the first carried (`send`'s path memory); `--cold-start` does
+/// not; a memory file that is not one is reported, ignored and replaced.
+#[test]
+fn a_second_send_over_the_same_path_starts_from_what_the_first_carried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("warm.bin");
+    write_file(&src, 16 << 20, 11);
+    let rx = Receiver::start(&tmp.path().join("out"), &tmp.path().join("state"), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let relay = rt
+        .block_on(Relay::start(RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            to: rx.addr.parse().unwrap(),
+            forward: link(100, 10, LossModel::Bernoulli { p: 0.02 }),
+            reverse: link(100, 10, LossModel::NONE),
+            seed: 7,
+        }))
+        .unwrap();
+    let memory = tmp.path().join("sender-state");
+    let send_once = |extra: &[&str]| {
+        let mut args = vec![src.display().to_string()];
+        args.extend(rx.send_args());
+        args[2] = relay.local_addr().to_string();
+        args.extend(["--plane", "fec", "--json", "--mtu", "1452", "--state-dir"].map(String::from));
+        args.push(memory.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = send(&args, secs(60));
+        let done = last_json(&out);
+        assert_eq!(done["event"], "done", "{done}\n{}", stderr(&out));
+        assert_same_file(&src, &tmp.path().join("out/warm.bin"));
+        (done["paths"][0].clone(), stderr(&out))
+    };
+    let (first, _) = send_once(&[]);
+    assert!(
+        first.get("warm_start").is_none(),
+        "nothing remembered yet: {first}"
+    );
+    let carried = first["carried"]["rate_bps"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("carried: {first}"));
+    assert!((50e6..200e6).contains(&carried), "{first}");
+    let file = memory.join("path-memory.json");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("memory written")).unwrap();
+    assert_eq!(kept["paths"][0]["path"], relay.local_addr().to_string());
+    assert_eq!(kept["paths"][0]["peer"], rx.fingerprint.as_str());
+
+    let (second, _) = send_once(&[]);
+    assert_eq!(second["warm_start"], true, "{second}");
+    let (cold, _) = send_once(&["--cold-start"]);
+    assert!(cold.get("warm_start").is_none(), "{cold}");
+
+    std::fs::write(&file, b"not json").unwrap();
+    let (after, err) = send_once(&[]);
+    assert!(after.get("warm_start").is_none(), "{after}");
+    assert!(err.contains("is not a path memory file"), "{err}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("replaced with a whole file");
+    assert_eq!(kept["version"], 1);
+    rt.block_on(relay.stop());
+}

@@ -37,6 +37,7 @@ fn check_aggregate(loss: [f64; 3], seed: u64) {
         cuts: vec![],
         max_rate: None,
         limit: Duration::from_secs(30),
+        memory: vec![],
     };
     let out = sim::run(&scenario);
     let finished = out.finished.expect("the transfer finishes");
@@ -99,6 +100,7 @@ fn a_path_that_dies_costs_under_a_second_and_its_shards_are_made_up() {
         }],
         max_rate: None,
         limit: Duration::from_secs(40),
+        memory: vec![],
     };
     let out = sim::run(&scenario);
     let finished = out
@@ -137,6 +139,7 @@ fn priority_classes_share_fec_paths_fifty_thirty_twenty() {
         cuts: vec![],
         max_rate: None,
         limit: Duration::from_secs(40),
+        memory: vec![],
     };
     let out = sim::run(&scenario);
     assert!(out.finished.is_some());
@@ -160,6 +163,7 @@ fn max_rate_caps_the_sum_of_the_paths() {
         cuts: vec![],
         max_rate: Some(cap),
         limit: Duration::from_secs(30),
+        memory: vec![],
     };
     let out = sim::run(&scenario);
     assert!(out.finished.is_some());

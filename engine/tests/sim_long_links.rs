@@ -26,6 +26,7 @@ fn one_path(mbit: u64, rtt_ms: u64, loss: f64, size: u64, seed: u64) -> sim::Out
         cuts: vec![],
         max_rate: None,
         limit: Duration::from_secs(60),
+        memory: vec![],
     };
     let out = sim::run(&scenario);
     assert!(out.finished.is_some(), "the transfer finishes");

@@ -41,6 +41,13 @@
 //! tick; at most four rounds); **steady** paces at the estimate
 //! times a gain cycling through 1.25 (probe), 0.75 (drain the probe's
 //! queue) and six rounds of 1.0 (see `GAINS`).
+//! **A remembered path** ([`PathMemory`], Careful Resume in the manner of
+//! draft-ietf-tsvwg-careful-resume): what the path carried at the end of
+//! an earlier transfer, given by the caller. If the path's RTT is within a
+//! factor of two of the remembered one, startup begins at half the
+//! remembered rate (a long path's trains at twice it) instead of growing
+//! from 10 Mbit/s; a path that now carries less shows a queue or loss
+//! within a round trip and startup ends there, as it does at any rate.
 //! **Back-off**: a queue standing for two rounds outside a probe, or a
 //! round loss well above `p₀` (more than `p₀ + max(2 %, p₀)`) with a queue
 //! building, is congestion: the estimate restarts from 90 % of the current
@@ -129,6 +136,26 @@ const TRAIN_FULL: f64 = 0.75;
 /// every 10 ms) are back.
 const TRAIN_MARGIN: Duration = Duration::from_millis(15);
 
+/// What a path carried at the end of an earlier transfer: kept between
+/// transfers by the caller, given to [`RateController::remember`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathMemory {
+    /// The sending rate the path carried (bytes/s): the bottleneck
+    /// estimate in steady state.
+    pub rate: f64,
+    /// The path's minimum RTT then.
+    pub min_rtt: Duration,
+}
+
+/// A remembered path starts at this share of its remembered rate: the
+/// estimate is the largest of noisy samples, and the path may be busier
+/// now. Half, as Careful Resume's jump to half the saved window.
+const RESUME_SHARE: f64 = 0.5;
+/// A remembered rate is used only if the path's RTT now is within this
+/// factor of the remembered one either way: a different RTT is likely a
+/// different path.
+const RESUME_RTT_FACTOR: u32 = 2;
+
 /// A probe train of startup on a long path.
 #[derive(Debug, Clone, Copy)]
 struct Train {
@@ -211,6 +238,11 @@ pub struct RateController {
     probe_base: f64,
     /// Since when startup has seen a queue.
     queue_since: Option<Instant>,
+    /// What the path carried last time, if the caller remembered it.
+    memory: Option<PathMemory>,
+    /// Whether startup began from `memory` (`None` until the first RTT
+    /// sample decided it, or with no memory).
+    resumed: Option<bool>,
 }
 
 impl RateController {
@@ -245,6 +277,51 @@ impl RateController {
             overrun_rounds: 0,
             probe_base: 0.0,
             queue_since: None,
+            memory: None,
+            resumed: None,
+        }
+    }
+
+    /// What the path carried at the end of an earlier transfer: startup
+    /// begins from half of it once the first RTT sample shows the path's
+    /// round trip is about what it was (see [`PathMemory`]). Ignored once
+    /// a memory was decided on or startup is over, and if the memory is
+    /// not a rate and an RTT.
+    pub fn remember(&mut self, memory: PathMemory) {
+        let valid = memory.rate.is_finite() && memory.rate > 0.0 && !memory.min_rtt.is_zero();
+        if valid && self.resumed.is_none() && self.phase == Phase::Startup {
+            self.memory = Some(memory);
+        }
+    }
+
+    /// Whether startup began from a remembered rate: `Some(false)` if one
+    /// was given but the path's RTT had changed too much to trust it.
+    pub fn resumed(&self) -> Option<bool> {
+        self.resumed
+    }
+
+    /// What to remember of this path for the next transfer: its bottleneck
+    /// estimate and minimum RTT, once startup and drain are over (`None`
+    /// before: what startup saw says little of the path).
+    pub fn carried(&self) -> Option<PathMemory> {
+        let (min_rtt, _) = self.min_rtt?;
+        let rate = self.bottleneck();
+        (self.phase == Phase::Steady && rate > 0.0).then_some(PathMemory { rate, min_rtt })
+    }
+
+    /// At the first RTT sample, startup jumps to half the remembered rate
+    /// if the path's RTT is about the remembered one.
+    fn resume_from_memory(&mut self) {
+        let (Some(m), Some((rtt, _)), None) = (self.memory, self.min_rtt, self.resumed) else {
+            return;
+        };
+        let same = rtt <= m.min_rtt * RESUME_RTT_FACTOR && rtt * RESUME_RTT_FACTOR >= m.min_rtt;
+        self.resumed = Some(same && self.phase == Phase::Startup);
+        if self.resumed == Some(true) {
+            let jump = (m.rate * RESUME_SHARE).clamp(self.cfg.min_rate, self.cfg.max_rate);
+            self.rate = self.rate.max(jump);
+            // A long path's trains start from it too (`train_tick`).
+            self.base = self.base.max(jump);
         }
     }
 
@@ -477,6 +554,7 @@ impl RateController {
 
     /// Ends a round if one has passed; returns what it concluded.
     pub fn tick(&mut self, now: Instant) -> Option<RoundSummary> {
+        self.resume_from_memory();
         if self.trains() {
             self.train_tick(now);
         }

@@ -170,6 +170,43 @@ pub struct PathReport {
     /// Share of the shards sent on it that did not arrive (FEC plane).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// Whether its startup began from what an earlier transfer remembered
+    /// of it (FEC plane; absent when nothing was remembered, `false` when
+    /// its round trip had changed too much to trust the memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<bool>,
+    /// What it carried at the end, for the next transfer to start from
+    /// (FEC plane, once past startup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried: Option<PathCarried>,
+}
+
+/// What a path carried at the end of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PathCarried {
+    /// The sending rate it carried (bits/s).
+    pub rate_bps: f64,
+    /// Its minimum RTT (ms).
+    pub min_rtt_ms: f64,
+}
+
+impl PathCarried {
+    /// As the rate controller takes it.
+    pub fn memory(&self) -> crate::fec::rate::PathMemory {
+        crate::fec::rate::PathMemory {
+            rate: self.rate_bps / 8.0,
+            min_rtt: std::time::Duration::from_secs_f64((self.min_rtt_ms / 1e3).clamp(0.0, 3600.0)),
+        }
+    }
+}
+
+impl From<crate::fec::rate::PathMemory> for PathCarried {
+    fn from(m: crate::fec::rate::PathMemory) -> Self {
+        Self {
+            rate_bps: m.rate * 8.0,
+            min_rtt_ms: m.min_rtt.as_secs_f64() * 1e3,
+        }
+    }
 }
 
 /// One path's measured delivery rate, state, RTT and loss, for progress

@@ -68,6 +68,7 @@ pub use super::streams::BlockSend;
 use super::streams::StreamPlane;
 use crate::fec::accounts::{SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
+use crate::fec::rate::PathMemory;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
 use crate::multipath::manager::{PathEvent, PathManager, PathState};
@@ -317,11 +318,26 @@ impl SenderCore {
             old.counted_before.0 + old.counted.0,
             old.counted_before.1 + old.counted.1,
         );
+        // A path that comes back starts from what its last connection
+        // carried, or else from what was remembered of it.
+        let memory = old.rate.carried().or(old.memory);
         self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
+        if let Some(m) = memory {
+            self.paths[path].remember(m);
+        }
         self.paths[path].shards_sent = sent;
         self.paths[path].delivered_before = delivered;
         self.paths[path].counted_before = counted;
         self.manager.on_up(path, now);
+    }
+
+    /// What path `path` carried at the end of an earlier transfer: its
+    /// startup begins from half of it if its RTT is about the same
+    /// ([`PathMemory`]). Give it before the path comes up.
+    pub fn remember(&mut self, path: usize, memory: PathMemory) {
+        if let Some(p) = self.paths.get_mut(path) {
+            p.remember(memory);
+        }
     }
 
     /// The receiver sent READY: from now on it reports on every path of
@@ -580,6 +596,8 @@ impl SenderCore {
                 loss: 0.0,
                 counted: (0, 0),
                 srtt: p.srtt,
+                resumed: None,
+                carried: None,
             };
         }
         PathFigures {
@@ -593,6 +611,8 @@ impl SenderCore {
                 p.counted_before.1 + p.counted.1,
             ),
             srtt: p.srtt,
+            resumed: p.rate.resumed(),
+            carried: p.rate.carried(),
         }
     }
 

@@ -113,6 +113,9 @@ pub(crate) struct Session<'a> {
     pub started: Instant,
     /// Skip what the receiver holds (HAVE).
     pub resume: bool,
+    /// What each path carried in an earlier transfer, by path (shorter
+    /// than `paths`, or empty, where nothing is remembered).
+    pub memory: &'a [Option<crate::fec::rate::PathMemory>],
 }
 
 /// How blocks travel, with what the plane needs.
@@ -211,6 +214,11 @@ pub(crate) async fn run(
     let streams = fec.is_none();
     let now = Instant::now();
     let mut core = SenderCore::new(manifest.clone(), pipeline.class_of_file.clone(), cfg, now);
+    for (i, m) in session.memory.iter().enumerate().take(n) {
+        if let Some(m) = m {
+            core.remember(i, *m);
+        }
+    }
     let (merged_tx, mut merged_rx) = mpsc::channel::<Merged>(256);
     let (reports_tx, mut reports_rx) = mpsc::channel::<Report>(256);
     let mut links = Links::new(n, merged_tx, reports_tx);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::streams::BlockSend;
 use crate::fec::accounts::ShardRef;
+use crate::fec::rate::PathMemory;
 use crate::multipath::manager::PathState;
 use crate::multipath::priority::Class;
 
@@ -124,4 +125,10 @@ pub struct PathFigures {
     pub counted: (u64, u64),
     /// Smoothed RTT.
     pub srtt: Duration,
+    /// Whether its startup began from a remembered rate (`None`: nothing
+    /// was remembered, or not decided yet).
+    pub resumed: Option<bool>,
+    /// What to remember of it for the next transfer (FEC plane, once its
+    /// controller is past startup).
+    pub carried: Option<PathMemory>,
 }

@@ -101,6 +101,8 @@ pub(super) fn path_reports(
                 rtt_ms: f.srtt.as_secs_f64() * 1e3,
                 state: f.state,
                 loss: shard_loss(&f),
+                warm_start: f.resumed,
+                carried: f.carried.map(Into::into),
             }
         })
         .collect()

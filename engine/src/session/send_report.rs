@@ -123,7 +123,8 @@ pub struct SendReport {
     pub block_latency: Option<crate::metrics::LatencySummary>,
     /// What the FEC plane did (FEC plane only).
     pub fec: Option<FecReport>,
-    /// Per path (multi-path only): bytes, wire bytes, RTT, final state.
+    /// Per path: bytes, wire bytes, RTT, final state, loss, and what it
+    /// carried (for the next send's warm start).
     pub paths: Vec<crate::multipath::spec::PathReport>,
 }
 

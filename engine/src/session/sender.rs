@@ -79,6 +79,10 @@ pub struct SendConfig {
     /// Skip the blocks the receiver already holds from an earlier attempt
     /// (default); `false` sends every block (`--no-resume`).
     pub resume: bool,
+    /// What each path carried in an earlier transfer (by path; empty:
+    /// nothing remembered): the FEC plane's startup begins from half of it
+    /// ([`crate::fec::rate::PathMemory`]).
+    pub path_memory: Vec<Option<crate::fec::rate::PathMemory>>,
 }
 
 impl SendConfig {
@@ -98,6 +102,7 @@ impl SendConfig {
             fec: None,
             classes: Vec::new(),
             resume: true,
+            path_memory: Vec::new(),
         }
     }
 
@@ -459,6 +464,7 @@ async fn run(
             max_rate: cfg.max_rate,
             started,
             resume: cfg.resume,
+            memory: &cfg.path_memory,
         },
         &mut pipeline,
         &manifest,
@@ -501,9 +507,7 @@ async fn run(
     }
     report.block_latency = outcome.block_latency;
     report.fec = outcome.fec;
-    if paths.paths().len() > 1 {
-        report.paths = outcome.paths;
-    }
+    report.paths = outcome.paths;
     Ok(report)
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunkstream_engine::fec::codec::{Geometry, encode_recovery, reconstruct};
+use chunkstream_engine::fec::rate::PathMemory;
 use chunkstream_engine::hash::block_digest;
 use chunkstream_engine::manifest::Manifest;
 use chunkstream_engine::multipath::priority::{Class, Drr};
@@ -81,6 +82,9 @@ pub struct Scenario {
     pub cuts: Vec<Cut>,
     pub max_rate: Option<f64>,
     pub limit: Duration,
+    /// What each path carried in an earlier transfer (by path; empty: a
+    /// cold start).
+    pub memory: Vec<Option<PathMemory>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +107,12 @@ pub struct Outcome {
     pub loss_per_path: Vec<f64>,
     pub repairs: u64,
     pub total_bytes: u64,
+    /// What each path's controller would have remembered at the end.
+    pub carried_per_path: Vec<Option<PathMemory>>,
+    /// Whether each path's startup began from `Scenario::memory`.
+    pub warm_per_path: Vec<Option<bool>>,
+    /// Shards the bottleneck queues dropped (not random loss).
+    pub queue_drops: u64,
 }
 
 impl Outcome {
@@ -273,6 +283,11 @@ pub fn run(scenario: &Scenario) -> Outcome {
         .path_caps(vec![None; n])
         .max_rate(scenario.max_rate);
     let mut core = SenderCore::new(manifest.clone(), classes.clone(), cfg, clock.now());
+    for (i, m) in scenario.memory.iter().enumerate() {
+        if let Some(m) = m {
+            core.remember(i, *m);
+        }
+    }
     for i in 0..n {
         core.path_up(i, clock.now());
     }
@@ -314,6 +329,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
 
     let mut samples = Vec::new();
     let mut acked = 0u64;
+    let mut queue_drops = 0u64;
     let mut by_class = [0u64; 3];
     let mut next_sample = clock.now();
     let mut finished = None;
@@ -458,13 +474,14 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 Duration::from_millis(spec.rtt_ms) + paths[i].queue_delay(Direction::Forward, now);
             sp.srtt = (sp.srtt * 7 + sample) / 8;
             sp.sent += 1;
-            if let Verdict::Dropped(_) = paths[i].send(
+            if let Verdict::Dropped(why) = paths[i].send(
                 Direction::Forward,
                 now,
                 d.len() + OVERHEAD,
                 Packet::Shard(d),
             ) {
                 sp.drops.push_back(now);
+                queue_drops += u64::from(why == chunkstream_netsim::link::Drop::Queue);
             }
             core.on_sent(i, &shard, now);
         }
@@ -664,5 +681,8 @@ pub fn run(scenario: &Scenario) -> Outcome {
         loss_per_path: figures.iter().map(|f| f.loss).collect(),
         repairs: core.planned().2,
         total_bytes,
+        carried_per_path: figures.iter().map(|f| f.carried).collect(),
+        warm_per_path: figures.iter().map(|f| f.resumed).collect(),
+        queue_drops,
     }
 }

@@ -636,11 +636,19 @@ fn the_queue_startup_leaves_is_drained_before_steady_state() {
 /// round trip delivered 85 % of what the path carries, most queued in
 /// ms of the bottleneck, tail drops).
 fn startup_on(owd: u64, loss: f64, seed: u64) -> (u64, f64, u64) {
+    startup_from(owd, loss, seed, None)
+}
+
+/// [`startup_on`], startup given `memory` of the path.
+fn startup_from(owd: u64, loss: f64, seed: u64, memory: Option<PathMemory>) -> (u64, f64, u64) {
     let mut sim = Sim::new(200.0, owd, loss, seed);
     sim.back_loss = loss;
     // A queue of 1.5 bandwidth-delay products, as the bench's relay.
     sim.queue_limit *= 1.5;
     let mut c = RateController::new(RateConfig::default());
+    if let Some(m) = memory {
+        c.remember(m);
+    }
     let base = Instant::now();
     let rtt = 2 * owd;
     // The handshake measured the RTT before the first shard.
@@ -818,4 +826,61 @@ fn controller_after_rtt(rtt_ms: u64) -> (RateController, Instant) {
     let base = Instant::now();
     c.on_rtt(base, Duration::from_millis(rtt_ms));
     (c, base)
+}
+
+#[test]
+fn a_remembered_path_reaches_its_rate_sooner_at_10_ms_100_ms_and_1_s() {
+    for (owd, seed) in [(5, 11), (50, 12), (500, 13)] {
+        let rtt = 2 * owd;
+        let memory = PathMemory {
+            rate: 190e6 / 8.0,
+            min_rtt: Duration::from_millis(rtt),
+        };
+        let (cold, cold_queue, _) = startup_from(owd, 0.05, seed, None);
+        let (warm, warm_queue, drops) = startup_from(owd, 0.05, seed, Some(memory));
+        eprintln!(
+            "RTT {rtt} ms: 85 % after {cold} ms cold, {warm} ms warm; queue at most {cold_queue:.0} / {warm_queue:.0} ms, {drops} tail drops warm"
+        );
+        assert!(warm < cold, "RTT {rtt} ms: warm {warm} ms, cold {cold} ms");
+        // One round trip for the first reports, one more at most to find
+        // the rest of the rate.
+        assert!(warm <= 2 * rtt.max(10) + 40, "RTT {rtt} ms: {warm} ms");
+        assert!(
+            warm_queue <= 1.5 * rtt as f64,
+            "RTT {rtt} ms: {warm_queue:.0} ms"
+        );
+    }
+}
+
+#[test]
+fn a_memory_is_used_only_at_startup_and_only_for_about_the_same_round_trip() {
+    let memory = PathMemory {
+        rate: 100e6 / 8.0,
+        min_rtt: Duration::from_millis(30),
+    };
+    // Short paths (under 80 ms, no trains), so the rate shows the jump.
+    for (rtt_ms, jumps) in [(30, true), (60, true), (14, false), (61, false)] {
+        let (mut c, base) = controller_after_rtt(rtt_ms);
+        c.remember(memory);
+        c.tick(base);
+        assert_eq!(c.resumed(), Some(jumps), "RTT {rtt_ms} ms");
+        let expected = if jumps {
+            50e6 / 8.0
+        } else {
+            RateConfig::default().initial_rate
+        };
+        assert_eq!(c.rate(), expected, "RTT {rtt_ms} ms");
+    }
+    // Nonsense is never taken.
+    for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+        let (mut c, base) = controller_after_rtt(30);
+        c.remember(PathMemory {
+            rate: bad,
+            ..memory
+        });
+        c.tick(base);
+        assert_eq!(c.resumed(), None, "{bad}");
+        // Nothing to remember before steady state.
+        assert_eq!(c.carried(), None);
+    }
 }
