@@ -11,6 +11,7 @@
 #        --rate 200mbit --delay 20ms --loss 5%
 # (the relay's loss applies to both directions). No root needed. The
 # datagrams are pinned at 1452 bytes (MTU=auto or a size to change that).
+# With LOGS=DIR set, each sender's debug log is kept there.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -54,13 +55,14 @@ one() { # label, extra send flags...
   shift
   local start end
   start=$(date +%s.%N)
-  "$bin" send "$work/src.bin" --peer "$fingerprint" --token bench --mtu "${MTU:-1452}" \
+  env ${LOGS:+RUST_LOG=chunkstream_engine::send=debug} "$bin" send "$work/src.bin" --peer "$fingerprint" --token bench --mtu "${MTU:-1452}" \
     --path "127.0.0.1=127.0.0.1:$relay_port" --state-dir "$work/sender" --json "$@" \
     >"$work/send.json" 2>"$work/send.err"
   end=$(date +%s.%N)
   got=$(b3sum --no-names "$out/src.bin")
   [ "$got" = "$want" ] || { echo "$label: received copy differs" >&2; exit 1; }
   rm -f "$out/src.bin"
+  [ -z "${LOGS:-}" ] || { mkdir -p "$LOGS"; cp "$work/send.err" "$LOGS/${label// /-}.log"; }
   python3 - "$label" "$start" "$end" "$size" "$work/send.json" <<'PY'
 import json, sys
 label, start, end, size, report = sys.argv[1:]

@@ -97,6 +97,9 @@ pub struct Jobs {
     max_running: usize,
     /// The folders jobs may send from (canonical).
     allow: Vec<std::path::PathBuf>,
+    /// Where what each path carried is remembered (`path_memory`), as
+    /// `send` does.
+    state_dir: std::path::PathBuf,
 }
 
 /// Why a job was not queued.
@@ -127,6 +130,7 @@ impl Jobs {
         metrics: Arc<Metrics>,
         max_running: usize,
         allow: Vec<std::path::PathBuf>,
+        state_dir: std::path::PathBuf,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -136,6 +140,7 @@ impl Jobs {
             wake: Notify::new(),
             max_running: max_running.max(1),
             allow,
+            state_dir,
         })
     }
 
@@ -382,12 +387,35 @@ impl Jobs {
 
     /// Runs one session of the engine's sender until its jobs are done
     /// and it is closed, it fails, or a job of it is stopped.
-    async fn run_session(self: Arc<Self>, sid: u64, first: Prepared, start: Start) {
+    async fn run_session(self: Arc<Self>, sid: u64, mut first: Prepared, start: Start) {
+        // Each path starts from what the last send over it carried, as
+        // `send` does (`crate::path_memory`).
+        let peer = first.cfg.peer.to_string();
+        match crate::path_memory::load(&self.state_dir) {
+            Ok(entries) => {
+                let names: Vec<String> = first.cfg.paths.iter().map(|p| p.name()).collect();
+                first.cfg.path_memory = crate::path_memory::lookup(
+                    &entries,
+                    &peer,
+                    &names,
+                    std::time::SystemTime::now(),
+                );
+            }
+            Err(e) => tracing::warn!("{e:#}; every path starts cold and the file is replaced"),
+        }
         let me = self.clone();
         let on_event = move |e: &SendEvent| me.on_session_event(sid, e);
         let ended = tokio::select! {
             r = send_files_open(first.sources, &first.cfg, start.batches, on_event) => match r {
-                Ok(report) => Ended::Report(Box::new(report)),
+                Ok(report) => {
+                    let now = std::time::SystemTime::now();
+                    if let Err(e) =
+                        crate::path_memory::save(&self.state_dir, &peer, &report.paths, now)
+                    {
+                        tracing::warn!("the paths' rates are not remembered: {e:#}");
+                    }
+                    Ended::Report(Box::new(report))
+                }
                 Err(e) => Ended::Failed(e),
             },
             _ = start.stop => Ended::Stopped,

@@ -96,6 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics.clone(),
         args.max_jobs,
         allow,
+        state_dir.clone(),
     );
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
