@@ -20,29 +20,9 @@ fi
 bin=$1 rounds=$2 size=$3
 shift 3
 [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
-command -v b3sum >/dev/null || { echo "b3sum is needed (apt-get install b3sum)" >&2; exit 2; }
-
-work=$(mktemp -d)
-out=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work" "$out"
-}
-trap cleanup EXIT
-
-head -c "$((size << 20))" /dev/urandom >"$work/src.bin"
-want=$(b3sum --no-names "$work/src.bin")
-sync
-
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-"$bin" recv --listen "127.0.0.1:$(port)" --out "$out" --state-dir "$work/state" \
-  --token bench --json >"$work/recv.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do [ "$(wc -l 2>/dev/null <"$work/recv.log" || echo 0)" -ge 1 ] && break; sleep 0.1; done
-rx=$(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["addresses"][0], e["fingerprint"])' "$work/recv.log")
-rx_addr=${rx% *} fingerprint=${rx#* }
+# shellcheck source=relay_setup.sh
+source "$(dirname "$0")/relay_setup.sh"
+start_receiver "$bin"
 # One relay for every send: the path (its name is the relay's address) is
 # the same path each time.
 relay_port=$(port)
