@@ -263,7 +263,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
                     std::time::SystemTime::now(),
                 );
             }
-            Err(e) => eprintln!("warning: {e:#}; every path starts cold and the file is replaced"),
+            Err(e) => eprintln!("warning: {e:#}; every path starts cold"),
         }
     }
     cfg.classes = classes;

@@ -401,7 +401,7 @@ impl Jobs {
                     std::time::SystemTime::now(),
                 );
             }
-            Err(e) => tracing::warn!("{e:#}; every path starts cold and the file is replaced"),
+            Err(e) => tracing::warn!("{e:#}; every path starts cold"),
         }
         let me = self.clone();
         let on_event = move |e: &SendEvent| me.on_session_event(sid, e);
