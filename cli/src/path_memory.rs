@@ -155,6 +155,17 @@ pub fn load(dir: &Path) -> Result<Vec<Entry>> {
     Ok(stored.paths)
 }
 
+/// What is remembered in `dir` of each of `paths` to `peer` now (see
+/// [`lookup`]), or why the file cannot be trusted.
+pub fn recall(
+    dir: &Path,
+    peer: &str,
+    paths: &[chunkstream_engine::multipath::spec::PathSpec],
+) -> Result<Vec<Option<PathMemory>>> {
+    let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
+    Ok(lookup(&load(dir)?, peer, &names, SystemTime::now()))
+}
+
 /// Remembers what `reports` carried to `peer` in `dir`, with what else is
 /// kept there (a file that cannot be read is replaced).
 pub fn save(dir: &Path, peer: &str, reports: &[PathReport], now: SystemTime) -> Result<()> {

@@ -250,22 +250,14 @@ pub async fn run(args: SendArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(crate::recv::default_state_dir);
     let peer_key = peer.to_string();
-    let names: Vec<String> = paths.iter().map(PathSpec::name).collect();
     let mut cfg = SendConfig::new(paths[0].remote, peer, token);
-    cfg.paths = paths;
     if !args.cold_start {
-        match crate::path_memory::load(&state_dir) {
-            Ok(entries) => {
-                cfg.path_memory = crate::path_memory::lookup(
-                    &entries,
-                    &peer_key,
-                    &names,
-                    std::time::SystemTime::now(),
-                );
-            }
+        match crate::path_memory::recall(&state_dir, &peer_key, &paths) {
+            Ok(memory) => cfg.path_memory = memory,
             Err(e) => eprintln!("warning: {e:#}; every path starts cold"),
         }
     }
+    cfg.paths = paths;
     cfg.classes = classes;
     let plane = args.plane.resolve();
     cfg.block_size = args.block_size;

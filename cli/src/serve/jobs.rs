@@ -391,16 +391,8 @@ impl Jobs {
         // Each path starts from what the last send over it carried, as
         // `send` does (`crate::path_memory`).
         let peer = first.cfg.peer.to_string();
-        match crate::path_memory::load(&self.state_dir) {
-            Ok(entries) => {
-                let names: Vec<String> = first.cfg.paths.iter().map(|p| p.name()).collect();
-                first.cfg.path_memory = crate::path_memory::lookup(
-                    &entries,
-                    &peer,
-                    &names,
-                    std::time::SystemTime::now(),
-                );
-            }
+        match crate::path_memory::recall(&self.state_dir, &peer, &first.cfg.paths) {
+            Ok(memory) => first.cfg.path_memory = memory,
             Err(e) => tracing::warn!("{e:#}; every path starts cold"),
         }
         let me = self.clone();

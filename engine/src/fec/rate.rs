@@ -294,6 +294,11 @@ impl RateController {
         }
     }
 
+    /// The memory given to [`remember`](Self::remember), if one was taken.
+    pub fn remembered(&self) -> Option<PathMemory> {
+        self.memory
+    }
+
     /// Whether startup began from a remembered rate: `Some(false)` if one
     /// was given but the path's RTT had changed too much to trust it.
     pub fn resumed(&self) -> Option<bool> {

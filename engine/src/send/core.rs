@@ -320,10 +320,10 @@ impl SenderCore {
         );
         // A path that comes back starts from what its last connection
         // carried, or else from what was remembered of it.
-        let memory = old.rate.carried().or(old.memory);
+        let memory = old.rate.carried().or(old.rate.remembered());
         self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
         if let Some(m) = memory {
-            self.paths[path].remember(m);
+            self.paths[path].rate.remember(m);
         }
         self.paths[path].shards_sent = sent;
         self.paths[path].delivered_before = delivered;
@@ -336,7 +336,7 @@ impl SenderCore {
     /// ([`PathMemory`]). Give it before the path comes up.
     pub fn remember(&mut self, path: usize, memory: PathMemory) {
         if let Some(p) = self.paths.get_mut(path) {
-            p.remember(memory);
+            p.rate.remember(memory);
         }
     }
 

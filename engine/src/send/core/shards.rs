@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{STALL_AFTER, SenderCore};
 use crate::fec::accounts::ShardRef;
 use crate::fec::path_loss::PathLoss;
-use crate::fec::rate::{PathMemory, RateConfig, RateController};
+use crate::fec::rate::{RateConfig, RateController};
 use crate::fec::report_clock::ReportClock;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::multipath::manager::PathState;
@@ -41,18 +41,9 @@ pub(super) struct PathTx {
     pub(super) counted: (u64, u64),
     pub(super) counted_before: (u64, u64),
     pub(super) cap: Option<f64>,
-    /// What the path carried last time (an earlier transfer, or this
-    /// path's connection before a re-dial): startup begins from it.
-    pub(super) memory: Option<PathMemory>,
 }
 
 impl PathTx {
-    /// Startup begins from what the path carried last time.
-    pub(super) fn remember(&mut self, memory: PathMemory) {
-        self.memory = Some(memory);
-        self.rate.remember(memory);
-    }
-
     pub(super) fn new(cap: Option<f64>, shard_bytes: usize, now: Instant) -> Self {
         let mut cfg = RateConfig::default();
         if let Some(c) = cap {
@@ -74,7 +65,6 @@ impl PathTx {
             counted: (0, 0),
             counted_before: (0, 0),
             cap,
-            memory: None,
         }
     }
 }
