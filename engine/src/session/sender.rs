@@ -161,6 +161,11 @@ async fn send(
     mut on_event: impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
     let started = Instant::now();
+    if cfg.fec.is_some() {
+        // The coder's tables (built on first use, ~17 ms) are ready
+        // before the handshake's round trip is over, not after it.
+        crate::fec::codec::warm_up_in_background();
+    }
     let entries: Vec<ManifestEntry> = sources
         .iter()
         .map(|s| ManifestEntry {

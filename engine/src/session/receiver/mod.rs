@@ -188,6 +188,10 @@ impl Receiver {
             .iter()
             .map(|&addr| server_endpoint(addr, identity, &tuning))
             .collect::<Result<_, _>>()?;
+        // A block that lost a source shard is decoded; the coder's tables
+        // are built on first use (~17 ms), so build them now, not during
+        // the first session.
+        crate::fec::codec::warm_up_in_background();
         Ok(Self {
             endpoints,
             out,
