@@ -626,18 +626,14 @@ pub(crate) async fn run(
     let hashes = (0..core.manifest().files().len())
         .map(|f| core.file_hash(f))
         .collect();
-    for i in 0..n {
-        if let Some(l) = &links.live[i] {
-            l.conn.close(close_code::DONE.into(), b"done");
-        }
-    }
-    // One grace for all the joined paths' endpoints, not one each.
-    let _ = tokio::time::timeout(crate::session::sender::CLOSE_GRACE, async {
-        for (e, _) in links.endpoints.iter().flatten().skip(1) {
-            e.wait_idle().await;
-        }
-    })
-    .await;
+    // One grace for all the paths, not one each.
+    let closing: Vec<_> = links
+        .live
+        .iter()
+        .flatten()
+        .map(|l| crate::session::sender::close(&l.conn, close_code::DONE, b"done"))
+        .collect();
+    crate::session::sender::let_closes_leave(&closing).await;
     Ok(Outcome {
         manifest: core.manifest().clone(),
         fec: report,
