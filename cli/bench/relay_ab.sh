@@ -10,10 +10,11 @@
 #        3 64 --rate 200mbit --delay 20ms --loss 5%
 # (the relay's loss applies to both directions). No root needed. With
 # LOGS=DIR set, each sender's debug log is kept there as ROUND-A.log / ROUND-B.log.
-# MTU=auto (or a size) replaces the pinned 1452-byte datagrams.
+# MTU=auto (or a size) replaces the pinned 1452-byte datagrams. Every send
+# starts cold (--cold-start): a first transfer over the path, as the bench's.
 set -euo pipefail
 if [ $# -lt 4 ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 a=$1 b=$2 rounds=$3 size=$4
@@ -37,7 +38,7 @@ for round in $(seq "$rounds"); do
     start=$(date +%s.%N)
     RUST_LOG=chunkstream_engine::send=debug "$bin" send "$work/src.bin" --peer "$fingerprint" \
       --token bench --mtu "${MTU:-1452}" --path "127.0.0.1=127.0.0.1:$relay_port" --json \
-      >"$work/send.json" 2>"$work/send.err"
+      --cold-start --state-dir "$work/sender" >"$work/send.json" 2>"$work/send.err"
     end=$(date +%s.%N)
     kill "$relay" 2>/dev/null || true
     wait "$relay" 2>/dev/null || true
