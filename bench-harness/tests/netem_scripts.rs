@@ -12,36 +12,39 @@ fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../netem-scripts")
 }
 
-fn skip_without_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but not root: the netem script tests must run"
-    );
-    eprintln!("SKIPPED: netem-scripts need root (network namespaces)");
+/// A test that cannot run here: outside CI it skips with `skipped`
+/// printed; under CI=true it fails with `ci_failure` (CI must run it).
+fn skip_outside_ci(ci_failure: &str, skipped: &str) -> bool {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{ci_failure}");
+    eprintln!("SKIPPED: {skipped}");
     true
 }
 
-/// Without sch_netem (as on this project's machines) the scripts drop
-/// packets with nftables, so the tests that shape loss need `nft`. Without
-/// it: outside CI a skip with the reason (`.ci/run` installs it), under
-/// CI=true a failure.
-fn skip_without_nft() -> bool {
-    let has_nft = Command::new("nft")
+/// Whether `tool --version` runs and succeeds.
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if has_nft {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but nft (nftables) is missing: the netem script tests must run"
-    );
-    eprintln!("SKIPPED: nft not installed (Debian: apt-get install nftables)");
-    true
+        .is_ok_and(|o| o.status.success())
+}
+
+fn skip_without_root() -> bool {
+    !is_root()
+        && skip_outside_ci(
+            "CI=true but not root: the netem script tests must run",
+            "netem-scripts need root (network namespaces)",
+        )
+}
+
+/// Without sch_netem (as on this project's machines) the scripts drop
+/// packets with nftables, so the tests that shape loss need `nft`.
+/// `.ci/run` installs it.
+fn skip_without_nft() -> bool {
+    !installed("nft")
+        && skip_outside_ci(
+            "CI=true but nft (nftables) is missing: the netem script tests must run",
+            "nft not installed (Debian: apt-get install nftables)",
+        )
 }
 
 fn run(script: &str, args: &[&str]) -> Output {
@@ -268,16 +271,12 @@ fn without_root_the_scripts_say_so() {
         return;
     }
     // Drop to an unprivileged user to see what a non-root user sees.
-    let has_setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_setpriv {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but setpriv (util-linux) is missing"
-        );
-        eprintln!("SKIPPED: setpriv not installed");
+    if !installed("setpriv")
+        && skip_outside_ci(
+            "CI=true but setpriv (util-linux) is missing",
+            "setpriv not installed",
+        )
+    {
         return;
     }
     // A copy the unprivileged user can read and run, wherever the checkout
