@@ -704,6 +704,19 @@ fn startup_finds_the_rate_in_a_few_round_trips_at_10_ms_100_ms_and_1_s() {
 }
 
 #[test]
+fn a_one_second_path_finds_its_rate_in_about_two_round_trips() {
+    // Trains at 8x from 250 ms RTT up: 20 -> 160 Mbit/s, then found. At
+    // 4x (20 -> 80 -> 320) this took 2 845 / 2 875 ms.
+    for (loss, seed) in [(0.0, 3), (0.05, 6)] {
+        let (reached, queue_ms, drops) = startup_on(500, loss, seed);
+        assert!(reached <= 2_100, "loss {loss}: 85 % after {reached} ms");
+        // No more than at 4x (281 / 224 ms).
+        assert!(queue_ms <= 300.0, "loss {loss}: queue of {queue_ms:.0} ms");
+        assert_eq!(drops, 0, "loss {loss}");
+    }
+}
+
+#[test]
 fn one_late_acknowledgement_does_not_end_startup() {
     // 200 Mbit/s, 40 ms: 60 ms late, one acknowledgement lifts the smoothed
     // RTT by 7.5 ms, over half the 10 ms queue threshold, for about two
