@@ -6,7 +6,8 @@
 //! controller yields to a standing queue, so against Cubic, which fills the
 //! queue, it takes the smaller share). Both rates are printed (run with
 //! `--nocapture`); `results/README.md` records a run. Skips outside CI
-//! without root or iperf3.
+//! without root or iperf3. `FAIRNESS_ROUNDS=N` repeats the pair N times
+//! (a starved flow was a 1-in-8 event once; one round cannot show that).
 
 mod common;
 
@@ -27,8 +28,14 @@ async fn a_fec_transfer_starves_neither_tcp_cubic_nor_tcp_bbr() {
     if skip_unless(is_root() && have_iperf3, "needs root and iperf3") {
         return;
     }
-    for cc in ["cubic", "bbr"] {
-        share_a_link_with(cc).await;
+    let rounds = std::env::var("FAIRNESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..rounds {
+        for cc in ["cubic", "bbr"] {
+            share_a_link_with(cc).await;
+        }
     }
 }
 
@@ -157,12 +164,19 @@ async fn share_a_link_with(cc: &str) {
         overlap.len()
     );
     let tcp_rate = overlap.iter().sum::<f64>() / overlap.len() as f64;
+    let per_second: Vec<String> = v["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("{:.0}", i["sum"]["bits_per_second"].as_f64().unwrap() / 1e6))
+        .collect();
     let fec_rate = (48u64 << 20) as f64 * 8.0 / (fec_end - fec_start);
     println!(
-        "shared 100 Mbit/s link: FEC plane {:.1} Mbit/s (whole transfer), TCP {cc} {:.1} Mbit/s (mean of {} s of overlap)",
+        "shared 100 Mbit/s link: FEC plane {:.1} Mbit/s (whole transfer, {fec_start:.1}-{fec_end:.1} s), TCP {cc} {:.1} Mbit/s (mean of {} s of overlap; each second: {})",
         fec_rate / 1e6,
         tcp_rate / 1e6,
-        overlap.len()
+        overlap.len(),
+        per_second.join(" ")
     );
     assert!(
         tcp_rate >= 0.25 * rate as f64,

@@ -14,7 +14,9 @@
 //! * **Random-loss level** `p₀`: the lesser of two moving averages of
 //!   the round loss rate, one of quinn's count and one of the receiver's
 //!   ([`crate::fec::path_loss`]: see `tick`), updated only in rounds
-//!   without a standing queue, so congestive drops do not raise it, and
+//!   without a standing queue, so congestive drops do not raise it (the
+//!   first level, taken whole from one round, only from a round with no
+//!   queue at all), and
 //!   not around a steady-state probe, whose queue makes the receiver's
 //!   count swing.
 //!   Startup does not count a round with idle time, or one before anything
@@ -660,7 +662,19 @@ impl RateController {
         // high ones: at 5 % loss the level sat at 3-4 %, the capacity
         // `d / (1 − p₀)` ~2 % under the path's.
         let probed = self.phase == Phase::Steady && self.cycle <= 3;
-        if signed.is_some() && !queued && self.phase != Phase::Drain && !probed {
+        // The first level is taken whole from one round (later ones move
+        // it a bounded step), so that round must show no queue at all,
+        // not merely one under the threshold: a flow joining a link that
+        // TCP Cubic already fills measures its minimum RTT with Cubic's
+        // queue in it, and with a buffer shallower than a quarter of that
+        // RTT the queue never reads as one. On the 100 Mbit/s, 40 ms TUN
+        // link of `fec_fairness` the first round lost 16 % to Cubic's full
+        // queue at 13 ms of queueing delay over a 95 ms minimum: that
+        // became the level, the capacity read 19 % high and nothing short
+        // of 32 % loss read as congestion; Cubic fell to 0-10 Mbit/s
+        // (1 run in 8, the other 7 kept 40-54).
+        let first_level_ok = self.loss_base.is_some() || self.queue_gone();
+        if signed.is_some() && !queued && self.phase != Phase::Drain && !probed && first_level_ok {
             // Each count learns its own level and the lesser level is
             // taken, not the lesser count of each round: of two noisy
             // counts of the same few losses the lesser is biased low (on

@@ -18,11 +18,29 @@ impl Rng {
     }
 }
 
-/// A competing loss-based flow (Reno-like), window in packets.
+/// A competing loss-based flow, window in packets: one decrease by
+/// `beta` per loss episode (losses of packets sent before the last
+/// decrease do not count again), one packet more per window otherwise.
+/// Reno has a `beta` of 0.5, Cubic 0.7.
 struct Aimd {
     cwnd: f64,
+    beta: f64,
     in_flight: u64,
     delivered: u64,
+    /// When the last decrease was (ms).
+    decreased_at: u64,
+}
+
+impl Aimd {
+    fn new(beta: f64) -> Self {
+        Self {
+            cwnd: 10.0,
+            beta,
+            in_flight: 0,
+            delivered: 0,
+            decreased_at: 0,
+        }
+    }
 }
 
 struct Sim {
@@ -184,7 +202,10 @@ impl Sim {
             } else if let Some(a) = self.competitor.as_mut() {
                 a.in_flight = a.in_flight.saturating_sub(1);
                 if lost {
-                    a.cwnd = (a.cwnd / 2.0).max(2.0);
+                    if sent_at >= a.decreased_at {
+                        a.cwnd = (a.cwnd * a.beta).max(2.0);
+                        a.decreased_at = self.t;
+                    }
                 } else {
                     a.delivered += 1;
                     a.cwnd += 1.0 / a.cwnd;
@@ -416,6 +437,45 @@ fn the_loss_level_is_not_the_lesser_of_two_noisy_rounds() {
 }
 
 #[test]
+fn a_first_round_that_meets_a_full_queue_does_not_set_the_loss_level() {
+    // A link another flow keeps full: the first RTT sample (95 ms) already
+    // holds its queue, and the queue moves 13 ms above it, under the
+    // threshold of a quarter of the RTT. The first rounds lose 16 % to
+    // its tail drops; later, quieter rounds lose 1 %.
+    let mut c = RateController::new(RateConfig::default());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    c.on_rtt(t0, ms(95));
+    c.on_delivered(1, 0);
+    c.tick(t0);
+    let (mut sent, mut lost, mut got, mut micros) = (0u64, 0u64, 0u64, 1u64);
+    let mut round = |c: &mut RateController, n: u64, srtt: u64, loss_in_round: u64| {
+        sent += 1_000;
+        lost += loss_in_round;
+        got += 1_000 - loss_in_round;
+        micros += 100_000;
+        c.on_rtt(t0 + ms(100 * n), ms(srtt));
+        c.on_delivered(micros, micros * 5);
+        c.on_packets(sent, lost);
+        c.on_counts(sent, got);
+        c.tick(t0 + ms(100 * n)).expect("a round");
+    };
+    for n in 1..=3 {
+        round(&mut c, n, 108, 160);
+    }
+    assert!(
+        !c.loss_measured(),
+        "learned {} from rounds with a queue",
+        c.random_loss()
+    );
+    for n in 4..=10 {
+        round(&mut c, n, 96, 10);
+    }
+    let level = c.random_loss();
+    assert!(c.loss_measured() && (level - 0.01).abs() < 0.005, "{level}");
+}
+
+#[test]
 fn one_round_of_tail_drops_at_most_doubles_the_random_loss_level() {
     let mut c = RateController::new(RateConfig::default());
     let t0 = Instant::now();
@@ -512,11 +572,7 @@ fn it_follows_the_bottleneck_up_and_down() {
 #[test]
 fn a_competing_loss_based_flow_is_not_starved() {
     let mut sim = Sim::new(100.0, 20, 0.0, 11);
-    sim.competitor = Some(Aimd {
-        cwnd: 10.0,
-        in_flight: 0,
-        delivered: 0,
-    });
+    sim.competitor = Some(Aimd::new(0.5));
     let mut c = RateController::new(RateConfig::default());
     sim.run(&mut c, Instant::now(), 30_000);
     let (ours_a, comp_a) = (sim.delivered_log[10_000].1, sim.delivered_log[10_000].2);
@@ -896,4 +952,40 @@ fn a_memory_is_used_only_at_startup_and_only_for_about_the_same_round_trip() {
         // Nothing to remember before steady state.
         assert_eq!(c.carried(), None);
     }
+}
+
+/// Joining a link a loss-based flow already fills: a Cubic-like flow
+/// (decrease 0.7) holding a bandwidth-delay product and most of a 20 ms
+/// queue on 100 Mbit/s and 40 ms RTT, as in `fec_fairness`; our sender
+/// starts three seconds in. Over the nine seconds from one second after
+/// our start, the competitor keeps at least a quarter of what is
+/// delivered, and no random-loss level is learned from its drops (the
+/// link loses nothing at random).
+#[test]
+fn a_flow_joining_a_link_cubic_fills_leaves_it_its_share() {
+    let mut sim = Sim::new(100.0, 20, 0.0, 1);
+    sim.queue_limit = sim.cap * 0.020;
+    let mut cubic = Aimd::new(0.7);
+    cubic.cwnd = 500.0;
+    sim.competitor = Some(cubic);
+    sim.idle_until = 3_000;
+    let mut c = RateController::new(RateConfig::default());
+    let base = Instant::now();
+    let mut level: f64 = 0.0;
+    for _ in 0..13_000 {
+        sim.step(&mut c, base);
+        level = level.max(c.random_loss());
+    }
+    let (ours_a, comp_a) = (sim.delivered_log[4_000].1, sim.delivered_log[4_000].2);
+    let (ours_b, comp_b) = (sim.delivered_log[12_999].1, sim.delivered_log[12_999].2);
+    let ours = (ours_b - ours_a) as f64;
+    let comp = (comp_b - comp_a) as f64 * PKT;
+    let share = comp / (ours + comp);
+    assert!(share >= 0.25, "competitor got {:.0} %", share * 100.0);
+    assert!(level < 0.02, "learned a random-loss level of {level:.3}");
+    assert!(
+        (ours + comp) / 9.0 >= 0.8 * sim.cap,
+        "link underused: {:.1} Mbit/s",
+        (ours + comp) / 9.0 * 8e-6
+    );
 }
