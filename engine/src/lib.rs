@@ -47,7 +47,7 @@
 //! | [`work`] | the Rayon stage between reader and network |
 //! | [`fec`] * | FEC plane: codec geometry, shard collector, block accounts, report clock, rate controller, quinn window adapter |
 //! | [`multipath`] * | path manager (ECF, liveness, re-dial), the DRR priority scheduler, the `--path` list |
-//! | [`send`] | the sender: `core` * (every decision, either plane, any number of paths), `streams` * (the reliable plane's dispatch) and the driver |
+//! | [`send`] | the sender: `core` * (every decision, either plane, any number of paths), `streams` * (the reliable plane's dispatch) and the driver, with its `links` (the connections), `dialer` and `outbox` (blocks held, transmits made bytes) |
 //! | [`transport`] | quinn endpoints, windows sized for high BDP, identity and pinning |
 //! | [`metrics`] | block latency percentiles (hdrhistogram) |
 //! | [`session`] | the handshake and choice of plane, the receiver; `receive_core` * (every decision of a receiving session); `tracker` *, `fec_receive` * and `pacer` * are sans-IO |

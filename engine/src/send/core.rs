@@ -68,7 +68,6 @@ pub use super::streams::BlockSend;
 use super::streams::StreamPlane;
 use crate::fec::accounts::{SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
-use crate::fec::rate::PathMemory;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
 use crate::multipath::manager::{PathEvent, PathManager, PathState};
@@ -309,102 +308,10 @@ impl SenderCore {
         );
     }
 
-    /// Path `path` is connected (first time or again): a fresh controller.
-    pub fn path_up(&mut self, path: usize, now: Instant) {
-        let cap = self.paths[path].cap;
-        let old = &self.paths[path];
-        let (sent, delivered) = (old.shards_sent, old.delivered_before + old.delivered);
-        let counted = (
-            old.counted_before.0 + old.counted.0,
-            old.counted_before.1 + old.counted.1,
-        );
-        // A path that comes back starts from what its last connection
-        // carried, or else from what was remembered of it.
-        let memory = old.rate.carried().or(old.rate.remembered());
-        self.paths[path] = PathTx::new(cap, self.cfg.shard_bytes, now);
-        if let Some(m) = memory {
-            self.paths[path].rate.remember(m);
-        }
-        self.paths[path].shards_sent = sent;
-        self.paths[path].delivered_before = delivered;
-        self.paths[path].counted_before = counted;
-        self.manager.on_up(path, now);
-    }
-
-    /// What path `path` carried at the end of an earlier transfer: its
-    /// startup begins from half of it if its RTT is about the same
-    /// ([`PathMemory`]). Give it before the path comes up.
-    pub fn remember(&mut self, path: usize, memory: PathMemory) {
-        if let Some(p) = self.paths.get_mut(path) {
-            p.rate.remember(memory);
-        }
-    }
-
     /// The receiver sent READY: from now on it reports on every path of
     /// the FEC plane, and one that stays silent is given up.
     pub fn admitted(&mut self, now: Instant) {
         self.reports_due.get_or_insert(now);
-    }
-
-    /// Path `path`'s connection failed.
-    pub fn path_failed(&mut self, path: usize, now: Instant) {
-        if self.manager.state(path) == PathState::Up {
-            let requeue = self.manager.on_failed(path, now);
-            if let Some(s) = &mut self.streams {
-                s.requeue(requeue);
-            }
-            self.events.push_back(CoreEvent::PathDied { path });
-        }
-    }
-
-    /// The stream carrying block `block` of `file` on `path` ended: `ok`
-    /// if all of it was handed to the transport. A failed stream fails its
-    /// path (the blocks it carried go to the others); on a path already
-    /// taken for dead, the block is queued again if it has to be.
-    pub fn stream_finished(&mut self, path: usize, file: u32, block: u64, ok: bool, now: Instant) {
-        if ok {
-            return;
-        }
-        if self.manager.state(path) == PathState::Up {
-            self.path_failed(path, now);
-        } else if self.blocks.contains_key(&(file, block))
-            && let Some(s) = &mut self.streams
-        {
-            s.stream_failed((file, block), &self.manager);
-        }
-    }
-
-    /// Dialling path `path` again failed.
-    pub fn redial_failed(&mut self, path: usize, now: Instant) {
-        self.manager.on_redial_failed(path, now);
-    }
-
-    /// The transport's view of path `path` now.
-    pub fn handle_path_stats(&mut self, path: usize, now: Instant, st: &PathStats) {
-        if self.manager.state(path) != PathState::Up {
-            return;
-        }
-        self.manager
-            .on_stats(path, now, st.srtt, st.cwnd, st.rx_bytes);
-        if let Some(s) = &mut self.streams {
-            s.on_rtt(path, st.srtt);
-        }
-        let datagram = (self.cfg.shard_bytes + crate::wire::SHARD_HEADER_LEN).max(1) as u64;
-        let p = &mut self.paths[path];
-        p.srtt = st.srtt;
-        p.rate.on_rtt(now, st.srtt);
-        // quinn declares a packet lost about a round trip after sending
-        // it: its losses are set against what it had sent by then.
-        p.quinn_sent.on_wire(now, st.sent_packets);
-        let sent_then = now
-            .checked_sub(st.srtt)
-            .map_or(0, |t| p.quinn_sent.sent_by(t));
-        p.rate.on_packets(sent_then, st.lost_packets);
-        p.loss.on_wire(
-            now,
-            p.shards_sent
-                .saturating_sub(st.datagrams_buffered / datagram),
-        );
     }
 
     /// Runs the controllers (every [`TICK`]) and liveness (every 100 ms).
@@ -467,30 +374,6 @@ impl SenderCore {
                 });
             }
         }
-    }
-
-    /// Recovery shards per source shard that blocks prepared now may need
-    /// (`fec::accounts::SendAccounts::recovery_share`): the driver has the
-    /// pipeline size each block's `r` from it.
-    pub fn recovery_share(&self) -> f64 {
-        let worst = (0..self.paths.len())
-            .filter(|&i| self.manager.state(i) == PathState::Up)
-            .map(|i| &self.paths[i].rate)
-            .filter(|r| r.loss_measured())
-            .map(|r| r.random_loss())
-            .reduce(f64::max);
-        self.accounts.recovery_share(worst)
-    }
-
-    /// Whether new blocks go out with recovery shards (the FEC plane on a
-    /// path that loses): then the driver has them encoded ahead.
-    pub fn plans_upfront_recovery(&self) -> bool {
-        self.streams.is_none() && self.accounts.plans_upfront()
-    }
-
-    /// The window quinn should allow path `path` ([`crate::fec::cc`]).
-    pub fn window(&self, path: usize) -> u64 {
-        self.paths[path].rate.window()
     }
 
     /// What to send next and on which path, if anything may leave now on a
@@ -584,79 +467,16 @@ impl SenderCore {
         }
     }
 
-    /// Path `path`'s figures.
-    pub fn path_figures(&self, path: usize) -> PathFigures {
-        let p = &self.paths[path];
-        if self.streams.is_some() {
-            return PathFigures {
-                state: self.manager.state(path),
-                shards_sent: 0,
-                delivered: self.manager.acked_bytes(path),
-                rate: self.manager.rate(path).unwrap_or(0.0),
-                loss: 0.0,
-                counted: (0, 0),
-                srtt: p.srtt,
-                resumed: None,
-                carried: None,
-            };
-        }
-        PathFigures {
-            state: self.manager.state(path),
-            shards_sent: p.shards_sent,
-            delivered: p.delivered_before + p.delivered,
-            rate: p.rate.rate(),
-            loss: p.rate.random_loss(),
-            counted: (
-                p.counted_before.0 + p.counted.0,
-                p.counted_before.1 + p.counted.1,
-            ),
-            srtt: p.srtt,
-            resumed: p.rate.resumed(),
-            carried: p.rate.carried(),
-        }
-    }
-
-    /// Number of paths.
-    pub fn path_count(&self) -> usize {
-        self.paths.len()
-    }
-
-    /// What the block accounts planned: (sources, up-front recovery,
-    /// repairs, exhausted re-sends).
-    pub fn planned(&self) -> (u64, u64, u64, u64) {
-        (
-            self.accounts.sources_planned,
-            self.accounts.upfront_planned,
-            self.accounts.repairs_planned,
-            self.accounts.exhausted,
-        )
-    }
-
-    /// Recovery shards sent on spare capacity (see `SendAccounts::spare`).
-    pub fn spare_planned(&self) -> u64 {
-        self.accounts.spare_planned
-    }
-
-    /// The loss the accounts plan for (rate-weighted over the paths).
-    pub fn planned_loss(&self) -> f64 {
-        let (mut w, mut r) = (0.0, 0.0);
-        for (i, p) in self.paths.iter().enumerate() {
-            if self.manager.state(i) == PathState::Up {
-                w += p.rate.rate() * p.rate.random_loss();
-                r += p.rate.rate();
-            }
-        }
-        if r > 0.0 { w / r } else { 0.0 }
-    }
-
     /// Whole-file hashes known so far.
     pub fn file_hash(&self, file: usize) -> Option<blake3::Hash> {
         self.hashes.hashes[file]
     }
 }
 
+mod figures;
 mod frames;
 mod open;
+mod paths;
 mod shards;
 #[cfg(test)]
 mod tests;

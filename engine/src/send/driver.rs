@@ -6,13 +6,13 @@
 //! [`crate::session::sender`]). On the FEC plane shards start at once, and
 //! the receiver's WELCOME and READY are checked by [`Admission`] as they
 //! come; the reliable plane arrives admitted. Once admitted, every other
-//! path is dialled and joins the session ([`join`]); each one that comes up
+//! path is dialled and joins the session ([`Dialer`]); each one that comes up
 //! is handed to the core. Every millisecond the loop feeds each path's
 //! quinn statistics to the core, runs its timers, and does what it hands
-//! out: a shard is sent as a QUIC datagram, only while quinn has room for
-//! it in that connection's buffer, so one full path never holds up the
-//! others; a block gets a stream of its own, written by a task, whose end
-//! the core hears of ([`send_block`]). Control frames go on one path, the
+//! out ([`Outbox`]): a shard is sent as a QUIC datagram, only while quinn
+//! has room for it in that connection's buffer, so one full path never
+//! holds up the others; a block gets a stream of its own, written by a
+//! task, whose end the core hears of. Control frames go on one path, the
 //! *control path*; when it fails, another takes over and the core queues
 //! again what the receiver may have missed.
 //!
@@ -23,21 +23,18 @@
 //! too, with its reason. With one path, any failure of that path is the
 //! end, as before.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
-use super::core::{CoreConfig, CoreEvent, PathStats, Plane, SenderCore, Transmit};
+use super::core::{CoreConfig, CoreEvent, Plane, SenderCore};
+use super::dialer::Dialer;
 use super::figures::{RateMeter, fec_report, path_reports};
-use super::links::{Frames, Link, Links, Merged, Report, join, receiver_ended, send_block};
+use super::links::{Frames, Link, Links, Merged, Report, receiver_ended};
 use super::more_files::MoreFiles;
+use super::outbox::Outbox;
 use super::{FecConfig, FecReport};
-use crate::fec::accounts::ShardRef;
-use crate::fec::cc::WindowHandle;
 use crate::manifest::Manifest;
 use crate::multipath::manager::PathState;
 use crate::multipath::spec::{PathChange, PathRate, PathReport, PathSpec};
@@ -46,14 +43,11 @@ use crate::session::admission::{Admission, Step};
 use crate::session::classes::BlockSource;
 use crate::session::control::ControlWriter;
 use crate::transport::identity::Fingerprint;
-use crate::transport::{Congestion, DATAGRAM_SEND_BUFFER, Tuning};
-use crate::wire::{Frame, SHARD_HEADER_LEN, close_code};
-use crate::work::PreparedBlock;
+use crate::transport::{Congestion, Tuning};
+use crate::wire::{Frame, close_code};
 
 /// How long the transfer survives with no path up at all.
 pub const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
-/// How long dialling one path may take.
-const DIAL_LIMIT: Duration = Duration::from_secs(5);
 /// Blocks the FEC plane admits before the receiver's READY: enough for its
 /// first round trip at the starting rate, no more, because a receiver
 /// resuming a file answers HAVE (what it already holds) only after it has
@@ -140,27 +134,6 @@ pub(crate) struct Outcome {
     pub paths: Vec<PathReport>,
     pub hashes: Vec<Option<blake3::Hash>>,
     pub block_latency: Option<crate::metrics::LatencySummary>,
-}
-
-/// The datagram carrying `shard` of `block`; a recovery shard encodes the
-/// block's recovery shards if none was sent before (`work`'s module doc).
-fn datagram(
-    block: &mut PreparedBlock,
-    shard: &ShardRef,
-    corrupt: bool,
-) -> Result<Bytes, SessionError> {
-    let g = block.geometry.expect("FEC blocks carry their geometry");
-    let recovery = if usize::from(shard.index) >= g.k {
-        block.recovery()?.unwrap_or_default()
-    } else {
-        Bytes::new()
-    };
-    let mut d = shard.datagram(&g, &block.data, &recovery);
-    if corrupt {
-        let last = d.len() - 1;
-        d[last] ^= 0x5a;
-    }
-    Ok(d.freeze())
 }
 
 /// Runs the session's plane over every path until each file is done.
@@ -252,65 +225,28 @@ pub(crate) async fn run(
     let change = |path: usize, state: PathState| change_why(path, state, None);
     on_progress(change(0, PathState::Up));
 
-    type Dialed = (
-        usize,
-        Result<(Connection, ControlWriter, Frames), SessionError>,
+    let mut dialer = Dialer::new(
+        specs,
+        tuning,
+        session.peer,
+        session.token,
+        session.session_id,
     );
-    let mut dials: JoinSet<Dialed> = JoinSet::new();
-    let dial =
-        |dials: &mut JoinSet<Dialed>, links: &mut Links, i: usize| -> Result<(), SessionError> {
-            let endpoint = match &links.endpoints[i] {
-                Some((e, _)) => e.clone(),
-                None => {
-                    // Each path's connection gets its own window handle: its
-                    // controller is the core's controller for that path.
-                    let mut t = tuning.clone();
-                    t.rate_window = WindowHandle::default();
-                    // An interface that does not exist (yet) fails this
-                    // path's dial, not the transfer: it is tried again with
-                    // back-off.
-                    let (e, _) = match specs[i].endpoint(session.peer, &t) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            dials.spawn(async move { (i, Err(e)) });
-                            return Ok(());
-                        }
-                    };
-                    links.endpoints[i] = Some((e.clone(), t.rate_window));
-                    e
-                }
-            };
-            let (remote, token, id) = (
-                specs[i].remote,
-                session.token.as_bytes().to_vec(),
-                session.session_id,
-            );
-            let span = tracing::info_span!("path", index = i, name = %specs[i].name());
-            dials.spawn(tracing::Instrument::instrument(
-                async move { (i, join(endpoint, remote, id, token, DIAL_LIMIT).await) },
-                span,
-            ));
-            Ok(())
-        };
     // The reliable plane comes admitted: the other paths join at once.
     if admission.admitted() {
         for j in 1..n {
             on_progress(change(j, PathState::Connecting));
-            dial(&mut dials, &mut links, j)?;
+            dialer.dial(&mut links, j);
         }
     }
 
-    let mut blocks: HashMap<(u32, u64), PreparedBlock> = HashMap::new();
-    type Written = (usize, (u32, u64), Result<(), SessionError>);
-    let mut writers: JoinSet<Written> = JoinSet::new();
+    let mut outbox = Outbox::new(shard_bytes, fec.and_then(|f| f.corrupt_every));
     let mut latency = crate::metrics::BlockLatency::default();
     let mut control_path = 0usize;
     let mut pace = tokio::time::interval(Duration::from_millis(1));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut meter = RateMeter::new(n, Instant::now());
     let mut all_down_since: Option<Instant> = None;
-    let mut shards_sent = 0u64;
-    let shard_len = SHARD_HEADER_LEN + shard_bytes;
 
     while !core.is_done() || more.as_ref().is_some_and(|m| m.open) {
         // Shards leave on the pacing tick; blocks whenever a path has room.
@@ -326,12 +262,12 @@ pub(crate) async fn run(
                     }
                 }
             }
-            block = pipeline.next(), if core.wants_block() && (admission.admitted() || blocks.len() < BLOCKS_BEFORE_READY) => {
+            block = pipeline.next(), if core.wants_block() && (admission.admitted() || outbox.len() < BLOCKS_BEFORE_READY) => {
                 let block = block?;
                 let g = block.geometry;
                 tracing::trace!(file = block.header.file, block = block.header.block, "admitted");
                 core.admit_block(Instant::now(), &block.header, g);
-                blocks.insert((block.header.file, block.header.block), block);
+                outbox.hold(block);
             }
             Some((i, generation, item)) = merged_rx.recv() => {
                 if generation != links.generation[i] {
@@ -348,7 +284,7 @@ pub(crate) async fn run(
                                 on_progress(Progress::Admitted);
                                 for j in 1..n {
                                     on_progress(change(j, PathState::Connecting));
-                                    dial(&mut dials, &mut links, j)?;
+                                    dialer.dial(&mut links, j);
                                 }
                             }
                         }
@@ -380,7 +316,7 @@ pub(crate) async fn run(
                     }
                 }
             }
-            Some(joined) = writers.join_next(), if !writers.is_empty() => {
+            Some(joined) = outbox.next_written(), if outbox.writing() => {
                 let (i, (file, block), result) = joined
                     .map_err(|e| SessionError::ConnectionLost(format!("block writer failed: {e}")))?;
                 if let Err(e) = &result {
@@ -394,7 +330,7 @@ pub(crate) async fn run(
                 }
                 core.stream_finished(i, file, block, result.is_ok(), Instant::now());
             }
-            Some(dialed) = dials.join_next(), if !dials.is_empty() => {
+            Some(dialed) = dialer.next(), if !dialer.is_empty() => {
                 let (i, result) = dialed.map_err(|e| SessionError::ConnectionLost(format!("dialling failed: {e}")))?;
                 let now = Instant::now();
                 match result {
@@ -420,19 +356,8 @@ pub(crate) async fn run(
             }
             _ = pace.tick() => {
                 let now = Instant::now();
-                for (i, link) in links.live.iter().enumerate() {
-                    if let Some(l) = link {
-                        let stats = l.conn.stats();
-                        core.handle_path_stats(i, now, &PathStats {
-                            srtt: l.conn.rtt(),
-                            cwnd: stats.path.cwnd,
-                            rx_bytes: stats.udp_rx.bytes,
-                            sent_packets: stats.path.sent_packets,
-                            lost_packets: stats.path.lost_packets,
-                            datagrams_buffered: (DATAGRAM_SEND_BUFFER as u64)
-                                .saturating_sub(l.conn.datagram_send_buffer_space() as u64),
-                        });
-                    }
+                for (i, stats) in links.path_stats() {
+                    core.handle_path_stats(i, now, &stats);
                 }
                 core.tick(now);
                 if !streams {
@@ -445,7 +370,7 @@ pub(crate) async fn run(
                     pipeline.ahead.set_share(core.recovery_share());
                 }
                 transmit = true;
-                if let Some(rates) = meter.poll(now, &core, specs, streams, shard_bytes, blocks.len()) {
+                if let Some(rates) = meter.poll(now, &core, specs, streams, shard_bytes, outbox.len()) {
                     on_progress(Progress::Rates(rates));
                 }
             }
@@ -454,67 +379,12 @@ pub(crate) async fn run(
         if transmit {
             // Without our pacing (quinn's Cubic or BBR), at most this many
             // shards per wake-up; quinn's buffer bounds them too.
-            let mut budget = if paced || streams {
+            let budget = if paced || streams {
                 usize::MAX
             } else {
                 256 * n
             };
-            let room = |i: usize| {
-                links.live[i]
-                    .as_ref()
-                    .is_some_and(|l| streams || l.conn.datagram_send_buffer_space() >= shard_len)
-            };
-            while budget > 0 {
-                match core.poll_transmit(now, room) {
-                    None => break,
-                    Some(Transmit::Block(b)) => {
-                        let (Some(block), Some(link)) =
-                            (blocks.get(&(b.file, b.block)), &links.live[b.path])
-                        else {
-                            core.stream_finished(b.path, b.file, b.block, false, now);
-                            continue;
-                        };
-                        let (block, conn, id) =
-                            (block.clone(), link.conn.clone(), (b.file, b.block));
-                        writers.spawn(async move {
-                            (b.path, id, send_block(&conn, block, b.priority).await)
-                        });
-                    }
-                    Some(Transmit::Shard { path: i, shard }) => {
-                        let (Some(block), Some(link)) =
-                            (blocks.get_mut(&(shard.file, shard.block)), &links.live[i])
-                        else {
-                            continue;
-                        };
-                        shards_sent += 1;
-                        let corrupt = fec
-                            .and_then(|f| f.corrupt_every)
-                            .is_some_and(|k| shards_sent % k.max(1) == 0);
-                        let d = datagram(block, &shard, corrupt)?;
-                        match link.conn.send_datagram(d) {
-                            Ok(()) => core.on_sent(i, &shard, now),
-                            Err(e) => {
-                                core.unsent(shard);
-                                if let Some(e) = receiver_ended(&link.conn) {
-                                    return Err(e);
-                                }
-                                if n == 1 {
-                                    return Err(match link.conn.close_reason() {
-                                        Some(r) => SessionError::from_connection(r),
-                                        None => SessionError::ConnectionLost(format!(
-                                            "sending a shard: {e}"
-                                        )),
-                                    });
-                                }
-                                tracing::debug!(path = i, error = %e, "sending a shard failed");
-                                core.path_failed(i, now);
-                                break;
-                            }
-                        }
-                    }
-                }
-                budget -= 1;
-            }
+            outbox.transmit(&mut core, &links, now, budget, streams)?;
         }
         // What the core decided.
         while let Some(event) = core.poll_event() {
@@ -527,7 +397,7 @@ pub(crate) async fn run(
                     repair_shards,
                     ..
                 } => {
-                    blocks.remove(&(file, block));
+                    outbox.remove(file, block);
                     latency.record(l);
                     let rtt = links.live[control_path]
                         .as_ref()
@@ -540,7 +410,7 @@ pub(crate) async fn run(
                     });
                 }
                 CoreEvent::BlockResumed { file, block, bytes } => {
-                    blocks.remove(&(file, block));
+                    outbox.remove(file, block);
                     on_progress(Progress::Resumed {
                         bytes,
                         file: file as usize,
@@ -578,7 +448,7 @@ pub(crate) async fn run(
                 }
                 CoreEvent::Redial { path } => {
                     on_progress(change(path, PathState::Connecting));
-                    dial(&mut dials, &mut links, path)?;
+                    dialer.dial(&mut links, path);
                 }
             }
         }

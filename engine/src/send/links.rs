@@ -11,9 +11,11 @@ use std::time::Duration;
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 
+use super::core::PathStats;
 use crate::fec::cc::WindowHandle;
 use crate::session::SessionError;
 use crate::session::control::{self, ControlWriter, write_error};
+use crate::transport::DATAGRAM_SEND_BUFFER;
 use crate::wire::{Frame, close_code};
 use crate::work::PreparedBlock;
 
@@ -155,6 +157,26 @@ impl Links {
             l.conn.close(close_code::DONE.into(), why);
         }
         self.generation[i] += 1;
+    }
+
+    /// What quinn measured on each live connection, for the core.
+    pub(super) fn path_stats(&self) -> impl Iterator<Item = (usize, PathStats)> + '_ {
+        self.live.iter().enumerate().filter_map(|(i, link)| {
+            let l = link.as_ref()?;
+            let stats = l.conn.stats();
+            Some((
+                i,
+                PathStats {
+                    srtt: l.conn.rtt(),
+                    cwnd: stats.path.cwnd,
+                    rx_bytes: stats.udp_rx.bytes,
+                    sent_packets: stats.path.sent_packets,
+                    lost_packets: stats.path.lost_packets,
+                    datagrams_buffered: (DATAGRAM_SEND_BUFFER as u64)
+                        .saturating_sub(l.conn.datagram_send_buffer_space() as u64),
+                },
+            ))
+        })
     }
 
     pub(super) fn wire_bytes(&self, i: usize) -> u64 {

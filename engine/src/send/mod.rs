@@ -13,11 +13,13 @@
 
 mod config;
 pub mod core;
+mod dialer;
 pub(crate) mod driver;
 mod events;
 mod figures;
 mod links;
 pub(crate) mod more_files;
+mod outbox;
 mod streams;
 
 use crate::fec::accounts::Redundancy;
