@@ -128,11 +128,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), recv_task)
         .await
         .context("receiver did not finish")???;
-    let mut dropped = 0;
+    // What each emulated link did to the data direction: a path set to
+    // lose nothing still drops what overflows its queue (startup and the
+    // controllers' probes), and the path's loss below counts both.
+    let mut links = Vec::new();
     for r in relays {
-        let stats = r.stop().await;
-        dropped += stats.forward.dropped_random + stats.forward.dropped_queue;
+        links.push(r.stop().await.forward);
     }
+    let dropped: u64 = links
+        .iter()
+        .map(|l| l.dropped_random + l.dropped_queue)
+        .sum();
 
     let received_hash = hash_file(&out.join("demo.bin"))?;
     ensure!(
@@ -156,6 +162,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "plane": report.plane,
             "link": link,
             "link_dropped": dropped,
+            "links": links.iter().map(|l| json!({
+                "offered": l.offered,
+                "dropped_random": l.dropped_random,
+                "dropped_queue": l.dropped_queue,
+            })).collect::<Vec<_>>(),
             "paths": report.paths,
         }));
     } else {
@@ -172,8 +183,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             report.reader,
             dropped
         ));
-        for p in &report.paths {
-            line(&format!("path     {}", path_share(p, &report.paths)));
+        for (i, p) in report.paths.iter().enumerate() {
+            let link = links.get(i).map_or(String::new(), |l| {
+                format!(
+                    " (link: {} at random and {} from its full queue, of {} packets)",
+                    l.dropped_random, l.dropped_queue, l.offered
+                )
+            });
+            line(&format!("path     {}{link}", path_share(p, &report.paths)));
         }
     }
     Ok(())

@@ -214,6 +214,22 @@ fn the_demo_runs_a_verified_transfer_on_the_fec_plane_over_three_paths_one_lossy
         v["link_dropped"].as_u64().unwrap() > 0,
         "the emulated link lost nothing: {v}"
     );
+    // Each link's own counts: random loss only where it was asked for,
+    // and they add up to the total.
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links.len(), 3, "{v}");
+    let count = |i: usize, k: &str| links[i][k].as_u64().unwrap();
+    assert_eq!(
+        count(0, "dropped_random") + count(1, "dropped_random"),
+        0,
+        "{v}"
+    );
+    assert!(count(2, "dropped_random") > 0, "{v}");
+    assert!((0..3).all(|i| count(i, "offered") > 0), "{v}");
+    let summed: u64 = (0..3)
+        .map(|i| count(i, "dropped_random") + count(i, "dropped_queue"))
+        .sum();
+    assert_eq!(summed, v["link_dropped"].as_u64().unwrap(), "{v}");
 }
 
 /// `recv` prints one ticket; `send --ticket` alone (no --to, --peer or
