@@ -318,8 +318,15 @@ pub fn warm_up() -> bool {
 
 /// [`warm_up`] on a Rayon worker, returning at once.
 pub fn warm_up_in_background() {
-    rayon::spawn(|| {
-        warm_up();
+    #[allow(clippy::disallowed_methods)] // a log line's timing, not a core's clock
+    let started = std::time::Instant::now();
+    rayon::spawn(move || {
+        let ok = warm_up();
+        tracing::debug!(
+            ok,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "coder warmed up"
+        );
     });
 }
 

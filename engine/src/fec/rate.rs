@@ -33,7 +33,8 @@
 //! starts there). On a
 //! shorter path it paces at 2.5 × the capacity the latest reports
 //! show (delivered over the last half round of the receiver's clock),
-//! updated at every tick rather than once a round, from 10 Mbit/s; it ends
+//! updated at every tick rather than once a round, from 10 Mbit/s (or,
+//! on a short path, 2.5 × an initial window per handshake RTT); it ends
 //! as soon as the queueing delay passes half the threshold (checked at
 //! every tick too), or at a round end when the bottleneck estimate stopped
 //! growing by 25 % for three rounds or a round delivered less than 85 % of
@@ -115,6 +116,15 @@ const QUEUE_HOLD: Duration = Duration::from_millis(4);
 const FILTER_ROUNDS: usize = 10;
 /// Startup paces at this multiple of the recently delivered rate.
 const STARTUP_GAIN: f64 = 2.5;
+/// An initial window (bytes): startup's first rate is at least
+/// [`STARTUP_GAIN`] times this per the handshake's RTT, as BBR starts
+/// (2.77 × its initial window per smoothed RTT); RFC 9002's initial window
+/// for datagrams of up to 1 472 bytes. Only short paths go faster than
+/// the configured 10 Mbit/s from it: 29 Mbit/s at 10 ms, 294 at 1 ms,
+/// 1.5 Gbit/s over loopback. Before, a 1 MiB file over loopback took
+/// 90 ms from process start to exit on this plane and 13 ms on the
+/// reliable one: ten-millisecond rounds, growing from 10 Mbit/s.
+const INITIAL_WINDOW: f64 = 14_720.0;
 /// Receiver reports kept for startup's running estimate (the receiver
 /// reports every 10 ms: over a second of them).
 const MAX_REPORTS: usize = 128;
@@ -375,8 +385,18 @@ impl RateController {
         (self.rate * rtt.as_secs_f64() * 2.0) as u64 + 64 * 1024
     }
 
-    /// The smoothed RTT now.
+    /// The smoothed RTT now. The first sample (the handshake's) also sets
+    /// startup's first rate to at least [`STARTUP_GAIN`] × an initial
+    /// window per that RTT, as BBR paces its initial window
+    /// ([`INITIAL_WINDOW`]).
     pub fn on_rtt(&mut self, now: Instant, srtt: Duration) {
+        if self.srtt.is_none() && self.phase == Phase::Startup && self.delivered == 0 {
+            let paced = STARTUP_GAIN * INITIAL_WINDOW / srtt.as_secs_f64().max(1e-4);
+            self.rate = self
+                .rate
+                .max(paced)
+                .clamp(self.cfg.min_rate, self.cfg.max_rate);
+        }
         self.srtt = Some(srtt);
         match self.min_rtt {
             Some((m, at)) if srtt > m && now.duration_since(at) < MIN_RTT_WINDOW => {}
