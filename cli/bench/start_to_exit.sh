@@ -19,19 +19,12 @@ shift 3
 for bin in "$a" "$b"; do
   [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
 done
-work=$(mktemp -d)
-out=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work" "$out"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$b" recv --listen "127.0.0.1:$port" --out "$out" --state-dir "$work/state" --json >"$work/recv.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$work/recv.log" ] && break; sleep 0.1; done
-read -r fingerprint token < <(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["fingerprint"], e["token"])' "$work/recv.log")
+# The work folder, its cleanup and a receiver (relay_setup.sh; no source
+# file of its own: size 0).
+size=0
+# shellcheck source=relay_setup.sh
+source "$(dirname "$0")/relay_setup.sh"
+start_receiver "$b"
 for size in "$@"; do
   head -c "$size" /dev/urandom >"$work/f$size.bin"
 done
@@ -42,7 +35,7 @@ for round in $(seq "$rounds"); do
       bin=$a plane=fec
       case $contender in B) bin=$b ;; B-reliable) bin=$b plane=reliable ;; esac
       start=$(date +%s%N)
-      "$bin" send "$work/f$size.bin" --to "127.0.0.1:$port" --peer "$fingerprint" --token "$token" \
+      "$bin" send "$work/f$size.bin" --to "$rx_addr" --peer "$fingerprint" --token bench \
         --plane "$plane" --json >"$work/send.json" 2>"$work/send.err" || { echo "round $round $contender $size: send failed" >&2; cat "$work/send.err" >&2; exit 1; }
       end=$(date +%s%N)
       cmp -s "$work/f$size.bin" "$out/f$size.bin" || { echo "round $round $contender $size: copy differs" >&2; exit 1; }
