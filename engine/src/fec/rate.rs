@@ -355,6 +355,11 @@ impl RateController {
         }
     }
 
+    /// The path's minimum RTT, once it has been sampled.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.map(|m| m.0)
+    }
+
     /// Pacing rate in bytes per second.
     pub fn rate(&self) -> f64 {
         self.rate

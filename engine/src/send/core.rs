@@ -66,7 +66,7 @@ pub use super::config::{CoreConfig, Plane};
 pub use super::events::{CoreEvent, PathFigures, PathStats, Transmit};
 pub use super::streams::BlockSend;
 use super::streams::StreamPlane;
-use crate::fec::accounts::{SendAccounts, ShardRef};
+use crate::fec::accounts::{PRIOR_LOSS, PRIOR_MIN_RTT, SendAccounts, ShardRef};
 use crate::fec::codec::Geometry;
 use crate::fec::shard_pacer::ShardPacer;
 use crate::manifest::Manifest;
@@ -291,6 +291,15 @@ impl SenderCore {
         match (&mut self.streams, geometry) {
             (Some(s), _) => s.admit((file, block)),
             (None, Some(geometry)) => {
+                // Before the loss is measured, a long path's blocks are
+                // protected for a prior (`fec::accounts::PRIOR_LOSS`).
+                if !self.accounts.loss_known() {
+                    let long = (0..self.paths.len()).any(|i| {
+                        self.manager.state(i) == PathState::Up
+                            && self.paths[i].rate.min_rtt() >= Some(PRIOR_MIN_RTT)
+                    });
+                    self.accounts.set_prior(if long { PRIOR_LOSS } else { 0.0 });
+                }
                 let shard_bytes = self.cfg.shard_bytes as u64;
                 for shard in self.accounts.add(file, block, geometry) {
                     self.fresh.push(class, shard, shard_bytes);

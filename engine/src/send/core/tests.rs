@@ -517,3 +517,30 @@ fn added_files_wait_for_the_receiver_and_a_new_control_path_carries_them_again()
         .unwrap();
     assert!(!c.is_done());
 }
+
+#[test]
+fn before_the_loss_is_measured_a_long_paths_blocks_carry_recovery_for_the_prior() {
+    // One block of 64 sources, admitted after the handshake's RTT sample:
+    // on a 1 s path it goes out with the recovery shards planned for
+    // `PRIOR_LOSS` (a repair would cost a second), on a 20 ms path with
+    // the 1 % minimum (one shard).
+    for (rtt_ms, want) in [(1_000, 8), (20, 1)] {
+        let t0 = Instant::now();
+        let mut c = core(1, t0);
+        c.handle_path_stats(
+            0,
+            t0,
+            &PathStats {
+                srtt: Duration::from_millis(rtt_ms),
+                cwnd: 0,
+                rx_bytes: 0,
+                sent_packets: 0,
+                lost_packets: 0,
+                datagrams_buffered: 0,
+            },
+        );
+        admit(&mut c, 0, t0);
+        let (sources, upfront, _, _) = c.planned();
+        assert_eq!((sources, upfront), (64, want), "RTT {rtt_ms} ms");
+    }
+}
