@@ -10,11 +10,12 @@
 #        3 64 --rate 200mbit --delay 20ms --loss 5%
 # (the relay's loss applies to both directions). No root needed. With
 # LOGS=DIR set, each sender's debug log is kept there as ROUND-A.log / ROUND-B.log.
+# Round N uses relay seed SEED0 + N (SEED0 defaults to 10).
 # MTU=auto (or a size) replaces the pinned 1452-byte datagrams. Every send
 # starts cold (--cold-start): a first transfer over the path, as the bench's.
 set -euo pipefail
 if [ $# -lt 4 ]; then
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 a=$1 b=$2 rounds=$3 size=$4
@@ -28,7 +29,7 @@ start_receiver "$b"
 
 for round in $(seq "$rounds"); do
   # Both builds of a round meet the same losses (the relay's seed).
-  seed=$((10 + round))
+  seed=$((${SEED0:-10} + round))
   for label in A B; do
     bin=$a; [ "$label" = B ] && bin=$b
     relay_port=$(port)
