@@ -46,8 +46,9 @@ pub enum Redundancy {
 }
 
 /// The loss the blocks sent before any is measured are protected for on
-/// a long path (see [`PRIOR_MIN_RTT`]): what goes out in the first round
-/// trip or two, before the first round of reports. At 1 % of `k` (as
+/// a long path (see [`PRIOR_MIN_RTT`]), if they are among a transfer's
+/// last ([`PRIOR_TAIL`]): what goes out in the first round trip or two,
+/// before the first round of reports. At 1 % of `k` (as
 /// before, and still on shorter paths), every such block on a path losing
 /// 5 % needed a repair, a round trip more at the end of a short transfer:
 /// 8 MiB over the relayed 1 s, 5 %-both-ways path took 4.07 s where its
@@ -60,6 +61,10 @@ pub const PRIOR_LOSS: f64 = 0.05;
 /// every early block: on the relayed 40 ms, 5 % path the prior made a
 /// 64 MiB transfer ~1 % slower (4 of 4 runs; 1.1 % more shards sent).
 pub const PRIOR_MIN_RTT: Duration = Duration::from_millis(80);
+/// The prior is for the blocks within this many bytes of a transfer's
+/// end: about what a 200 Mbit/s path sends in a second and a half, so
+/// that earlier blocks' repairs come back while these still leave.
+pub const PRIOR_TAIL: u64 = 32 << 20;
 
 /// A loss rate under which a path counts as clean: blocks go out without
 /// up-front recovery shards. A shard lost there costs its block one round

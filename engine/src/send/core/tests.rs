@@ -519,7 +519,7 @@ fn added_files_wait_for_the_receiver_and_a_new_control_path_carries_them_again()
 }
 
 #[test]
-fn before_the_loss_is_measured_a_long_paths_blocks_carry_recovery_for_the_prior() {
+fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_for_the_prior() {
     // One block of 64 sources, admitted after the handshake's RTT sample:
     // on a 1 s path it goes out with the recovery shards planned for
     // `PRIOR_LOSS` (a repair would cost a second), on a 20 ms path with
@@ -543,4 +543,34 @@ fn before_the_loss_is_measured_a_long_paths_blocks_carry_recovery_for_the_prior(
         let (sources, upfront, _, _) = c.planned();
         assert_eq!((sources, upfront), (64, want), "RTT {rtt_ms} ms");
     }
+    // A long transfer's first blocks get the 1 % minimum: they are
+    // repaired while the rest still leave. (The core's file is 256 KiB;
+    // this one is 64 MiB.)
+    let t0 = Instant::now();
+    let manifest = Manifest::new(
+        1 << 16,
+        vec![ManifestEntry {
+            name: "f".into(),
+            size: 64 << 20,
+        }],
+    )
+    .unwrap();
+    let mut cfg = CoreConfig::default();
+    cfg.shard_bytes(1024).path_caps(vec![None]);
+    let mut c = SenderCore::new(manifest, vec![Class::Normal], cfg, t0);
+    c.path_up(0, t0);
+    c.handle_path_stats(
+        0,
+        t0,
+        &PathStats {
+            srtt: Duration::from_secs(1),
+            cwnd: 0,
+            rx_bytes: 0,
+            sent_packets: 0,
+            lost_packets: 0,
+            datagrams_buffered: 0,
+        },
+    );
+    admit(&mut c, 0, t0);
+    assert_eq!(c.planned().1, 1);
 }
