@@ -442,10 +442,8 @@ fn a_first_round_that_meets_a_full_queue_does_not_set_the_loss_level() {
     // holds its queue, and the queue moves 13 ms above it, under the
     // threshold of a quarter of the RTT. The first rounds lose 16 % to
     // its tail drops; later, quieter rounds lose 1 %.
-    let mut c = RateController::new(RateConfig::default());
-    let t0 = Instant::now();
+    let (mut c, t0) = controller_after_rtt(95);
     let ms = Duration::from_millis;
-    c.on_rtt(t0, ms(95));
     c.on_delivered(1, 0);
     c.tick(t0);
     let (mut sent, mut lost, mut got, mut micros) = (0u64, 0u64, 0u64, 1u64);

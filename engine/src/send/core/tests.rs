@@ -5,11 +5,16 @@ use super::*;
 use crate::wire::{FecStatus, ManifestEntry};
 
 fn core(paths: usize, now: Instant) -> SenderCore {
+    core_for_file(4 << 16, paths, now)
+}
+
+/// A core sending one file of `size` bytes in 64 KiB blocks.
+fn core_for_file(size: u64, paths: usize, now: Instant) -> SenderCore {
     let manifest = Manifest::new(
         1 << 16,
         vec![ManifestEntry {
             name: "f".into(),
-            size: 4 << 16,
+            size,
         }],
     )
     .unwrap();
@@ -518,6 +523,22 @@ fn added_files_wait_for_the_receiver_and_a_new_control_path_carries_them_again()
     assert!(!c.is_done());
 }
 
+/// Path `path`'s first RTT sample, as after the handshake.
+fn rtt_sample(c: &mut SenderCore, path: usize, srtt: Duration, now: Instant) {
+    c.handle_path_stats(
+        path,
+        now,
+        &PathStats {
+            srtt,
+            cwnd: 0,
+            rx_bytes: 0,
+            sent_packets: 0,
+            lost_packets: 0,
+            datagrams_buffered: 0,
+        },
+    );
+}
+
 #[test]
 fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_for_the_prior() {
     // One block of 64 sources, admitted after the handshake's RTT sample:
@@ -527,50 +548,17 @@ fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_
     for (rtt_ms, want) in [(1_000, 8), (20, 1)] {
         let t0 = Instant::now();
         let mut c = core(1, t0);
-        c.handle_path_stats(
-            0,
-            t0,
-            &PathStats {
-                srtt: Duration::from_millis(rtt_ms),
-                cwnd: 0,
-                rx_bytes: 0,
-                sent_packets: 0,
-                lost_packets: 0,
-                datagrams_buffered: 0,
-            },
-        );
+        rtt_sample(&mut c, 0, Duration::from_millis(rtt_ms), t0);
         admit(&mut c, 0, t0);
         let (sources, upfront, _, _) = c.planned();
         assert_eq!((sources, upfront), (64, want), "RTT {rtt_ms} ms");
     }
     // A long transfer's first blocks get the 1 % minimum: they are
-    // repaired while the rest still leave. (The core's file is 256 KiB;
-    // this one is 64 MiB.)
+    // repaired while the rest still leave. (The file above is 256 KiB,
+    // this one 64 MiB.)
     let t0 = Instant::now();
-    let manifest = Manifest::new(
-        1 << 16,
-        vec![ManifestEntry {
-            name: "f".into(),
-            size: 64 << 20,
-        }],
-    )
-    .unwrap();
-    let mut cfg = CoreConfig::default();
-    cfg.shard_bytes(1024).path_caps(vec![None]);
-    let mut c = SenderCore::new(manifest, vec![Class::Normal], cfg, t0);
-    c.path_up(0, t0);
-    c.handle_path_stats(
-        0,
-        t0,
-        &PathStats {
-            srtt: Duration::from_secs(1),
-            cwnd: 0,
-            rx_bytes: 0,
-            sent_packets: 0,
-            lost_packets: 0,
-            datagrams_buffered: 0,
-        },
-    );
+    let mut c = core_for_file(64 << 20, 1, t0);
+    rtt_sample(&mut c, 0, Duration::from_secs(1), t0);
     admit(&mut c, 0, t0);
     assert_eq!(c.planned().1, 1);
 }
