@@ -501,9 +501,9 @@ pub(crate) async fn run(
         .live
         .iter()
         .flatten()
-        .map(|l| crate::session::sender::close(&l.conn, close_code::DONE, b"done"))
+        .map(|l| crate::session::closing::close(&l.conn, close_code::DONE, b"done"))
         .collect();
-    crate::session::sender::let_closes_leave(&closing).await;
+    crate::session::closing::let_closes_leave(&closing).await;
     Ok(Outcome {
         manifest: core.manifest().clone(),
         fec: report,

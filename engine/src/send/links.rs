@@ -43,7 +43,7 @@ pub(super) async fn join(
         match frames.recv().await {
             Some(Ok(Some(Frame::Welcome { .. }))) => Ok((conn, control, frames)),
             Some(Ok(Some(Frame::Error { code, message }))) => {
-                Err(crate::session::sender::peer_error(code, message))
+                Err(crate::session::error::peer_error(code, message))
             }
             Some(Err(e)) => Err(e),
             _ => Err(SessionError::Protocol(

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::error::SessionError;
-use super::sender::peer_error;
+use super::error::peer_error;
 use crate::wire::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

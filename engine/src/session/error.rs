@@ -156,3 +156,16 @@ impl From<WireError> for SessionError {
         Self::Protocol(e.to_string())
     }
 }
+
+/// The peer's ERROR frame as a session error.
+pub(crate) fn peer_error(code: u16, message: String) -> SessionError {
+    match code {
+        crate::wire::error_code::BAD_TOKEN | crate::wire::error_code::BAD_VERSION => {
+            SessionError::Refused(message)
+        }
+        crate::wire::error_code::PROTOCOL => {
+            SessionError::Protocol(format!("receiver says: {message}"))
+        }
+        _ => SessionError::PeerFailed(message),
+    }
+}

@@ -2,7 +2,9 @@
 //! pieces (wire codec, tracker, pacer) to quinn, the reader and the disk.
 
 pub(crate) mod admission;
+pub(crate) mod block_memory;
 pub mod classes;
+pub(crate) mod closing;
 pub mod control;
 mod dial;
 pub mod error;

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use quinn::{Connection, Endpoint};
 
 use super::admission::{Admission, Step};
-use super::classes::BlockSource;
+pub use super::block_memory::memory_for_rtt;
+use super::block_memory::{block_source, class_budget};
+use super::closing::{close, let_closes_leave};
 use super::control;
 use super::dial;
 use super::error::SessionError;
@@ -32,59 +34,9 @@ use crate::send::more_files::MoreFiles;
 use crate::source::ReaderKind;
 use crate::transport::Tuning;
 use crate::transport::identity::Fingerprint;
-use crate::wire::{self, Frame, ManifestEntry, close_code};
-use crate::work::{EncodeAhead, Plane, start_pipeline_for};
+use crate::wire::{Frame, ManifestEntry, close_code};
+use crate::work::Plane;
 
-/// The most a finished sender waits for its CONNECTION_CLOSE to go out
-/// before it exits (see [`close`]): the endpoint's driver sends it at its
-/// next poll, well inside this even on busy cores. It was 100 ms, waited
-/// once per path in turn: 0.1 s of a 1 kB transfer's 0.11 s on loopback,
-/// and 0.3 s at the end of every three-path transfer.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(15);
-
-/// A connection being closed, and how many datagrams it had sent just
-/// before: once it has sent more, the CONNECTION_CLOSE is out (a closed
-/// connection sends nothing else). `None`: it was closed already (the
-/// sender core's driver closes every path, the first one too), nothing to
-/// wait for here.
-pub(crate) struct Closing {
-    conn: Connection,
-    sent_before: Option<u64>,
-}
-
-/// Closes `conn` with `code` and `reason` unless it is closed already;
-/// [`let_closes_leave`] then waits for the close to leave.
-pub(crate) fn close(conn: &Connection, code: u32, reason: &[u8]) -> Closing {
-    let sent_before = conn.close_reason().is_none().then(|| {
-        let sent = conn.stats().udp_tx.datagrams;
-        conn.close(code.into(), reason);
-        sent
-    });
-    Closing {
-        conn: conn.clone(),
-        sent_before,
-    }
-}
-
-/// Waits until every connection of `closing` has sent its CONNECTION_CLOSE
-/// (quinn counts a datagram when its driver builds it, and the driver
-/// hands it to the socket in the same step, under the same lock),
-/// at most [`CLOSE_GRACE`]. Not quinn's `wait_idle`: that sits out the
-/// draining period (three probe timeouts: 3 s and more at 1 s RTT,
-/// measured as 2 s of a 19.5 s satellite transfer), which a sender whose
-/// receiver confirmed every file need not wait for; a receiver whose copy
-/// of the close is lost ends by its idle timeout. Waiting the whole grace
-/// every time was 15 ms of every transfer (0.5 % of 64 MiB at 170 Mbit/s).
-pub(crate) async fn let_closes_leave(closing: &[Closing]) {
-    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-    while closing.iter().any(|c| {
-        c.sent_before
-            .is_some_and(|n| c.conn.stats().udp_tx.datagrams <= n)
-    }) && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 /// How to send. `Default` gives 1 MiB blocks, the automatic reader, no rate
 /// cap and a 10 s connect timeout.
 #[derive(Debug, Clone)]
@@ -287,88 +239,6 @@ async fn send(
     })
 }
 
-/// Block memory in flight on a path of this much round trip unless the
-/// user says otherwise: 64 MiB, and more on long paths, where a block stays
-/// in flight for a round trip and, on the FEC plane, one more per repair;
-/// at most 512 MiB. Measured on a 200 Mbit/s link of 1 s RTT losing 5 %
-/// both ways (256 MiB, relay on loopback, three runs each): 64 MiB (32
-/// blocks on the FEC plane) moved 108-112 Mbit/s, 256 MiB 120-124.
-pub fn memory_for_rtt(rtt: Duration) -> usize {
-    const BASE: usize = 64 << 20;
-    const PER: Duration = Duration::from_millis(250);
-    let scale = (rtt.as_secs_f64() / PER.as_secs_f64()).max(1.0);
-    ((BASE as f64 * scale) as usize).min(512 << 20)
-}
-
-/// Block memory of each of `classes` pipelines: on the FEC plane a block
-/// in flight may also hold its recovery shards (as many as its source
-/// shards, encoded once one is to be sent: on a lossy path, nearly every
-/// block), so half the budget goes to block buffers. Measured: with the
-/// whole budget for buffers the sender peaked at 195 MB over three paths
-/// (64 blocks of data and recovery).
-fn class_budget(plane: Plane, memory: usize, classes: usize) -> usize {
-    let budget = match plane {
-        Plane::Fec { .. } => memory / 2,
-        Plane::Reliable => memory,
-    };
-    budget / classes.max(1)
-}
-
-/// The reader pipelines: one, or one per priority class present (the
-/// memory budget split between them; three ways in a session held open).
-fn block_source(
-    cfg: &SendConfig,
-    sources: Vec<SourceFile>,
-    manifest: &Manifest,
-    plane: Plane,
-    memory: usize,
-    open: bool,
-) -> Result<BlockSource, SessionError> {
-    let files = sources.len();
-    let class_of_file: Vec<Class> = (0..files)
-        .map(|i| cfg.classes.get(i).copied().unwrap_or(Class::Normal))
-        .collect();
-    let present: Vec<Class> = Class::ALL
-        .into_iter()
-        .filter(|c| class_of_file.contains(c))
-        .collect();
-    let ahead = EncodeAhead::default();
-    if present.len() <= 1 && !open {
-        let budget = class_budget(plane, memory, 1);
-        let p = start_pipeline_for(
-            cfg.reader,
-            sources,
-            manifest.clone(),
-            plane,
-            budget,
-            None,
-            ahead.clone(),
-        )
-        .map_err(SessionError::Reader)?;
-        return Ok(BlockSource::single(p, class_of_file).encoding_ahead_by(ahead));
-    }
-    let budget = class_budget(plane, memory, if open { 3 } else { present.len() });
-    let mut pipelines = Vec::new();
-    for class in present {
-        let only = class_of_file.iter().map(|c| *c == class).collect();
-        let p = start_pipeline_for(
-            cfg.reader,
-            sources.clone(),
-            manifest.clone(),
-            plane,
-            budget,
-            Some(only),
-            ahead.clone(),
-        )
-        .map_err(SessionError::Reader)?;
-        pipelines.push((class, p));
-    }
-    Ok(
-        BlockSource::classed(pipelines, class_of_file, manifest.block_size())
-            .encoding_ahead_by(ahead),
-    )
-}
-
 /// Waits for the next control frame, mapping end-of-stream to an error.
 async fn next_frame(
     frames: &mut tokio::sync::mpsc::Receiver<Result<Option<Frame>, SessionError>>,
@@ -381,17 +251,6 @@ async fn next_frame(
             Some(reason) => SessionError::from_connection(reason),
             None => SessionError::Protocol("the receiver closed the control stream".into()),
         }),
-    }
-}
-
-/// The peer's ERROR frame as a session error.
-pub(crate) fn peer_error(code: u16, message: String) -> SessionError {
-    match code {
-        wire::error_code::BAD_TOKEN | wire::error_code::BAD_VERSION => {
-            SessionError::Refused(message)
-        }
-        wire::error_code::PROTOCOL => SessionError::Protocol(format!("receiver says: {message}")),
-        _ => SessionError::PeerFailed(message),
     }
 }
 
@@ -577,14 +436,5 @@ mod tests {
                 .contains("the pinned MTU must be 1200 to 16383 bytes, not 20000"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn memory_in_flight_grows_with_the_round_trip_within_bounds() {
-        let ms = Duration::from_millis;
-        assert_eq!(memory_for_rtt(ms(1)), 64 << 20);
-        assert_eq!(memory_for_rtt(ms(250)), 64 << 20);
-        assert_eq!(memory_for_rtt(ms(1000)), 256 << 20);
-        assert_eq!(memory_for_rtt(Duration::from_secs(30)), 512 << 20);
     }
 }

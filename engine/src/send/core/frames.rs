@@ -109,7 +109,7 @@ impl SenderCore {
             }
             Frame::FilesAdded { first, count } => self.files_added(first, count)?,
             Frame::Error { code, message } => {
-                return Err(crate::session::sender::peer_error(code, message));
+                return Err(crate::session::error::peer_error(code, message));
             }
             other => {
                 return Err(SessionError::Protocol(format!(
