@@ -72,7 +72,8 @@ fn kill(child: &mut Child) {
 /// Sends `src` again, to `running` (a receiver still up) or to a fresh
 /// receiver on `out`, and checks the result: verified, and no more on the
 /// wire than what was missing (plus the plane's overhead and one window of
-/// blocks in flight). Returns the bytes the receiver already held.
+/// blocks in flight). Returns the bytes the receiver already held and the
+/// bytes the resumed send put on the wire.
 fn resend_and_check(
     rt: &tokio::runtime::Runtime,
     tmp: &Path,
@@ -80,7 +81,7 @@ fn resend_and_check(
     plane: &str,
     seed: u64,
     running: Option<Receiver>,
-) -> u64 {
+) -> (u64, u64) {
     let out = tmp.join("out");
     let rx = running.unwrap_or_else(|| Receiver::start(&out, &tmp.join("state"), &["--once"]));
     let paths = relays(rt, rx.addr.parse().unwrap(), seed + 1000);
@@ -121,7 +122,7 @@ fn resend_and_check(
     for r in paths {
         rt.block_on(r.stop());
     }
-    resumed
+    (resumed, wire)
 }
 
 /// One interrupted attempt: `victim` ("receiver" or "sender") is killed
@@ -197,12 +198,14 @@ fn kills_resume(victim: &str, attempts: u64, seed0: u64) {
         // 2.3 s (start-up included: some kills come before any block).
         let at = Duration::from_secs_f64(0.3 + 2.0 * unit(seed ^ 0x5555));
         let running = interrupted_attempt(&rt, tmp.path(), &src, plane, victim, at, seed);
-        let resumed = resend_and_check(&rt, tmp.path(), &src, plane, seed, running);
+        let (resumed, wire) = resend_and_check(&rt, tmp.path(), &src, plane, seed, running);
         println!(
-            "{victim} killed at {:.2} s ({plane}, {} MiB): {:.1} MiB resumed",
+            "{victim} killed at {:.2} s ({plane}, {} MiB): {:.1} MiB resumed, \
+             {:.3} × the missing bytes on the wire",
             at.as_secs_f64(),
             size / MIB,
-            resumed as f64 / MIB as f64
+            resumed as f64 / MIB as f64,
+            wire as f64 / (size - resumed) as f64
         );
         resumed_total += resumed;
     }
@@ -258,7 +261,7 @@ fn a_source_changed_between_attempts_arrives_as_it_is_now() {
         data[MIB as usize + 77] ^= 0xff;
         data.extend((0..(3 * MIB / 2)).map(|i| (i % 253) as u8));
         std::fs::write(&src, &data).unwrap();
-        let resumed = resend_and_check(&rt, tmp.path(), &src, plane, 31, None);
+        let (resumed, _) = resend_and_check(&rt, tmp.path(), &src, plane, 31, None);
         assert!(resumed > 0, "{plane}: the unchanged blocks were kept");
         assert!(
             resumed < 64 * MIB - MIB,
@@ -272,7 +275,7 @@ fn a_source_changed_between_attempts_arrives_as_it_is_now() {
     half_sent(&rt, tmp.path(), &src, "fec");
     let data = std::fs::read(&src).unwrap();
     std::fs::write(&src, &data[..(41 * MIB / 2) as usize]).unwrap();
-    let resumed = resend_and_check(&rt, tmp.path(), &src, "fec", 32, None);
+    let (resumed, _) = resend_and_check(&rt, tmp.path(), &src, "fec", 32, None);
     assert!(resumed > 0 && resumed <= 20 * MIB, "{resumed}");
 }
 
@@ -292,7 +295,7 @@ fn a_byte_flipped_in_a_journaled_block_is_fetched_again() {
         bytes[(victim * MIB + 5) as usize] ^= 1;
         std::fs::write(&part, &bytes).unwrap();
         let journaled = parsed.records.len() as u64 * MIB;
-        let resumed = resend_and_check(&rt, tmp.path(), &src, plane, 41, None);
+        let (resumed, _) = resend_and_check(&rt, tmp.path(), &src, plane, 41, None);
         assert!(
             resumed > 0 && resumed <= journaled - MIB,
             "{plane}: {resumed} resumed of {journaled} journaled"
