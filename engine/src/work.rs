@@ -8,7 +8,10 @@
 //!
 //! A block's Reed-Solomon recovery shards are encoded here too, ahead of
 //! need, only while the sender plans recovery shards with every block (the
-//! path loses: [`EncodeAhead`], set by the driver). Otherwise they are
+//! path loses: [`EncodeAhead`], set by the driver), as a second job after
+//! the block has been handed on: its source shards need no encoding and
+//! leave meanwhile (the first block of a transfer no longer waits 12-19 ms
+//! for the coder's tables). Otherwise they are
 //! encoded when the first of them is about to be sent
 //! ([`PreparedBlock::recovery`], by the driver): on a path that loses
 //! nothing most blocks never need one, and encoding every block cost more
@@ -20,8 +23,8 @@
 //! [`start_pipeline`] wires reader → Rayon → an async channel that the
 //! session driver drains.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -72,23 +75,61 @@ pub struct PreparedBlock {
     pub data: Bytes,
     /// FEC plane: the block's shard layout.
     pub geometry: Option<Geometry>,
-    /// Its recovery shards, concatenated, once encoded.
-    recovery: Option<Bytes>,
+    /// Its recovery shards, concatenated, once encoded, shared by the
+    /// block's clones.
+    recovery: Arc<Recovery>,
+}
+
+/// A block's recovery shards: encoded once, on a Rayon worker.
+#[derive(Debug, Default)]
+struct Recovery {
+    encoded: OnceLock<Result<Bytes, CodecError>>,
+    /// An encoding job was spawned.
+    started: AtomicBool,
 }
 
 impl PreparedBlock {
     /// FEC plane: the block's recovery shards, concatenated, encoded the
-    /// first time they are asked for. `None` on the reliable plane.
-    pub fn recovery(&mut self) -> Result<Option<Bytes>, SourceError> {
+    /// first time they are asked for (a caller that comes while another
+    /// encodes them waits for that). `None` on the reliable plane.
+    pub fn recovery(&self) -> Result<Option<Bytes>, SourceError> {
         let Some(g) = self.geometry else {
             return Ok(None);
         };
-        if self.recovery.is_none() {
-            let r = encode_recovery(&g, &self.data)
-                .map_err(|e| coding_error(self.header.file, self.header.block, e))?;
-            self.recovery = Some(Bytes::from(r));
+        self.recovery
+            .encoded
+            .get_or_init(|| encode_recovery(&g, &self.data).map(Bytes::from))
+            .clone()
+            .map(Some)
+            .map_err(|e| coding_error(self.header.file, self.header.block, e))
+    }
+
+    /// FEC plane: the recovery shards if they are encoded already;
+    /// otherwise `None`, and their encoding is started on a Rayon worker
+    /// (once), so that the caller need not wait for it.
+    pub fn recovery_if_ready(&self) -> Option<Result<Bytes, SourceError>> {
+        match self.recovery.encoded.get() {
+            Some(r) => Some(
+                r.clone()
+                    .map_err(|e| coding_error(self.header.file, self.header.block, e)),
+            ),
+            None => {
+                self.encode_in_background();
+                None
+            }
         }
-        Ok(self.recovery.clone())
+    }
+
+    /// Starts encoding the recovery shards on a Rayon worker, unless that
+    /// was done or started already (or the block has none: reliable plane).
+    pub fn encode_in_background(&self) {
+        if self.geometry.is_none() || self.recovery.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let block = self.clone();
+        rayon::spawn(move || {
+            let _ = block.recovery();
+        });
     }
 }
 
@@ -152,12 +193,13 @@ impl EncodeAhead {
 }
 
 /// Hashes one block, and on the FEC plane lays it out in shards, with
-/// recovery shards for `share` of its sources (`fec::codec::recovery_for`),
-/// and, if `encode`, encodes them (runs on a Rayon worker).
+/// recovery shards for `share` of its sources (`fec::codec::recovery_for`)
+/// (runs on a Rayon worker). Their encoding is left to
+/// [`PreparedBlock::recovery`]: the pipeline has it done ahead on another
+/// worker after the block is handed on.
 pub fn prepare_block(
     block: SourceBlock,
     plane: Plane,
-    encode: bool,
     share: f64,
 ) -> Result<PreparedBlock, SourceError> {
     let digest = block_digest(&block.data, block.offset, block.file_len);
@@ -168,7 +210,7 @@ pub fn prepare_block(
                 .map_err(|e| coding_error(block.file, block.block, e))?,
         ),
     };
-    let mut prepared = PreparedBlock {
+    let prepared = PreparedBlock {
         header: BlockHeader {
             file: block.file,
             block: block.block,
@@ -178,11 +220,8 @@ pub fn prepare_block(
         offset: block.offset,
         data: block.data,
         geometry,
-        recovery: None,
+        recovery: Arc::default(),
     };
-    if encode {
-        prepared.recovery()?;
-    }
     Ok(prepared)
 }
 
@@ -245,7 +284,16 @@ pub fn start_pipeline_for(
             Ok(block) => {
                 let (encode, share) = (ahead.get(), ahead.share());
                 rayon::spawn(move || {
-                    let _ = tx.send(prepare_block(block, plane, encode, share));
+                    let prepared = prepare_block(block, plane, share);
+                    // The block goes on at once: its source shards need no
+                    // encoding, and the first block must not wait for the
+                    // coder's tables (built on first use, 12-19 ms here).
+                    if let Ok(b) = &prepared
+                        && encode
+                    {
+                        b.encode_in_background();
+                    }
+                    let _ = tx.send(prepared);
                 })
             }
             Err(e) => {
@@ -330,5 +378,45 @@ mod tests {
                 assert_eq!(got, want, "{kind}");
             }
         }
+    }
+
+    #[test]
+    fn recovery_not_yet_encoded_is_encoded_in_the_background_not_waited_for() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let block = SourceBlock {
+            file: 0,
+            block: 0,
+            offset: 0,
+            file_len: data.len() as u64,
+            data: Bytes::from(data.clone()),
+        };
+        let b = prepare_block(block, Plane::Fec { shard_bytes: 1400 }, 1.0).unwrap();
+        let g = b.geometry.unwrap();
+        assert!(
+            b.recovery_if_ready().is_none(),
+            "nothing encoded it yet: the caller is not made to wait"
+        );
+        let mut ready = None;
+        for _ in 0..2_000 {
+            ready = b.recovery_if_ready();
+            if ready.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let got = ready.expect("encoded on a Rayon worker").unwrap();
+        assert_eq!(got.as_ref(), encode_recovery(&g, &data).unwrap().as_slice());
+        // A clone shares the encoding.
+        assert_eq!(b.clone().recovery().unwrap().unwrap(), got);
+        // The reliable plane has none.
+        let block = SourceBlock {
+            file: 0,
+            block: 0,
+            offset: 0,
+            file_len: 3,
+            data: Bytes::from_static(b"abc"),
+        };
+        let r = prepare_block(block, Plane::Reliable, 1.0).unwrap();
+        assert!(r.recovery().unwrap().is_none());
     }
 }

@@ -84,6 +84,26 @@ impl Outbox {
         mut budget: usize,
         streams: bool,
     ) -> Result<(), SessionError> {
+        // Recovery shards whose encoding is still running on a Rayon
+        // worker: handed back to the core after this round, tried again
+        // at the next (the driver never waits for the coder).
+        let mut not_ready = Vec::new();
+        let result = self.transmit_until(core, links, now, &mut budget, streams, &mut not_ready);
+        for shard in not_ready.into_iter().rev() {
+            core.unsent(shard);
+        }
+        result
+    }
+
+    fn transmit_until(
+        &mut self,
+        core: &mut SenderCore,
+        links: &Links,
+        now: Instant,
+        budget: &mut usize,
+        streams: bool,
+        not_ready: &mut Vec<ShardRef>,
+    ) -> Result<(), SessionError> {
         let n = links.live.len();
         let shard_len = self.shard_len;
         let room = |i: usize| {
@@ -91,7 +111,7 @@ impl Outbox {
                 .as_ref()
                 .is_some_and(|l| streams || l.conn.datagram_send_buffer_space() >= shard_len)
         };
-        while budget > 0 {
+        while *budget > 0 {
             match core.poll_transmit(now, room) {
                 None => break,
                 Some(Transmit::Block(b)) => {
@@ -107,17 +127,19 @@ impl Outbox {
                     });
                 }
                 Some(Transmit::Shard { path: i, shard }) => {
-                    let (Some(block), Some(link)) = (
-                        self.blocks.get_mut(&(shard.file, shard.block)),
-                        &links.live[i],
-                    ) else {
+                    let (Some(block), Some(link)) =
+                        (self.blocks.get(&(shard.file, shard.block)), &links.live[i])
+                    else {
+                        continue;
+                    };
+                    let Some(d) =
+                        datagram(block, &shard, self.shards_sent + 1, self.corrupt_every)?
+                    else {
+                        not_ready.push(shard);
+                        *budget -= 1;
                         continue;
                     };
                     self.shards_sent += 1;
-                    let corrupt = self
-                        .corrupt_every
-                        .is_some_and(|k| self.shards_sent % k.max(1) == 0);
-                    let d = datagram(block, &shard, corrupt)?;
                     match link.conn.send_datagram(d) {
                         Ok(()) => core.on_sent(i, &shard, now),
                         Err(e) => {
@@ -140,29 +162,35 @@ impl Outbox {
                     }
                 }
             }
-            budget -= 1;
+            *budget -= 1;
         }
         Ok(())
     }
 }
 
-/// The datagram carrying `shard` of `block`; a recovery shard encodes the
-/// block's recovery shards if none was sent before (`work`'s module doc).
+/// The datagram carrying `shard` of `block` (the `nth` shard this sender
+/// sends; every `corrupt_every`-th is corrupted), or `None` for a recovery
+/// shard whose block's recovery shards are not encoded yet (their encoding
+/// is then started: `work`'s module doc).
 fn datagram(
-    block: &mut PreparedBlock,
+    block: &PreparedBlock,
     shard: &ShardRef,
-    corrupt: bool,
-) -> Result<Bytes, SessionError> {
+    nth: u64,
+    corrupt_every: Option<u64>,
+) -> Result<Option<Bytes>, SessionError> {
     let g = block.geometry.expect("FEC blocks carry their geometry");
     let recovery = if usize::from(shard.index) >= g.k {
-        block.recovery()?.unwrap_or_default()
+        match block.recovery_if_ready() {
+            Some(r) => r?,
+            None => return Ok(None),
+        }
     } else {
         Bytes::new()
     };
     let mut d = shard.datagram(&g, &block.data, &recovery);
-    if corrupt {
+    if corrupt_every.is_some_and(|k| nth % k.max(1) == 0) {
         let last = d.len() - 1;
         d[last] ^= 0x5a;
     }
-    Ok(d.freeze())
+    Ok(Some(d.freeze()))
 }

@@ -157,11 +157,11 @@ async fn send(
     mut on_event: impl FnMut(&SendEvent),
 ) -> Result<SendReport, SessionError> {
     let started = Instant::now();
-    if cfg.fec.is_some() {
-        // The coder's tables (built on first use, ~17 ms) are ready
-        // before the handshake's round trip is over, not after it.
-        crate::fec::codec::warm_up_in_background();
-    }
+    // No warm-up of the coder here: its tables (built on first use, 12-19
+    // ms of a core) are built by the first block's recovery shards' own
+    // encoding, which nothing waits for (`work`'s module doc); warming
+    // them up as well cost a 10 kB transfer over loopback 4 ms of its
+    // 21.5 (results/README.md, "Small files on the FEC plane").
     let entries: Vec<ManifestEntry> = sources
         .iter()
         .map(|s| ManifestEntry {
