@@ -13,6 +13,7 @@ use crate::fec::accounts::Redundancy;
 pub struct CoreConfig {
     pub(super) redundancy: Redundancy,
     pub(super) max_blocks: usize,
+    pub(super) max_block_bytes: Option<u64>,
     pub(super) shard_bytes: usize,
     pub(super) paced: bool,
     pub(super) max_rate: Option<f64>,
@@ -39,6 +40,7 @@ impl Default for CoreConfig {
         Self {
             redundancy: Redundancy::Adaptive,
             max_blocks: 64,
+            max_block_bytes: None,
             shard_bytes: 1398,
             paced: true,
             max_rate: None,
@@ -59,9 +61,19 @@ impl CoreConfig {
         self.redundancy = r;
         self
     }
-    /// Most blocks unacknowledged at once (at least 1).
+    /// Most blocks unacknowledged at once (at least 1). On the FEC plane
+    /// FEC_SETUP announces it: the receiver keeps at most this many
+    /// incomplete.
     pub fn max_blocks(&mut self, n: usize) -> &mut Self {
         self.max_blocks = n.max(1);
+        self
+    }
+    /// FEC plane: most bytes of blocks unacknowledged at once (`None`:
+    /// only [`max_blocks`](Self::max_blocks) bounds them). A block is
+    /// admitted while fewer are held, so a thousand small files are not
+    /// held to the count of full blocks that the memory budget allows.
+    pub fn max_block_bytes(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.max_block_bytes = bytes;
         self
     }
     /// Payload bytes per shard (one per session).

@@ -97,6 +97,7 @@ struct Admitted {
     class: Class,
     at: Instant,
     digest: crate::hash::BlockDigest,
+    len: u64,
 }
 
 /// The FEC plane's sender state for one session.
@@ -108,6 +109,8 @@ pub struct SenderCore {
     accounts: SendAccounts,
     hashes: FileHashes,
     blocks: HashMap<BlockId, Admitted>,
+    /// Bytes of the blocks in `blocks`.
+    held_bytes: u64,
     /// New shards, by class: deficit round robin picks the class whose
     /// shard goes next (50/30/20 of the shards while all have some).
     fresh: Drr<ShardRef>,
@@ -190,6 +193,7 @@ impl SenderCore {
             accounts: SendAccounts::new(cfg.redundancy),
             hashes,
             blocks: HashMap::new(),
+            held_bytes: 0,
             fresh: Drr::new(cfg.shard_bytes as u64),
             urgent: VecDeque::new(),
             paths,
@@ -242,7 +246,12 @@ impl SenderCore {
                     && (!self.cfg.prioritised || s.queued() == 0)
             }
             None => {
-                self.accounts.in_flight() < self.cfg.max_blocks && self.fresh.total() < MAX_QUEUED
+                self.accounts.in_flight() < self.cfg.max_blocks
+                    && self
+                        .cfg
+                        .max_block_bytes
+                        .is_none_or(|max| self.held_bytes < max)
+                    && self.fresh.total() < MAX_QUEUED
             }
         }
     }
@@ -323,12 +332,14 @@ impl SenderCore {
             }
             (None, None) => debug_assert!(false, "a FEC block without its geometry"),
         }
+        self.held_bytes += u64::from(header.len);
         self.blocks.insert(
             (file, block),
             Admitted {
                 class,
                 at: now,
                 digest: header.digest,
+                len: u64::from(header.len),
             },
         );
     }

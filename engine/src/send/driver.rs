@@ -165,14 +165,20 @@ pub(crate) async fn run(
     let (shard_bytes, fec) = match carriage {
         Carriage::Shards { shard_bytes, fec } => {
             // A block holds its pooled buffer until acknowledged. With
-            // priority classes each class has its own pool: more blocks in
-            // flight than one pool holds would let the classes' pools, not
-            // the scheduler, decide the shares (measured: 38/33/29 instead
-            // of 50/30/20 with 63 in flight over pools of 21).
-            let max_blocks = fec.max_blocks.clamp(1, pipeline.buffers_per_class().max(1));
+            // priority classes each class has its own pool: more block
+            // bytes in flight than one pool holds would let the classes'
+            // pools, not the scheduler, decide the shares (measured:
+            // 38/33/29 instead of 50/30/20 with 63 blocks in flight over
+            // pools of 21). Bytes, not blocks: a pool holds many more
+            // short blocks than full ones (`source::pool`).
+            let max_blocks = fec
+                .max_blocks
+                .clamp(1, usize::from(crate::session::fec_receive::FEC_MAX_BLOCKS));
+            let pool_bytes = pipeline.buffers_per_class().max(1) as u64 * manifest.block_size();
             cfg.redundancy(fec.redundancy)
                 .report_timeout(fec.report_timeout)
                 .max_blocks(max_blocks)
+                .max_block_bytes(Some(pool_bytes))
                 .shard_bytes(shard_bytes)
                 .paced(paced);
             (shard_bytes, Some(fec))

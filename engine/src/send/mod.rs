@@ -29,9 +29,11 @@ use crate::fec::accounts::Redundancy;
 pub struct FecConfig {
     /// Up-front redundancy.
     pub redundancy: Redundancy,
-    /// Most unacknowledged blocks; the memory budget's block buffers bound
-    /// it too (32 of 64 MiB on the FEC plane), which is what decides by
-    /// default.
+    /// Most unacknowledged blocks (at most the receiver's
+    /// [`crate::session::fec_receive::FEC_MAX_BLOCKS`]); the memory
+    /// budget bounds their bytes too (32 of 64 MiB on the FEC plane),
+    /// which is what decides by default unless the blocks are short
+    /// (small files).
     pub max_blocks: usize,
     /// Test hook: flip a byte in every n-th shard (fault tests only).
     pub corrupt_every: Option<u64>,

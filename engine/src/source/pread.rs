@@ -36,7 +36,7 @@ async fn read_files(plan: ReadPlan, mut pool: BufferSource, emit: Emit) {
             }
         };
         for (block, offset, len) in plan.blocks(index) {
-            let mut buf = pool.acquire().await;
+            let mut buf = pool.acquire(len).await;
             let vec = buf.vec_mut();
             vec.resize(len, 0);
             if let Err(e) = file.read_exact_at(vec, offset) {

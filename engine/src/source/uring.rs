@@ -40,7 +40,7 @@ pub(super) fn read_all(
                 if stopped.get() {
                     break 'files;
                 }
-                let mut buf = pool.acquire().await;
+                let mut buf = pool.acquire(len).await;
                 let vec = buf.take();
                 let (file, emit, path) = (file.clone(), emit.clone(), source.path.clone());
                 let stopped = stopped.clone();

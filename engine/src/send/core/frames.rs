@@ -37,6 +37,7 @@ impl SenderCore {
                 if let Some(repair_shards) = fresh
                     && let Some(a) = self.blocks.remove(&(file, block))
                 {
+                    self.held_bytes -= a.len;
                     // The FEC plane measures from admission (shards of a
                     // block leave over a while), the reliable plane from
                     // the stream's opening.

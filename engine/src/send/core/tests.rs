@@ -562,3 +562,56 @@ fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_
     admit(&mut c, 0, t0);
     assert_eq!(c.planned().1, 1);
 }
+
+#[test]
+fn short_blocks_are_held_by_their_bytes_not_by_the_count_of_full_ones() {
+    let t0 = Instant::now();
+    // 100 files of 10 000 bytes (one short block each), then one of four
+    // full 64 KiB blocks; the budget is four full blocks' bytes.
+    let mut files: Vec<ManifestEntry> = (0..100)
+        .map(|i| ManifestEntry {
+            name: format!("small{i}"),
+            size: 10_000,
+        })
+        .collect();
+    files.push(ManifestEntry {
+        name: "big".into(),
+        size: 8 << 16,
+    });
+    let manifest = Manifest::new(1 << 16, files).unwrap();
+    let mut cfg = CoreConfig::default();
+    cfg.shard_bytes(1024)
+        .max_blocks(1024)
+        .max_block_bytes(Some(4 << 16));
+    let mut c = SenderCore::new(manifest, vec![Class::Normal; 101], cfg, t0);
+    c.path_up(0, t0);
+    let admit_len = |c: &mut SenderCore, file: u32, block: u64, len: u32| {
+        let header = BlockHeader {
+            file,
+            block,
+            len,
+            digest: [file as u8; 32],
+        };
+        let g = Geometry::new(len as usize, 1024).unwrap();
+        c.admit_block(t0, &header, Some(g));
+    };
+    let mut small = 0;
+    while c.wants_block() && small < 100 {
+        admit_len(&mut c, small, 0, 10_000);
+        small += 1;
+    }
+    // 4 × 65 536 bytes hold 26 short blocks and admit a 27th.
+    assert_eq!(small, 27, "short blocks are counted by their bytes");
+    // Acknowledged, they make room by their bytes again.
+    for f in 0..27 {
+        c.handle_frame(0, Frame::BlockAck { file: f, block: 0 }, t0)
+            .unwrap();
+    }
+    assert!(c.wants_block());
+    let mut full = 0;
+    while c.wants_block() && full < 8 {
+        admit_len(&mut c, 100, full, 1 << 16);
+        full += 1;
+    }
+    assert_eq!(full, 4, "full blocks: as many as the budget holds");
+}
