@@ -541,17 +541,24 @@ fn rtt_sample(c: &mut SenderCore, path: usize, srtt: Duration, now: Instant) {
 
 #[test]
 fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_for_the_prior() {
-    // One block of 64 sources, admitted after the handshake's RTT sample:
-    // on a 1 s path it goes out with the recovery shards planned for
-    // `PRIOR_LOSS` (a repair would cost a second), on a 20 ms path with
-    // the 1 % minimum (one shard).
-    for (rtt_ms, want) in [(1_000, 8), (20, 1)] {
+    // Two blocks of 64 sources, admitted after the handshake's RTT
+    // sample: on a 1 s path each goes out with the recovery shards planned
+    // for `PRIOR_LOSS` (a repair would cost a second), on a 20 ms path
+    // with the 1 % minimum, counted across blocks (0.64 of a shard each:
+    // none with the first, one with the second).
+    for (rtt_ms, want) in [(1_000, [8, 16]), (20, [0, 1])] {
         let t0 = Instant::now();
         let mut c = core(1, t0);
         rtt_sample(&mut c, 0, Duration::from_millis(rtt_ms), t0);
-        admit(&mut c, 0, t0);
-        let (sources, upfront, _, _) = c.planned();
-        assert_eq!((sources, upfront), (64, want), "RTT {rtt_ms} ms");
+        for (b, want) in want.into_iter().enumerate() {
+            admit(&mut c, b as u64, t0);
+            let (sources, upfront, _, _) = c.planned();
+            assert_eq!(
+                (sources, upfront),
+                (64 * (b as u64 + 1), want),
+                "RTT {rtt_ms} ms"
+            );
+        }
     }
     // A long transfer's first blocks get the 1 % minimum: they are
     // repaired while the rest still leave. (The file above is 256 KiB,
@@ -560,6 +567,7 @@ fn before_the_loss_is_measured_a_short_transfer_on_a_long_path_carries_recovery_
     let mut c = core_for_file(64 << 20, 1, t0);
     rtt_sample(&mut c, 0, Duration::from_secs(1), t0);
     admit(&mut c, 0, t0);
+    admit(&mut c, 1, t0);
     assert_eq!(c.planned().1, 1);
 }
 
