@@ -378,3 +378,59 @@ fn a_second_send_over_the_same_path_starts_from_what_the_first_carried() {
     assert_eq!(kept["version"], 1);
     rt.block_on(relay.stop());
 }
+
+#[test]
+fn a_folder_of_many_small_files_over_a_lossy_path_arrives_intact() {
+    // 600 files of 1 byte to 20 kB (each one short block, many in flight
+    // at once: block memory is counted in bytes) and one of four blocks,
+    // through a path losing 5 % one way and 1 % the other.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("small");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut names = Vec::new();
+    for i in 0..600 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let name = format!("f{i:03}.bin");
+        write_file(&folder.join(&name), 1 + x % 20_000, i);
+        names.push(name);
+    }
+    write_file(&folder.join("big.bin"), (3 << 20) + 5, 999);
+    names.push("big.bin".into());
+    let rx = Receiver::start(
+        &tmp.path().join("out"),
+        &tmp.path().join("state"),
+        &["--once"],
+    );
+    let (out, _) = send_via(
+        &rx,
+        &folder,
+        link(100, 5, LossModel::Bernoulli { p: 0.05 }),
+        link(100, 5, LossModel::Bernoulli { p: 0.01 }),
+        &[],
+    );
+    let done = last_json(&out);
+    assert_eq!(done["event"], "done", "{done}\n{}", stderr(&out));
+    assert_eq!(done["files"].as_array().unwrap().len(), 601, "{done}");
+    assert_eq!(done["block_latency_ms"]["blocks"], 604, "{done}");
+    assert!(rx.wait(secs(20)).0.success());
+    let received = tmp.path().join("out/small");
+    for name in &names {
+        assert_eq!(
+            blake3_file(&received.join(name)),
+            blake3_file(&folder.join(name)),
+            "{name} differs"
+        );
+    }
+    for name in ["f000.bin", "f599.bin", "big.bin"] {
+        assert_same_file(&folder.join(name), &received.join(name));
+    }
+    let left: Vec<_> = std::fs::read_dir(&received)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part") || n.ends_with(".journal"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(std::fs::read_dir(&received).unwrap().count(), 601);
+}
