@@ -155,8 +155,10 @@
 //! frames encoded as on the stream, back to back, at most the path's
 //! datagram size ([`encode_report`]). FEC_STATUS is state (cumulative
 //! counters, the current deficits), so a lost report is made up by the next
-//! one; one whose list of blocks does not fit the datagram goes on the
-//! control stream instead (a block left off the list reads as all lost).
+//! one; one whose list of blocks and acknowledgements do not all fit the
+//! datagram goes on the control stream instead, behind the
+//! acknowledgements sent there (a block left off the list, and not
+//! acknowledged, reads as all lost).
 //! The
 //! BLOCK_ACK and FILE_DONE frames are those the receiver sent on its
 //! control stream in the last few reports' time, repeated in

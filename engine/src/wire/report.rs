@@ -10,22 +10,23 @@ use super::*;
 /// "Reports as datagrams"): at 5 % loss one in 3 million is lost from all.
 pub const REPORT_ECHOES: u8 = 5;
 
-/// Encodes one report datagram of at most `max_len` bytes: as many of
-/// `echoes` as fit beside `status`, then `status`. `None` if the status
-/// does not fit whole: its list of blocks is never cut, because the sender
-/// reads a block missing from it, and not acknowledged, as one whose every
-/// shard was lost (the receiver then sends it on the control stream).
+/// Encodes one report datagram of at most `max_len` bytes: every one of
+/// `echoes`, then `status`. `None` if they do not all fit: the status's
+/// list of blocks is never cut, and no echo is left out, because the
+/// sender reads a block missing from the list, and not acknowledged, as
+/// one whose every shard was lost (the receiver then sends the status on
+/// the control stream, behind the acknowledgements it sent there). Leaving
+/// out the echoes that did not fit had a sender resend 40-80 % of 20 000
+/// one-shard blocks over loopback: each block had left the list once
+/// written, and its acknowledgement was on the way only by stream.
 pub fn encode_report(status: &FecStatus, echoes: &[Frame], max_len: usize) -> Option<BytesMut> {
     let status = Frame::FecStatus(status.clone()).encode();
-    if status.len() > max_len {
-        return None;
-    }
     let mut out = BytesMut::with_capacity(max_len);
     for e in echoes {
-        let e = e.encode();
-        if out.len() + e.len() + status.len() <= max_len {
-            out.extend_from_slice(&e);
-        }
+        out.extend_from_slice(&e.encode());
+    }
+    if out.len() + status.len() > max_len {
+        return None;
     }
     out.extend_from_slice(&status);
     Some(out)

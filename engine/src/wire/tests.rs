@@ -226,19 +226,25 @@ fn a_report_carries_its_status_and_echoes_and_decodes_back() {
 }
 
 #[test]
-fn a_report_is_never_cut_inside_its_status_and_echoes_fill_what_is_left() {
+fn a_report_carries_its_whole_status_and_every_echo_or_is_not_a_datagram() {
     let echoes: Vec<Frame> = (0..40)
         .map(|b| Frame::BlockAck { file: 1, block: b })
         .collect();
-    let d = encode_report(&status(64), &echoes, 1200).expect("fits");
-    assert!(d.len() <= 1200, "{}", d.len());
+    // 64 entries and 40 acknowledgements need more than 1 200 bytes: the
+    // status goes on the control stream instead.
+    let room = FRAME_HEADER_LEN + 26 + 64 * 16;
+    assert!(room + 40 * 17 > 1200);
+    assert_eq!(encode_report(&status(64), &echoes, 1200), None);
+    let d = encode_report(&status(64), &echoes, room + 40 * 17).expect("fits");
     let frames = decode_report(&d).unwrap();
     assert_eq!(frames.last(), Some(&Frame::FecStatus(status(64))));
-    assert_eq!(
-        frames.len(),
-        1 + (1200 - (FRAME_HEADER_LEN + 26 + 64 * 16)) / 17
-    );
-    assert_eq!(encode_report(&status(100), &echoes, 1200), None);
+    assert_eq!(&frames[..40], &echoes[..]);
+    // Fewer acknowledgements fit beside the same status.
+    let few = &echoes[..(1200 - room) / 17];
+    let d = encode_report(&status(64), few, 1200).expect("fits");
+    assert!(d.len() <= 1200, "{}", d.len());
+    assert_eq!(decode_report(&d).unwrap().len(), few.len() + 1);
+    assert_eq!(encode_report(&status(100), &[], 1200), None);
 }
 
 #[test]

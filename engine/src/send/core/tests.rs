@@ -173,7 +173,10 @@ fn a_path_whose_reports_stopped_takes_no_shards() {
     }
     let mut now = t0;
     let mut per_path = [0usize; 2];
-    for ms in 1..=600u64 {
+    // Path 0's empty reports make every block silent, so they are sent
+    // again; with no later block seen that takes 2 × settle and
+    // `fec::accounts::SILENT_WAIT`, hence 900 ms.
+    for ms in 1..=900u64 {
         now = t0 + Duration::from_millis(ms);
         c.tick(now);
         // Only path 0 reports.
