@@ -20,11 +20,9 @@ if [ $# -lt 4 ]; then
 fi
 a=$1 b=$2 rounds=$3 size=$4
 shift 4
-for bin in "$a" "$b"; do
-  [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
-done
 # shellcheck source=relay_setup.sh
 source "$(dirname "$0")/relay_setup.sh"
+need_executables "$a" "$b"
 start_receiver "$b"
 
 for round in $(seq "$rounds"); do
@@ -32,17 +30,13 @@ for round in $(seq "$rounds"); do
   seed=$((${SEED0:-10} + round))
   for label in A B; do
     bin=$a; [ "$label" = B ] && bin=$b
-    relay_port=$(port)
-    "$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed "$seed" "$@" >/dev/null 2>&1 &
-    relay=$!
-    sleep 0.3
+    start_relay "$bin" "$seed" "$@"
     start=$(date +%s.%N)
     RUST_LOG=chunkstream_engine::send=debug "$bin" send "$work/src.bin" --peer "$fingerprint" \
       --token bench --mtu "${MTU:-1452}" --path "127.0.0.1=127.0.0.1:$relay_port" --json \
       --cold-start --state-dir "$work/sender" >"$work/send.json" 2>"$work/send.err"
     end=$(date +%s.%N)
-    kill "$relay" 2>/dev/null || true
-    wait "$relay" 2>/dev/null || true
+    stop_relay
     got=$(b3sum --no-names "$out/src.bin")
     [ "$got" = "$want" ] || { echo "round $round $label: received copy differs" >&2; exit 1; }
     rm -f "$out/src.bin"

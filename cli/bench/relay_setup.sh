@@ -28,3 +28,28 @@ start_receiver() {
   rx=$(python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["addresses"][0], e["fingerprint"])' "$work/recv.log")
   rx_addr=${rx% *} fingerprint=${rx#* }
 }
+
+# Exits with a message unless every argument is an executable.
+need_executables() {
+  for bin in "$@"; do
+    [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
+  done
+}
+
+# Starts BIN's relay in front of the receiver with SEED and the relay
+# options that follow; sets relay_port and relay (its pid).
+start_relay() {
+  local bin=$1 seed=$2
+  shift 2
+  relay_port=$(port)
+  "$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed "$seed" "$@" >/dev/null 2>&1 &
+  relay=$!
+  sleep 0.3
+}
+
+# Stops the relay start_relay started.
+stop_relay() {
+  kill "$relay" 2>/dev/null || true
+  wait "$relay" 2>/dev/null || true
+}
+

@@ -17,12 +17,10 @@ if [ $# -lt 5 ]; then
 fi
 a=$1 b=$2 rounds=$3 count=$4 bytes=$5
 shift 5
-for bin in "$a" "$b"; do
-  [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
-done
 size=0
 # shellcheck source=relay_setup.sh
 source "$(dirname "$0")/relay_setup.sh"
+need_executables "$a" "$b"
 start_receiver "$b"
 mkdir -p "$work/small"
 for i in $(seq "$count"); do head -c "$bytes" /dev/urandom >"$work/small/f$i"; done
@@ -31,17 +29,13 @@ for round in $(seq "$rounds"); do
   seed=$((${SEED0:-10} + round))
   for label in A B; do
     bin=$a; [ "$label" = B ] && bin=$b
-    relay_port=$(port)
-    "$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed "$seed" "$@" >/dev/null 2>&1 &
-    relay=$!
-    sleep 0.3
+    start_relay "$bin" "$seed" "$@"
     start=$(date +%s%N)
     "$bin" send "$work/small" --peer "$fingerprint" --token bench --mtu "${MTU:-1452}" \
       --path "127.0.0.1=127.0.0.1:$relay_port" --json --cold-start --state-dir "$work/sender" \
       >"$work/send.json" 2>"$work/send.err"
     end=$(date +%s%N)
-    kill "$relay" 2>/dev/null || true
-    wait "$relay" 2>/dev/null || true
+    stop_relay
     (cd "$out/small" && b3sum -- *) | cmp -s - "$work/want" || { echo "round $round $label: received files differ" >&2; exit 1; }
     rm -rf "$out/small"
     shards=$(python3 -c 'import json,sys; d=[json.loads(l) for l in open(sys.argv[1])][-1]; f=d.get("fec") or {}; print(f.get("shards_sent", 0), "shards for", f.get("source_shards", 0), "sources")' "$work/send.json")

@@ -16,14 +16,12 @@ if [ $# -lt 4 ]; then
 fi
 a=$1 b=$2 rounds=$3
 shift 3
-for bin in "$a" "$b"; do
-  [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
-done
 # The work folder, its cleanup and a receiver (relay_setup.sh; no source
 # file of its own: size 0).
 size=0
 # shellcheck source=relay_setup.sh
 source "$(dirname "$0")/relay_setup.sh"
+need_executables "$a" "$b"
 start_receiver "$b"
 for size in "$@"; do
   head -c "$size" /dev/urandom >"$work/f$size.bin"
