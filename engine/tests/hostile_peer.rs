@@ -218,7 +218,7 @@ async fn a_sender_of_the_previous_version_gets_a_clear_version_error() {
         }
         other => panic!("expected ERROR, got {other:?}"),
     }
-    assert_eq!(PROTOCOL_VERSION, 5);
+    assert_eq!(PROTOCOL_VERSION, 6);
     nothing_written(&s.outside);
     let names: Vec<_> = std::fs::read_dir(&s.out)
         .unwrap()
@@ -469,7 +469,8 @@ async fn a_manifest_announcing_absurd_sizes_is_refused_without_allocating() {
 #[tokio::test]
 async fn a_shard_with_an_impossible_recovery_count_is_a_protocol_error() {
     let s = start_receiver().await;
-    // A 100-byte file in 64-byte shards: k = 2, so r is 1 to 4.
+    // A 100-byte file in a session of 64-byte shards: k = 2 shards of 50
+    // bytes, so r is 1 to 4.
     for (first, second, says) in [
         (0u16, None, "0 recovery shards for a block of 2"),
         (9, None, "9 recovery shards for a block of 2"),
@@ -498,7 +499,7 @@ async fn a_shard_with_an_impossible_recovery_count_is_a_protocol_error() {
             }
             .encode()
             .to_vec();
-            d.extend_from_slice(&[0x11; 64]);
+            d.extend_from_slice(&[0x11; 50]);
             conn.send_datagram(d.into()).unwrap();
         }
         match tokio::time::timeout(Duration::from_secs(5), next_frame(&mut recv)).await {

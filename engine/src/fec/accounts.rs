@@ -231,6 +231,13 @@ impl SendAccounts {
         self.loss.is_some()
     }
 
+    /// The payload bytes of each shard of a block in flight.
+    pub fn shard_bytes_of(&self, file: u32, block: u64) -> Option<usize> {
+        self.blocks
+            .get(&(file, block))
+            .map(|a| a.geometry.shard_bytes)
+    }
+
     /// Blocks sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.blocks.len()

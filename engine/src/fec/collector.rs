@@ -150,11 +150,13 @@ impl ShardCollector {
                 geometry.total()
             ));
         }
-        if payload.len() != self.shard_bytes {
+        if payload.len() != geometry.shard_bytes {
             return Err(format!(
-                "shard of {} bytes, the session's shards have {}",
+                "shard of {} bytes, block {} of file {} has shards of {}",
                 payload.len(),
-                self.shard_bytes
+                header.block,
+                header.file,
+                geometry.shard_bytes
             ));
         }
         let attempt = self.attempts.get(&id).copied().unwrap_or(0);
@@ -256,34 +258,34 @@ mod tests {
 
     #[test]
     fn a_block_completes_with_any_k_distinct_shards() {
-        // 250 bytes in 100-byte shards: k = 3, r = 4.
+        // 300 bytes in 100-byte shards: k = 3, r = 4.
         let mut c = ShardCollector::new(100, 4, &[10]);
         assert!(matches!(
-            c.on_shard(h(0, 0, 0), shard(1), 250),
+            c.on_shard(h(0, 0, 0), shard(1), 300),
             Ok(Accepted::Stored)
         ));
         assert!(matches!(
-            c.on_shard(h(0, 0, 0), shard(1), 250),
+            c.on_shard(h(0, 0, 0), shard(1), 300),
             Ok(Accepted::Unneeded)
         ));
         assert!(matches!(
-            c.on_shard(h(0, 5, 0), shard(2), 250),
+            c.on_shard(h(0, 5, 0), shard(2), 300),
             Ok(Accepted::Stored)
         ));
         assert_eq!(c.status(), vec![(0, 0, 1)]);
-        let Ok(Accepted::Complete(b)) = c.on_shard(h(0, 6, 0), shard(3), 250) else {
+        let Ok(Accepted::Complete(b)) = c.on_shard(h(0, 6, 0), shard(3), 300) else {
             panic!("not complete")
         };
         assert_eq!((b.geometry.k, b.shards.iter().flatten().count()), (3, 3));
         assert_eq!(c.status(), vec![(0, 0, 0)], "decoding is listed with 0");
         assert!(matches!(
-            c.on_shard(h(0, 1, 0), shard(4), 250),
+            c.on_shard(h(0, 1, 0), shard(4), 300),
             Ok(Accepted::Unneeded)
         ));
         c.finished(0, 0);
         assert!(c.status().is_empty());
         assert!(matches!(
-            c.on_shard(h(0, 2, 0), shard(4), 250),
+            c.on_shard(h(0, 2, 0), shard(4), 300),
             Ok(Accepted::Unneeded)
         ));
         assert_eq!((c.shards, c.delivered), (6, 600));
@@ -345,5 +347,31 @@ mod tests {
             .on_shard(h(0, 1, 0), Bytes::from(vec![0; 99]), 1000)
             .unwrap_err();
         assert!(e.contains("99 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_short_block_s_shards_are_its_length_spread_evenly() {
+        // A session of 100-byte shards; a block of 250 bytes is three
+        // shards of 84, one of 10 bytes a single shard of 10.
+        let mut c = ShardCollector::new(100, 4, &[2, 1]);
+        let err = c.on_shard(h(0, 0, 0), shard(1), 250).unwrap_err();
+        assert!(err.contains("block 0 of file 0 has shards of 84"), "{err}");
+        for i in 0..2 {
+            let r = c.on_shard(h(0, i, 0), Bytes::from(vec![1; 84]), 250);
+            assert!(matches!(r, Ok(Accepted::Stored)));
+        }
+        let Ok(Accepted::Complete(b)) = c.on_shard(h(0, 2, 0), Bytes::from(vec![1; 84]), 250)
+        else {
+            panic!("not complete")
+        };
+        assert_eq!((b.geometry.k, b.geometry.shard_bytes), (3, 84));
+        let one = ShardHeader {
+            file: 1,
+            ..h(0, 0, 0)
+        };
+        let Ok(Accepted::Complete(b)) = c.on_shard(one, Bytes::from(vec![2; 10]), 10) else {
+            panic!("a one-shard block is complete at once")
+        };
+        assert_eq!((b.geometry.k, b.geometry.shard_bytes), (1, 10));
     }
 }

@@ -70,7 +70,13 @@ impl ShardPacer {
 
     /// One shard went out.
     pub fn sent(&mut self) {
-        self.budget -= self.shard_bytes;
+        self.sent_payload(self.shard_bytes as usize);
+    }
+
+    /// A shard of `bytes` payload went out (a short block's shards are
+    /// shorter than the session's: `fec::codec`): the budget is bytes.
+    pub fn sent_payload(&mut self, bytes: usize) {
+        self.budget -= bytes as f64;
     }
 
     /// Nothing is queued: keep no more than a few shards' worth, so the next

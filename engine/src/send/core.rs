@@ -325,7 +325,7 @@ impl SenderCore {
                     self.accounts
                         .set_prior(if prior { PRIOR_LOSS } else { 0.0 });
                 }
-                let shard_bytes = self.cfg.shard_bytes as u64;
+                let shard_bytes = geometry.shard_bytes as u64;
                 for shard in self.accounts.add(file, block, geometry) {
                     self.fresh.push(class, shard, shard_bytes);
                 }

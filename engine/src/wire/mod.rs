@@ -236,7 +236,9 @@
 //! Version 2 adds HAVE (resume); version 3 sends the FEC plane's reports
 //! as datagrams; version 4 adds sessions held open for more files; version
 //! 5 lets each FEC block have its own number of recovery shards, carried in
-//! every shard's header. HELLO carries the version; a receiver
+//! every shard's header; version 6 spreads each FEC block evenly over its
+//! shards, so a short block's shards are shorter than the session's
+//! ([`crate::fec::codec`]). HELLO carries the version; a receiver
 //! answers a sender of another version with ERROR (BAD_VERSION) naming
 //! both, which the sender shows, so a v1 peer gets a clear error on either
 //! side. No compression, no directory or permission metadata; one session
@@ -251,7 +253,7 @@
 //! ```
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// TLS application protocol name; a peer without it fails the handshake.
 pub const ALPN: &[u8] = b"chunkstream/1";
 /// Bytes of a frame header: type and body length.

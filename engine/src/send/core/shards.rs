@@ -194,13 +194,19 @@ impl SenderCore {
     /// `shard` left on `path` at `now`.
     pub fn on_sent(&mut self, path: usize, shard: &ShardRef, now: Instant) {
         self.shards_sent += 1;
+        // Paced by its real payload: a short block's shards are shorter
+        // than the session's, and the controller's rates are in bytes.
+        let bytes = self
+            .accounts
+            .shard_bytes_of(shard.file, shard.block)
+            .unwrap_or(self.cfg.shard_bytes);
         let p = &mut self.paths[path];
         p.shards_sent += 1;
         if self.cfg.paced {
-            p.pacer.sent();
+            p.pacer.sent_payload(bytes);
         }
         if let Some(total) = &mut self.total {
-            total.sent();
+            total.sent_payload(bytes);
         }
         self.accounts.on_sent(shard, now);
     }
