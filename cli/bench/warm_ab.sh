@@ -19,16 +19,14 @@ if [ $# -lt 3 ]; then
 fi
 bin=$1 rounds=$2 size=$3
 shift 3
-[ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
 # shellcheck source=relay_setup.sh
 source "$(dirname "$0")/relay_setup.sh"
+need_executables "$bin"
 start_receiver "$bin"
 # One relay for every send: the path (its name is the relay's address) is
 # the same path each time.
-relay_port=$(port)
-"$bin" relay --listen "127.0.0.1:$relay_port" --to "$rx_addr" --seed 10 "$@" >/dev/null 2>&1 &
-pids+=($!)
-sleep 0.3
+start_relay "$bin" 10 "$@"
+pids+=("$relay")
 
 one() { # label, extra send flags...
   local label=$1

@@ -68,11 +68,6 @@ impl ShardPacer {
         self.budget
     }
 
-    /// One shard went out.
-    pub fn sent(&mut self) {
-        self.sent_payload(self.shard_bytes as usize);
-    }
-
     /// A shard of `bytes` payload went out (a short block's shards are
     /// shorter than the session's: `fec::codec`): the budget is bytes.
     pub fn sent_payload(&mut self, bytes: usize) {
@@ -100,7 +95,7 @@ mod tests {
         let mut sent = 0;
         for i in 1..=ms {
             for _ in 0..p.allowance(t0 + Duration::from_millis(i), rate) {
-                p.sent();
+                p.sent_payload(shard);
                 sent += 1;
             }
         }

@@ -262,7 +262,7 @@ mod tests {
                 let Some(i) = fullest((0..3).map(|i| (i, budgets[i].0, budgets[i].1))) else {
                     break;
                 };
-                pacers[i].sent();
+                pacers[i].sent_payload(1398);
                 sent[i] += 1;
             }
         }
