@@ -6,8 +6,9 @@
 //! default (FEC) plane, with one path taken down at
 //! about 40 % and brought back at about 70 %, it must still verify and the
 //! path must be seen rejoining in `--json`. With nftables dropping 0, 1
-//! and 3 % of the packets, the FEC plane (the default) must still add the
-//! paths up. The namespaces are removed afterwards, also when a test
+//! and 3 % of the packets, the FEC plane (the default) must carry 0.9 of
+//! Σ rate × (1 − loss), the bar (a run under it is retried, up to
+//! three in all). The namespaces are removed afterwards, also when a test
 //! fails. Outside CI without root: skipped.
 
 mod common;
@@ -106,7 +107,11 @@ fn transfer(
     send.arg("send")
         .arg(src)
         .args(["--peer", &rx.fingerprint, "--token", "t", "--json"])
-        .args(["--plane", plane]);
+        .args(["--plane", plane])
+        // A state folder of the test's own: no path remembered from the
+        // user's sends, or from an earlier run (each starts cold).
+        .arg("--state-dir")
+        .arg(dir.join("send-state"));
     for i in 1..=3 {
         send.args(["--path", &format!("{}s{i}=10.77.{i}.2:4433", topo.prefix)]);
     }
@@ -201,43 +206,49 @@ fn three_lossy_shaped_paths_add_up_on_the_fec_plane() {
     let src = tmp.path().join("lossy.bin");
     write_file(&src, 512 << 20, 43);
     settle_writeback();
-    let (run, _) = transfer(&topo, tmp.path(), &src, "auto", |_| {});
-    let d = done(&run);
-    assert_eq!(d["plane"], "fec", "{d}");
-    let goodput = d["goodput_bps"].as_f64().unwrap();
     let capacity = 100e6 + 200e6 * 0.99 + 300e6 * 0.97;
-    let loss: Vec<f64> = d["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["loss"].as_f64().unwrap())
-        .collect();
-    println!(
-        "512 MiB over 100+200+300 Mbit/s at 0/1/3 % loss: {:.1} Mbit/s ({:.0} % of {:.0}), path loss {loss:.3?}",
-        goodput / 1e6,
-        goodput * 100.0 / capacity,
-        capacity / 1e6
-    );
-    // The target is 0.9; the release build measured 0.86-0.89
-    // (results/README.md), this test's build 0.80-0.81, and once, in a
-    // clean-clone CI run, 0.66 (the release build too has runs at 0.74-0.78
-    // among its 0.87s, before this session's changes as after). The bound
-    // catches a plane that stops adding paths up (the reliable plane gets a
-    // few % here), not the last tenth: 0.5 of the capacity is still more
-    // than the best path alone delivers (291 of 589 Mbit/s). On 2026-12-03
-    // this machine measured 0.56 and 0.59 at 3d74d42 (output in RAM) and
-    // 0.40 and 0.51 at 9b2fe31, in the same hour, where earlier sessions
-    // measured 0.73-0.86: the test is at the mercy of the machine, and the
-    // issue's 0.9 is not met here. With dependencies built without their
-    // debug assertions (Cargo.toml, 2026-12-04) this test's build measured
-    // 0.85, 0.87 and 0.88 in an hour where it had measured 0.65-0.88 and
-    // the release build 0.90.
-    assert!(goodput >= 0.5 * capacity, "{:.1} Mbit/s", goodput / 1e6);
-    assert!(
-        loss[2] > 0.02 && loss[1] > 0.005,
-        "each path reports its loss: {loss:?}"
-    );
-    assert_same_file(&src, &tmp.path().join("out/lossy.bin"));
+    // The bar is 0.9 of the capacity. This test's build measured
+    // 0.93, 0.93, 0.93 and 0.93 at 1ce4bdd (results/README.md), the release
+    // build the same. The machine is shared by sender, receiver and the
+    // kernel's shaping, and on busy days earlier builds measured 0.40-0.66
+    // in single runs while other work ran, so a run under the bar is
+    // retried, up to three in all: the bar must be met by one of them, and
+    // every run must verify its copy and still add the paths up (0.5 of the
+    // capacity is more than the best path alone, 291 of 589 Mbit/s; the
+    // reliable plane gets a few % here).
+    let mut figures = Vec::new();
+    for attempt in 1..=3 {
+        for old in ["out", "send-state"] {
+            let _ = std::fs::remove_dir_all(tmp.path().join(old));
+        }
+        let (run, _) = transfer(&topo, tmp.path(), &src, "auto", |_| {});
+        let d = done(&run);
+        assert_eq!(d["plane"], "fec", "{d}");
+        let goodput = d["goodput_bps"].as_f64().unwrap();
+        let loss: Vec<f64> = d["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["loss"].as_f64().unwrap())
+            .collect();
+        println!(
+            "run {attempt}: 512 MiB over 100+200+300 Mbit/s at 0/1/3 % loss: {:.1} Mbit/s ({:.0} % of {:.0}), path loss {loss:.3?}",
+            goodput / 1e6,
+            goodput * 100.0 / capacity,
+            capacity / 1e6
+        );
+        assert!(goodput >= 0.5 * capacity, "{:.1} Mbit/s", goodput / 1e6);
+        assert!(
+            loss[2] > 0.02 && loss[1] > 0.005,
+            "each path reports its loss: {loss:?}"
+        );
+        assert_same_file(&src, &tmp.path().join("out/lossy.bin"));
+        figures.push(goodput / capacity);
+        if goodput >= 0.9 * capacity {
+            return;
+        }
+    }
+    panic!("no run reached 0.9 of {capacity:.0} bit/s: {figures:.3?}");
 }
 
 #[test]
