@@ -42,7 +42,7 @@ fn secs(o: &sim::Outcome) -> f64 {
 }
 
 /// 200 Mbit/s, 40 ms, 5 % both ways (issue 13's 64 MiB link): what the
-/// first transfer carried takes ~0.13 s off the second's 3.2 s.
+/// first transfer carried takes ~0.03-0.04 s off the second's 3.1 s.
 #[test]
 fn a_remembered_path_starts_near_its_rate() {
     for seed in [1, 2] {
@@ -63,9 +63,10 @@ fn a_remembered_path_starts_near_its_rate() {
             cold.queue_drops,
             warm.queue_drops
         );
-        // Measured 0.12-0.14 s faster.
+        // Measured 0.12-0.14 s faster when a cold start grew from 10
+        // Mbit/s; since a cold start probes with trains, 0.03 s.
         assert!(
-            secs(&warm) + 0.07 < secs(&cold),
+            secs(&warm) + 0.015 < secs(&cold),
             "warm {:.3} s against cold {:.3} s",
             secs(&warm),
             secs(&cold)
@@ -94,8 +95,10 @@ fn a_path_slower_than_remembered_costs_a_round_trip_not_the_transfer() {
         cold.queue_drops
     );
     assert_eq!(warm.warm_per_path[0], Some(true));
-    // Measured 44.9 against 0.95 × 50; the overshoot's drops ~230 of
-    // ~50 000 shards.
+    // Measured 45.0 against 0.95 × 50; the overshoot's drops ~490 of
+    // ~50 000 shards (the jump to 100 Mbit/s paced for the round trip and
+    // train before the first train is judged; 230 when startup grew from
+    // deliveries at this RTT).
     assert!(goodput(&warm) >= 40.0, "{:.1}", goodput(&warm));
     assert!(warm.queue_drops < 1000, "{} queue drops", warm.queue_drops);
 }
