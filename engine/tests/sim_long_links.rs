@@ -125,7 +125,7 @@ fn a_cold_64_mib_send_at_40_ms_and_5_percent_both_ways_meets_the_bar() {
     // Issue 13: 200 Mbit/s, 40 ms, 5 % both ways, 64 MiB at 0.9 × 190
     // Mbit/s or better, that is within 3.14 s of the first packet. Growing
     // from 10 Mbit/s at 2.5× the delivered rate took 3.19-3.26 s here;
-    // probe trains find the rate in three round trips (3.10-3.12 s).
+    // probe trains find the rate in under three round trips (3.08-3.09 s).
     for seed in [51, 52, 53] {
         let out = one_path(200, 40, 0.05, 64 * MIB, seed);
         let finished = out.finished.unwrap();
