@@ -289,10 +289,13 @@ pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError>
     drop(handle);
     std::fs::rename(parts.out.part_path(name), parts.out.final_path(name))
         .map_err(|e| io_storage_error(&parts.out, name, &e))?;
-    let size = manifest.files()[file as usize].size;
-    parts
-        .out
-        .remove_journal(name, size, manifest.block_size_log2());
+    // Only a file of more than one block has a journal (`PartFiles::get`).
+    if manifest.block_count(file as usize) > 1 {
+        let size = manifest.files()[file as usize].size;
+        parts
+            .out
+            .remove_journal(name, size, manifest.block_size_log2());
+    }
     Ok(())
 }
 
@@ -331,16 +334,20 @@ pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed
         tracing::warn!("{}: {why}; receiving it afresh", part.display());
         Ok(None)
     };
+    // A file of one block never has a journal (`PartFiles::get`): there
+    // is nothing to resume, and no reason to look (two `statx` per file).
+    if manifest.block_count(file as usize) <= 1 {
+        return Ok(None);
+    }
     let regular = |p: &std::path::Path| {
         std::fs::symlink_metadata(p)
             .ok()
             .filter(|m| m.file_type().is_file())
     };
-    let Some(part_meta) = regular(&part) else {
-        if std::fs::symlink_metadata(&part).is_ok() {
-            return afresh("not a regular file".into());
-        }
-        return Ok(None);
+    let part_meta = match std::fs::symlink_metadata(&part) {
+        Ok(m) if m.file_type().is_file() => m,
+        Ok(_) => return afresh("not a regular file".into()),
+        Err(_) => return Ok(None),
     };
     let Some(journal_meta) = regular(&journal) else {
         return afresh("no journal beside it (or not a regular file)".into());
