@@ -519,14 +519,14 @@ impl RateController {
         if let Some(t) = &mut self.train {
             t.max_queue = t.max_queue.max(queue);
         }
-        // A train delivered in full is known as soon as a report shows it
-        // (a peak that high can only be the train's), 20-25 ms before its
-        // judgement time at 40 ms RTT; one delivered short waits for it.
-        let full_already =
-            |t: &Train| self.peak / (1.0 - self.judging_loss()) >= TRAIN_FULL * t.rate;
+        // What the train in flight (if any) has been seen to deliver,
+        // before random loss. A train delivered in full is known as soon
+        // as a report shows it (a peak that high can only be the train's),
+        // 20-25 ms before its judgement time at 40 ms RTT; one delivered
+        // short waits for it.
+        let carried = self.peak / (1.0 - self.judging_loss());
         match self.train {
-            Some(t) if now >= t.judge_at || full_already(&t) => {
-                let carried = self.peak / (1.0 - self.judging_loss());
+            Some(t) if now >= t.judge_at || carried >= TRAIN_FULL * t.rate => {
                 self.train = None;
                 let short = carried < TRAIN_FULL * t.rate && !t.limited;
                 // A train that found the bottleneck left a queue behind it
@@ -546,17 +546,11 @@ impl RateController {
                     // train at four times that would leave a queue of
                     // 90 ms at the path's rate (423 queue drops of a
                     // 64 MiB send at 40 ms, where none were).
-                    let btl = carried.min(t.rate);
-                    self.caps.push_back(btl);
-                    self.full_bw = btl;
-                    self.reports.clear();
-                    self.enter_steady(btl);
+                    self.steady_from_train(carried.min(t.rate));
                     return;
-                } else if !short {
+                } else if !short || !evident {
                     self.base = self.base.max(carried.min(t.rate));
-                    self.base_known = true;
-                } else if !evident {
-                    self.base = self.base.max(carried.min(t.rate));
+                    self.base_known |= !short;
                 } else {
                     // A base the path was seen to carry is a floor; a
                     // remembered one is not.
@@ -565,10 +559,7 @@ impl RateController {
                     } else {
                         carried
                     };
-                    self.caps.push_back(btl);
-                    self.full_bw = btl;
-                    self.reports.clear();
-                    self.enter_steady(btl);
+                    self.steady_from_train(btl);
                     return;
                 }
             }
@@ -672,6 +663,15 @@ impl RateController {
         self.rate = btl * DRAIN_GAIN;
     }
 
+    /// Ends startup on a train's judgement: steady state at `btl`, which
+    /// becomes the estimate.
+    fn steady_from_train(&mut self, btl: f64) {
+        self.caps.push_back(btl);
+        self.full_bw = btl;
+        self.reports.clear();
+        self.enter_steady(btl);
+    }
+
     fn enter_steady(&mut self, btl: f64) {
         self.phase = Phase::Steady;
         self.queue_rounds = 0;
@@ -767,16 +767,14 @@ impl RateController {
         // loss while they grow (on two relayed paths the level it learned
         // climbed to 9 %, and `d / (1 − p₀)` then drove a path into its
         // queue). Neither is ever too low for long.
-        let weights = [
-            (here.packets.0 - start.packets.0) as f64,
-            here.sent.saturating_sub(start.sent) as f64,
-        ];
+        // Packets out in the round by each count (quinn's, the receiver's).
+        let out = [here.packets.0 - start.packets.0, here.sent - start.sent];
         let quinn = {
-            let sent = here.packets.0 - start.packets.0;
+            let sent = out[0];
             (sent >= 20).then(|| ((here.packets.1 - start.packets.1) as f64 / sent as f64).min(1.0))
         };
         let receiver = {
-            let sent = here.sent - start.sent;
+            let sent = out[1];
             let got = here.received as i128 - start.received as i128;
             // Below zero when the receiver counted more in the round than
             // was out in it: kept so for the average, which would
@@ -832,7 +830,7 @@ impl RateController {
                 // level, not from its own first round: quinn declares a
                 // loss a round trip late and its first round can read 0.
                 let start = self.loss_levels[i].or(self.loss_levels[1 - i]);
-                let (n, m) = (self.loss_weights[i], weights[i]);
+                let (n, m) = (self.loss_weights[i], out[i] as f64);
                 self.loss_levels[i] = Some(match start {
                     // Until a count has seen [`LEVEL_WARMUP`] packets its
                     // level is the plain mean of its rounds, weighted by
