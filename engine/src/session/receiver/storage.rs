@@ -70,6 +70,17 @@ pub(super) struct PartFiles {
 }
 
 impl PartFiles {
+    /// Whether `file` keeps a journal: only a file of more than one block.
+    /// A file of one block needs none: its `.part` is renamed as soon as
+    /// that block is written and verified, and an interrupted transfer
+    /// sends the one block again. Creating, reading back and removing it
+    /// was 10 of the 17 system calls of each small file
+    /// (`results/README.md`, "Many small files"); looking for one to
+    /// resume or remove, three more.
+    pub(super) fn journaled(&self, file: u32) -> bool {
+        self.manifest().block_count(file as usize) > 1
+    }
+
     /// The part files of `manifest`'s files, none open yet.
     pub(super) fn new(out: OutputDir, manifest: Arc<Manifest>, fsync: bool) -> Self {
         let n = manifest.files().len();
@@ -119,12 +130,7 @@ impl PartFiles {
                 .create_part(&entry.name, entry.size)
                 .map_err(|e| storage_error(&self.out, &entry.name, e))?,
         );
-        // A file of one block needs no journal: its `.part` is renamed as
-        // soon as that block is written and verified, and an interrupted
-        // transfer sends the one block again. Creating, reading back and
-        // removing it was 10 of the 17 system calls of each small file
-        // (`results/README.md`, "Many small files").
-        if manifest.block_count(file as usize) > 1 {
+        if self.journaled(file) {
             let journal = self
                 .out
                 .create_journal(&crate::journal::JournalHeader {
@@ -289,8 +295,7 @@ pub(super) fn finalize(parts: &PartFiles, file: u32) -> Result<(), SessionError>
     drop(handle);
     std::fs::rename(parts.out.part_path(name), parts.out.final_path(name))
         .map_err(|e| io_storage_error(&parts.out, name, &e))?;
-    // Only a file of more than one block has a journal (`PartFiles::get`).
-    if manifest.block_count(file as usize) > 1 {
+    if parts.journaled(file) {
         let size = manifest.files()[file as usize].size;
         parts
             .out
@@ -334,9 +339,8 @@ pub(super) fn resume_part(parts: &PartFiles, file: u32) -> Result<Option<Resumed
         tracing::warn!("{}: {why}; receiving it afresh", part.display());
         Ok(None)
     };
-    // A file of one block never has a journal (`PartFiles::get`): there
-    // is nothing to resume, and no reason to look (two `statx` per file).
-    if manifest.block_count(file as usize) <= 1 {
+    // Without a journal there is nothing to resume.
+    if !parts.journaled(file) {
         return Ok(None);
     }
     let regular = |p: &std::path::Path| {
