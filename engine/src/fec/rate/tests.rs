@@ -1116,3 +1116,47 @@ fn a_train_delivered_in_full_is_taken_before_its_judgement_time() {
         c.rate()
     );
 }
+
+#[test]
+fn before_the_first_level_a_train_is_judged_against_the_loss_so_far() {
+    // 40 ms path losing 30 %: the first train arrives at 70 % of its rate.
+    // The first report comes at 30 ms, so no round (and no level) ends
+    // before 70 ms, and the train is judged without one. Against the 30 %
+    // lost so far it was delivered in full, and a train four times higher
+    // follows; against none it read as the bottleneck, under `TRAIN_FULL`.
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let mut c = RateController::new(RateConfig::default());
+    c.on_rtt(t0, ms(40));
+    c.tick(t0);
+    let first = c.rate();
+    let (mut delivered, mut sent, mut got) = (0u64, 0u64, 0u64);
+    let mut judged_without_a_level = false;
+    for t in 1..=60u64 {
+        let now = t0 + ms(t);
+        if t % 10 == 0 && t >= 30 {
+            let leaving = if t >= 40 { first } else { first / 4.0 };
+            let out = (leaving * 0.010 / 1400.0) as u64;
+            sent += out;
+            got += out * 7 / 10;
+            delivered += (leaving * 0.010 * 0.7) as u64;
+            c.on_delivered(t * 1_000, delivered);
+            c.on_packets(sent, sent - got);
+            c.on_counts(sent, got);
+        }
+        c.on_rtt(now, ms(40));
+        c.tick(now);
+        if c.rate() >= 3.0 * first && !c.loss_measured() {
+            judged_without_a_level = true;
+        }
+    }
+    assert!(
+        c.in_startup(),
+        "startup ended on a train that lost only the path's 30 %"
+    );
+    assert!(
+        judged_without_a_level,
+        "no next train before a level was learned (rate {:.0} after a first train of {first:.0})",
+        c.rate()
+    );
+}
